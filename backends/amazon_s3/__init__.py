@@ -1,0 +1,45 @@
+"""``cmf init amazonS3``: an Amazon S3 bucket (or any S3-compatible endpoint), through boto3."""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+from cmf_core import checks
+from cmf_core.hookspecs import BackendSpec, InitOption, Remote, hookimpl
+
+TYPE = "amazonS3"
+SPEC = BackendSpec(
+    type=TYPE,
+    description="an Amazon S3 bucket or any S3-compatible endpoint (boto3)",
+    options=(
+        InitOption("url", "bucket and optional prefix, e.g. s3://bucket/prefix", required=True, metavar="S3_URL"),
+        InitOption("access_key_id", "access key; without it the AWS chain (env, AWS_PROFILE, "
+                   "~/.aws/credentials) is used at run time", secret=True),
+        InitOption("secret_key", "secret key that goes with --access-key-id", secret=True),
+        InitOption("session_token", "session token of temporary credentials", secret=True),
+        InitOption("region", "bucket region, e.g. eu-west-1"),
+        InitOption("endpoint_url", "endpoint of an S3-compatible server instead of AWS", metavar="URL"),
+    ),
+    requires=("boto3",),
+    install_hint="pip install 'cmf-ml[s3]'",
+)
+
+
+@hookimpl
+def cmf_backend_spec(repo_type: str) -> Optional[BackendSpec]:
+    return SPEC if repo_type == TYPE else None
+
+
+@hookimpl
+def cmf_backend_configure(repo_type: str, options: Dict[str, object]) -> Optional[Remote]:
+    if repo_type != TYPE:
+        return None
+    checks.s3_url(str(options["url"]))
+    public = {}
+    if options["region"]:
+        public["region"] = str(options["region"])
+    if options["endpoint_url"]:
+        endpoint = checks.url(str(options["endpoint_url"]), "endpoint_url", ("http", "https"),
+                              "https://s3.example.org")
+        public["endpointurl"] = endpoint.geturl()
+    return Remote(type=TYPE, name="amazons3", url=str(options["url"]).rstrip("/"), options=public,
+                  secrets=checks.s3_secrets(options))

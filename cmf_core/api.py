@@ -1,0 +1,136 @@
+"""The typed Python API of cmf. The CLI and the ``cmflib`` facade are thin layers over it.
+
+Functions here return results and raise :class:`cmf_core.errors.CmfError`
+subclasses; they never print, exit, or change the working directory.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+from cmf_core import config, plugins
+from cmf_core.errors import ConfigError, PluginError
+from cmf_core.hookspecs import BackendSpec
+from cmf_core.plugins import BackendInfo
+from cmf_core.workspace import GIT_REMOTE, InitRequest, InitResult, initialize
+
+__all__ = ["init", "show", "backends", "backend_spec", "resolve_options", "InitResult", "BackendInfo"]
+
+
+def _root(workspace: Optional[os.PathLike]) -> Path:
+    root = Path(workspace or os.getcwd()).resolve()
+    if not root.is_dir():
+        raise ConfigError(f"workspace {root} is not a directory")
+    return root
+
+
+def backend_spec(repo_type: str) -> BackendSpec:
+    """The spec (options, requirements) of one installed backend; loads only that backend."""
+    return plugins.load_backend(repo_type)[1]
+
+
+def resolve_options(spec: BackendSpec, given: Mapping[str, Any]) -> Dict[str, Any]:
+    """Check ``given`` against the options ``spec`` declares: defaults, env vars, types, required.
+
+    Empty strings count as not given, as in the original ``cmf_init``.
+    """
+    known = {opt.name: opt for opt in spec.options}
+    unknown = sorted(k for k, v in given.items() if k not in known and v not in (None, "", False, 0))
+    if unknown:
+        takes = ", ".join(opt.flag for opt in spec.options) or "no options"
+        raise ConfigError(
+            f"cmf init {spec.type} does not take {', '.join('--' + k.replace('_', '-') for k in unknown)}; "
+            f"it takes {takes}"
+        )
+    values: Dict[str, Any] = {}
+    for opt in spec.options:
+        value = given.get(opt.name)
+        if value in (None, "") and opt.envvar:
+            value = os.environ.get(opt.envvar) or None
+        if value in (None, ""):
+            value = opt.default
+        if opt.is_flag:
+            value = bool(value)
+        elif value is not None and opt.type is not str:
+            try:
+                value = opt.type(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{opt.flag} must be {opt.type.__name__}, not {value!r}") from None
+        if opt.required and value in (None, ""):
+            env = f" (or set {opt.envvar})" if opt.envvar else ""
+            raise ConfigError(f"missing option {opt.flag}{env} for cmf init {spec.type}")
+        values[opt.name] = value
+    return values
+
+
+def init(
+    repo_type: str,
+    options: Optional[Mapping[str, Any]] = None,
+    *,
+    git_remote_url: str = "",
+    cmf_server_url: Optional[str] = None,
+    neo4j_user: Optional[str] = None,
+    neo4j_password: Optional[str] = None,
+    neo4j_uri: Optional[str] = None,
+    workspace: Optional[os.PathLike] = None,
+) -> InitResult:
+    """Initialise (or re-initialise) a workspace for an artifact repository of ``repo_type``.
+
+    ``options`` are the backend's own options (see ``cmf init <type> --help``).
+    All input is validated before anything is written; on any failure the
+    workspace is left as it was and a :class:`ConfigError` (bad input) or
+    :class:`CmfError` is raised.
+    """
+    root = _root(workspace)
+    pm, spec = plugins.load_backend(repo_type)
+    values = resolve_options(spec, options or {})
+    request = InitRequest(git_remote_url, cmf_server_url, neo4j_user, neo4j_password, neo4j_uri)
+    request.validate()
+    remote = pm.hook.cmf_backend_configure(repo_type=repo_type, options=values)
+    if remote is None:
+        raise PluginError(f"backend {repo_type!r} returned no remote for its options")
+    remote.type = repo_type
+    return initialize(root, remote, request)
+
+
+def _git_remote_url(root: Path) -> Optional[str]:
+    import git
+
+    try:
+        repo = git.Repo(root, search_parent_directories=True)
+        return repo.remotes[GIT_REMOTE].url if GIT_REMOTE in [r.name for r in repo.remotes] else None
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return None
+
+
+def show(workspace: Optional[os.PathLike] = None) -> Dict[str, Any]:
+    """The workspace's stored config with every secret masked, as a JSON-ready dict."""
+    cfg = config.load(_root(workspace))
+    remote = None
+    if cfg.remote:
+        r = cfg.remote
+        remote = {
+            "name": r.name,
+            "url": config.mask_url(r.url),
+            "default": cfg.default_remote,
+            "stored_in": ".dvc/config" if r.dvc else config.config_file(cfg.root).name,
+            "options": {k: config.masked(v, k in config.SECRET_DVC_OPTIONS) for k, v in sorted(r.options.items())},
+            "secrets": {k: config.masked(v, secret=True) for k, v in sorted(r.secrets.items())},
+            "settings": {k: config.masked(v) for k, v in sorted(r.settings.items())},
+        }
+    git_url = _git_remote_url(cfg.root)
+    return {
+        "workspace": str(cfg.root),
+        "repository_type": cfg.type,
+        "remote": remote,
+        "cmf_server_url": config.mask_url(cfg.server_url),
+        "git_remote": {"name": GIT_REMOTE, "url": config.mask_url(git_url)} if git_url else None,
+        "neo4j": {k: config.masked(v, k == "password") for k, v in sorted(cfg.neo4j.items())} or None,
+        "warnings": list(cfg.warnings),
+    }
+
+
+def backends(strict: Optional[bool] = None) -> List[BackendInfo]:
+    """Every installed backend with its distribution, version and status (broken ones included)."""
+    return plugins.load_all(strict)[1]

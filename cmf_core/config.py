@@ -1,0 +1,228 @@
+"""The stored config of a cmf workspace, and where its secrets live.
+
+=========================  =========  ==================================================
+file                       in git?    holds
+=========================  =========  ==================================================
+``.cmfconfig``             tracked    ``[cmf]`` repository-type, remote, server-url;
+                                      ``[neo4j]`` user, uri; ``[<remote>]`` backend
+                                      settings DVC has no option for
+``.cmfconfig.local``       ignored    secrets of cmf itself (``[neo4j] password``), 0600
+``.dvc/config``            tracked    the DVC remote: url and public options, default remote
+``.dvc/config.local``      ignored    the DVC remote's secrets (keys, tokens, passwords), 0600
+=========================  =========  ==================================================
+
+Environment variables override stored secrets: ``CMF_NEO4J_PASSWORD``.
+``CONFIG_FILE`` renames ``.cmfconfig`` as in the original cmflib.
+
+A workspace written by the original cmflib 0.1.0 has no ``repository-type``:
+its type is read off the name of the default DVC remote (``local-storage``,
+``minio``, ``amazons3``, ``ssh-storage``, ``osdf``), and its base64 neo4j
+password in ``.cmfconfig`` is still read, with a warning to re-run ``cmf init``.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import configparser
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+from urllib.parse import urlsplit, urlunsplit
+
+from cmf_core.errors import ConfigError, NotInitialized
+from cmf_core.hookspecs import Remote
+
+SECRETS_FILE = ".cmfconfig.local"
+DEFAULT_SERVER_URL = "http://127.0.0.1:80"
+#: Default DVC remote names of the original cmflib, by repository type.
+ORIGINAL_REMOTE_TYPES = {
+    "local-storage": "local",
+    "minio": "minioS3",
+    "amazons3": "amazonS3",
+    "ssh-storage": "sshremote",
+    "osdf": "osdfremote",
+}
+#: DVC remote options that are secrets wherever they appear.
+SECRET_DVC_OPTIONS = frozenset(
+    {"password", "access_key_id", "secret_access_key", "session_token", "passphrase", "token", "sas_token",
+     "account_key", "client_secret", "key_passphrase"}
+)
+MASK = "********"
+
+
+def config_file(root: Path) -> Path:
+    """Path of ``.cmfconfig`` (or of ``$CONFIG_FILE``) in workspace ``root``."""
+    return root / os.environ.get("CONFIG_FILE", ".cmfconfig")
+
+
+def secrets_file(root: Path) -> Path:
+    return root / SECRETS_FILE
+
+
+def read_ini(path: Path) -> configparser.ConfigParser:
+    """Parse an INI file; a missing file is empty, a malformed one a ConfigError naming it."""
+    parser = configparser.ConfigParser(interpolation=None)
+    if path.exists():
+        try:
+            parser.read_string(path.read_text(encoding="utf-8"), source=str(path))
+        except (configparser.Error, UnicodeDecodeError) as exc:
+            first = str(exc).splitlines()[0]
+            raise ConfigError(f"malformed {path.name}: {first}") from exc
+    return parser
+
+
+def ini_text(parser: configparser.ConfigParser) -> str:
+    from io import StringIO
+
+    out = StringIO()
+    parser.write(out)
+    return out.getvalue()
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, readable by the owner only."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+    os.chmod(path, 0o600)
+
+
+def write_public(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp file, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a URL with credentials (``https://user:token@host/...``)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:{MASK}@{host}"))
+
+
+@dataclass
+class WorkspaceConfig:
+    """Everything ``cmf init`` stored for a workspace, secrets included (never print it raw)."""
+
+    root: Path
+    type: Optional[str]
+    remote: Optional[Remote]
+    server_url: str = DEFAULT_SERVER_URL
+    neo4j: Dict[str, str] = field(default_factory=dict)
+    default_remote: bool = True
+    warnings: List[str] = field(default_factory=list)
+
+
+def _dvc_config(root: Path):
+    from dvc.config import Config
+
+    return Config(dvc_dir=str(root / ".dvc"), validate=False)
+
+
+def read_dvc_levels(root: Path) -> Dict[str, dict]:
+    """The repo and local levels of the workspace's DVC config (not the user's global one)."""
+    from dvc.config import ConfigError as DvcConfigError
+
+    if not (root / ".dvc").is_dir():
+        return {"repo": {}, "local": {}}
+    try:
+        conf = _dvc_config(root)
+        return {level: conf.load_one(level) for level in ("repo", "local")}
+    except DvcConfigError as exc:
+        raise ConfigError(f"malformed DVC config in {root / '.dvc'}: {exc}") from exc
+
+
+def _remote_from_dvc(repo_type: str, name: str, levels: Dict[str, dict], warnings: List[str]) -> Remote:
+    tracked = dict(levels["repo"].get("remote", {}).get(name, {}))
+    local = dict(levels["local"].get("remote", {}).get(name, {}))
+    if not tracked and not local:
+        raise ConfigError(f"DVC remote {name!r} is missing from .dvc/config; re-run cmf init {repo_type}")
+    for key in sorted(SECRET_DVC_OPTIONS & set(tracked)):
+        warnings.append(
+            f"secret {key!r} of DVC remote {name!r} is in the git-tracked .dvc/config; "
+            f"re-run 'cmf init {repo_type}' to move it to .dvc/config.local"
+        )
+    secrets = {k: str(v) for k, v in tracked.items() if k in SECRET_DVC_OPTIONS}
+    secrets.update({k: str(v) for k, v in local.items()})
+    public = {k: str(v) for k, v in tracked.items() if k not in secrets}
+    url = public.pop("url", "")
+    if not url:
+        raise ConfigError(f"DVC remote {name!r} has no url; re-run cmf init {repo_type}")
+    return Remote(type=repo_type, name=name, url=url, options=public, secrets=secrets)
+
+
+def decode_legacy_password(value: str) -> str:
+    """The original cmflib stores the neo4j password base64-encoded in ``.cmfconfig``."""
+    try:
+        return base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return value
+
+
+def load(root: Optional[Path] = None) -> WorkspaceConfig:
+    """Read the stored config of the workspace at ``root`` (default: the current directory)."""
+    root = Path(root or os.getcwd()).resolve()
+    path = config_file(root)
+    if not path.exists():
+        raise NotInitialized(f"{root} is not a cmf workspace (no {path.name}); run 'cmf init <type>' first")
+    public = read_ini(path)
+    private = read_ini(secrets_file(root))
+    levels = read_dvc_levels(root)
+    warnings: List[str] = []
+
+    cmf = public["cmf"] if public.has_section("cmf") else {}
+    default_name = levels["repo"].get("core", {}).get("remote") or levels["local"].get("core", {}).get("remote")
+    name = cmf.get("remote") or default_name
+    repo_type = cmf.get("repository-type") or ORIGINAL_REMOTE_TYPES.get(name or "")
+
+    remote = None
+    if repo_type and name:
+        if public.has_section(name) and public[name].get("url") and name not in levels["repo"].get("remote", {}):
+            settings = dict(public[name])
+            secrets = dict(private[name]) if private.has_section(name) else {}
+            remote = Remote(repo_type, name, settings.pop("url"), settings=settings, secrets=secrets, dvc=False)
+        else:
+            remote = _remote_from_dvc(repo_type, name, levels, warnings)
+            if public.has_section(name):
+                remote.settings = dict(public[name])
+    elif not repo_type:
+        warnings.append("no artifact repository configured; run 'cmf init <type>'")
+
+    neo4j = dict(public["neo4j"]) if public.has_section("neo4j") else {}
+    stored_password = private.get("neo4j", "password", fallback=None)
+    if "password" in neo4j:
+        legacy = neo4j.pop("password")
+        warnings.append("the neo4j password is in the git-tracked .cmfconfig; re-run cmf init to move it")
+        if stored_password is None:
+            stored_password = decode_legacy_password(legacy)
+    password = os.environ.get("CMF_NEO4J_PASSWORD", stored_password)
+    if password is not None:
+        neo4j["password"] = password
+
+    return WorkspaceConfig(
+        root=root,
+        type=repo_type,
+        remote=remote,
+        server_url=cmf.get("server-url", DEFAULT_SERVER_URL),
+        neo4j=neo4j,
+        default_remote=name == default_name,
+        warnings=warnings,
+    )
+
+
+def masked(value: str, secret: bool = False) -> str:
+    """``value`` as it may be printed: a secret replaced, the password of a URL hidden."""
+    if secret:
+        return MASK if value else ""
+    return mask_url(value)

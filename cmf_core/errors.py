@@ -1,0 +1,38 @@
+"""Exceptions of cmf. Library code raises these; only the CLI turns them into exit codes."""
+from __future__ import annotations
+
+
+class CmfError(Exception):
+    """Base class of every error cmf reports to the user. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class ConfigError(CmfError):
+    """Bad input to ``cmf init`` or a malformed stored config (exit status 2)."""
+
+    exit_code = 2
+
+
+class NotInitialized(CmfError):
+    """The workspace has no cmf config: ``cmf init <type>`` has not been run."""
+
+
+class PluginError(CmfError):
+    """A backend plugin is missing, failed to import, or broke the hook contract."""
+
+
+class BackendError(CmfError):
+    """A permanent failure of the artifact repository (credentials, missing bucket, permissions)."""
+
+
+class TransientError(BackendError):
+    """A failure worth retrying: connection reset, timeout, throttling, HTTP 5xx."""
+
+
+class ObjectNotFound(BackendError):
+    """The repository does not hold the requested key."""
+
+    def __init__(self, key: str, where: str = "") -> None:
+        self.key = key
+        super().__init__(f"object {key} not found" + (f" in {where}" if where else ""))

@@ -1,0 +1,186 @@
+"""The contract between the cmf core and a storage backend.
+
+A backend is a module (or any object) that implements some of the hooks below
+with ``@hookimpl`` and is published as an entry point in the group
+``cmf.backends`` whose *name is its repository type* (the word after
+``cmf init``)::
+
+    [project.entry-points."cmf.backends"]
+    local = "cmf_backends.local"
+
+A backend does three things and nothing else:
+
+1. declares the options of ``cmf init <type>``  (:func:`cmf_backend_spec`);
+2. turns those options into a stored :class:`Remote`  (:func:`cmf_backend_configure`);
+3. opens that remote as an :class:`ObjectStore` that moves ONE object at a time
+   (:func:`cmf_backend_open`).
+
+The core owns everything else, written once for every backend: which objects
+to move, parallelism, skip-existing, md5 verification, temp-file-then-rename
+placement, retries with backoff, progress, dry-run, the summary and the exit
+status.
+
+All hooks are ``firstresult``: pluggy calls implementations until one returns
+something other than ``None``.  Every hook receives the repository type, and an
+implementation returns ``None`` for a type that is not its own, so one
+distribution may serve several types and several backends may be loaded side
+by side (``cmf backends``, ``cmf init``).  ``cmf artifact push``/``pull`` load
+only the entry point that the workspace's stored config names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Dict, Optional, Sequence, Set, Tuple
+
+import pluggy
+
+PROJECT = "cmf"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@dataclass(frozen=True)
+class InitOption:
+    """One option of ``cmf init <type>``.
+
+    ``name`` is the Python parameter name (``endpoint_url``); the command line
+    spells it with dashes (``--endpoint-url``).  A ``secret`` option is never
+    written to a git-tracked file and is masked wherever config is printed.
+    ``envvar`` lets the value come from the environment instead of the command
+    line (where it would show in ``ps`` and shell history).
+    """
+
+    name: str
+    help: str
+    required: bool = False
+    secret: bool = False
+    is_flag: bool = False
+    type: type = str
+    default: object = None
+    envvar: Optional[str] = None
+    metavar: Optional[str] = None
+
+    @property
+    def flag(self) -> str:
+        """The command-line spelling, e.g. ``--endpoint-url``."""
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """What a backend declares about itself.
+
+    ``requires`` names the modules it imports to move objects (``("minio",)``);
+    ``cmf backends`` reports whether they are importable, and ``install_hint``
+    tells the user how to get them (``pip install 'cmf-ml[s3]'``).
+    """
+
+    type: str
+    description: str
+    options: Tuple[InitOption, ...] = ()
+    requires: Tuple[str, ...] = ()
+    install_hint: str = ""
+
+
+@dataclass
+class Remote:
+    """An artifact repository as ``cmf init`` stores it and push/pull open it.
+
+    It is stored as a DVC remote, so that plain ``dvc push``/``dvc pull`` use the
+    same repository:
+
+    * ``name``, ``url`` and ``options`` go to ``.dvc/config`` (git-tracked);
+    * ``secrets`` (keys, tokens, passwords, as DVC option names) go to
+      ``.dvc/config.local`` (git-ignored, mode 0600);
+    * ``settings`` that DVC has no option for go to the ``[<name>]`` section of
+      ``.cmfconfig``.
+
+    A backend whose store DVC cannot address sets ``dvc=False``: then nothing is
+    written to DVC's config and everything lives in ``.cmfconfig`` and its
+    git-ignored companion ``.cmfconfig.local``.
+    """
+
+    type: str
+    name: str
+    url: str
+    options: Dict[str, str] = field(default_factory=dict)
+    secrets: Dict[str, str] = field(default_factory=dict)
+    settings: Dict[str, str] = field(default_factory=dict)
+    dvc: bool = True
+
+
+class ObjectStore:
+    """An open artifact repository that moves single objects.
+
+    Keys are relative, ``/``-separated paths such as
+    ``files/md5/d4/1d8cd98f00b204e9800998ecf8427e``; the store maps them under
+    its root (bucket prefix, remote directory, origin path).
+
+    Every method may be called from several threads at once and must be
+    thread-safe.  Raise :class:`cmf_core.errors.ObjectNotFound` for a missing
+    key, :class:`cmf_core.errors.TransientError` for a failure worth retrying
+    (connection reset, timeout, HTTP 5xx, throttling) and
+    :class:`cmf_core.errors.BackendError` for everything that retrying cannot
+    fix (wrong credentials, missing bucket, permission denied); the message must
+    name the key, bucket or host concerned.
+    """
+
+    def exists(self, keys: Sequence[str]) -> Set[str]:
+        """Return the subset of ``keys`` that the repository holds.
+
+        Called once with every key of a push, so a store that can list a
+        prefix should list instead of asking per key.
+        """
+        raise NotImplementedError
+
+    def put(self, src: Path, key: str) -> None:
+        """Upload the local file ``src`` to ``key``, replacing what is there.
+
+        Where the store allows it, a reader must never see a partial object at
+        ``key`` (upload to a temporary name, then rename).
+        """
+        raise NotImplementedError
+
+    def get(self, key: str, dst: BinaryIO) -> None:
+        """Write the bytes of ``key``, in order, to the writable stream ``dst``.
+
+        ``dst`` is not seekable: the core hashes the bytes as they arrive and
+        places the file only when the md5 matches.  Stream; never hold the
+        whole object in memory.
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections and sessions. Called once, after the last transfer."""
+
+
+@hookspec(firstresult=True)
+def cmf_backend_spec(repo_type: str) -> Optional[BackendSpec]:
+    """Describe the backend for ``repo_type``, or return ``None`` if it is not yours.
+
+    Must be cheap and must not import the backend's SDK: ``cmf backends`` and
+    ``cmf init --help`` call it for every installed backend.
+    """
+
+
+@hookspec(firstresult=True)
+def cmf_backend_configure(repo_type: str, options: Dict[str, object]) -> Optional[Remote]:
+    """Validate the ``cmf init`` options of ``repo_type`` and return the :class:`Remote` to store.
+
+    ``options`` maps each :class:`InitOption` name to its value (``None`` when
+    not given).  Reject malformed input (a URL with the wrong scheme, an
+    unreadable key file, a missing required value) by raising
+    :class:`cmf_core.errors.ConfigError` with a one-line message; nothing has
+    been written yet when this hook runs.  Must not contact the network.
+    Return ``None`` if ``repo_type`` is not yours.
+    """
+
+
+@hookspec(firstresult=True)
+def cmf_backend_open(remote: Remote) -> Optional[ObjectStore]:
+    """Open ``remote`` (whose ``type`` is yours) for transfers, or return ``None``.
+
+    Import the SDK here, not at module import time.  Clients and sessions
+    created here are shared by all transfer threads.
+    """

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install cmf and run the main job end to end on the embedded default:
+# a local artifact repository and a SQLite MLMD store, in a throw-away workspace.
+source "$(dirname "$0")/_env.sh"
+install_cmf ""
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+export GIT_AUTHOR_NAME="${GIT_AUTHOR_NAME:-cmf demo}" GIT_AUTHOR_EMAIL="${GIT_AUTHOR_EMAIL:-demo@example.org}"
+export GIT_COMMITTER_NAME="$GIT_AUTHOR_NAME" GIT_COMMITTER_EMAIL="$GIT_AUTHOR_EMAIL"
+mkdir -p "$WORK/project" && cd "$WORK/project"
+
+echo "== cmf backends"
+cmf backends
+echo "== cmf init local"
+cmf init local --path "$WORK/artifact-store" --git-remote-url "$WORK/origin.git"
+echo "== cmf init show"
+cmf init show
+echo "== demo finished: workspace set up in $WORK/project (removed on exit)"

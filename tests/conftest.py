@@ -1,0 +1,74 @@
+"""Shared fixtures: isolated workspaces and ways to run ``cmf`` in-process or as a real process."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+from cmf_core.cli import main
+
+CMF = shutil.which("cmf", path=str(Path(sys.executable).parent)) or "cmf"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path_factory):
+    """No user config leaks in (a private HOME, git identity, no DVC analytics), and no test
+    runs in the source tree: each starts in an empty directory of its own."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for key, value in {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
+                       "GIT_COMMITTER_EMAIL": "t@x"}.items():
+        monkeypatch.setenv(key, value)
+    for key in ("CONFIG_FILE", "CMF_STRICT_PLUGINS", "CMF_NEO4J_PASSWORD", "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(key, raising=False)
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch) -> Path:
+    """An empty directory that is the current directory of the test."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    return root
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cmf(capsys):
+    """Run the CLI in-process: ``cmf("init", "show")`` -> Result(code, out, err)."""
+
+    def run(*args: str) -> Result:
+        capsys.readouterr()
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+def run_cmf(args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None) -> Result:
+    """Run the installed ``cmf`` console script as a real process."""
+    proc = subprocess.run([CMF, *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True,
+                          text=True, timeout=120)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def snapshot(root: Path) -> Dict[str, bytes]:
+    """Every file under ``root`` (``.git`` included) with its bytes, to prove nothing changed."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
