@@ -142,7 +142,10 @@ def open_store(remote: hookspecs.Remote) -> hookspecs.ObjectStore:
     if missing:
         hint = f"; {spec.install_hint}" if spec.install_hint else ""
         raise PluginError(f"backend {remote.type!r} needs {', '.join(missing)}, which is not installed{hint}")
-    store = pm.hook.cmf_backend_open(remote=remote)
+    try:
+        store = pm.hook.cmf_backend_open(remote=remote)
+    except NotImplementedError:
+        store = None
     if store is None:
-        raise PluginError(f"backend {remote.type!r} did not open remote {remote.name!r}")
+        raise PluginError(f"backend {remote.type!r} does not implement transfers (cmf_backend_open)")
     return store

@@ -1,10 +1,11 @@
 """``cmf init amazonS3``: an Amazon S3 bucket (or any S3-compatible endpoint), through boto3."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 from cmf_core import checks
-from cmf_core.hookspecs import BackendSpec, InitOption, Remote, hookimpl
+from cmf_core.backend import Backend
+from cmf_core.hookspecs import BackendSpec, InitOption, Remote
 
 TYPE = "amazonS3"
 SPEC = BackendSpec(
@@ -24,22 +25,20 @@ SPEC = BackendSpec(
 )
 
 
-@hookimpl
-def cmf_backend_spec(repo_type: str) -> Optional[BackendSpec]:
-    return SPEC if repo_type == TYPE else None
+class AmazonS3Backend(Backend):
+    spec = SPEC
+
+    def configure(self, options: Dict[str, object]) -> Remote:
+        checks.s3_url(str(options["url"]))
+        public = {}
+        if options["region"]:
+            public["region"] = str(options["region"])
+        if options["endpoint_url"]:
+            endpoint = checks.url(str(options["endpoint_url"]), "endpoint_url", ("http", "https"),
+                                  "https://s3.example.org")
+            public["endpointurl"] = endpoint.geturl()
+        return Remote(type=TYPE, name="amazons3", url=str(options["url"]).rstrip("/"), options=public,
+                      secrets=checks.s3_secrets(options))
 
 
-@hookimpl
-def cmf_backend_configure(repo_type: str, options: Dict[str, object]) -> Optional[Remote]:
-    if repo_type != TYPE:
-        return None
-    checks.s3_url(str(options["url"]))
-    public = {}
-    if options["region"]:
-        public["region"] = str(options["region"])
-    if options["endpoint_url"]:
-        endpoint = checks.url(str(options["endpoint_url"]), "endpoint_url", ("http", "https"),
-                              "https://s3.example.org")
-        public["endpointurl"] = endpoint.geturl()
-    return Remote(type=TYPE, name="amazons3", url=str(options["url"]).rstrip("/"), options=public,
-                  secrets=checks.s3_secrets(options))
+plugin = AmazonS3Backend()

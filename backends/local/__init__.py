@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict
 
+from cmf_core.backend import Backend
 from cmf_core.errors import ConfigError
-from cmf_core.hookspecs import BackendSpec, InitOption, Remote, hookimpl
+from cmf_core.hookspecs import BackendSpec, InitOption, Remote
 
 TYPE = "local"
 SPEC = BackendSpec(
@@ -18,19 +19,17 @@ SPEC = BackendSpec(
 )
 
 
-@hookimpl
-def cmf_backend_spec(repo_type: str) -> Optional[BackendSpec]:
-    return SPEC if repo_type == TYPE else None
+class LocalBackend(Backend):
+    spec = SPEC
+
+    def configure(self, options: Dict[str, object]) -> Remote:
+        value = str(options["path"])
+        if "://" in value:
+            raise ConfigError(f"--path must be a local directory, not the URL {value!r}")
+        path = Path(value).expanduser().absolute()
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"--path {value!r} exists and is not a directory")
+        return Remote(type=TYPE, name="local-storage", url=str(path))
 
 
-@hookimpl
-def cmf_backend_configure(repo_type: str, options: Dict[str, object]) -> Optional[Remote]:
-    if repo_type != TYPE:
-        return None
-    value = str(options["path"])
-    if "://" in value:
-        raise ConfigError(f"--path must be a local directory, not the URL {value!r}")
-    path = Path(value).expanduser().absolute()
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"--path {value!r} exists and is not a directory")
-    return Remote(type=TYPE, name="local-storage", url=str(path))
+plugin = LocalBackend()

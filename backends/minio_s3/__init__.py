@@ -1,10 +1,11 @@
 """``cmf init minioS3``: an S3 bucket on a MinIO (or any S3-compatible) server, through the minio SDK."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 from cmf_core import checks
-from cmf_core.hookspecs import BackendSpec, InitOption, Remote, hookimpl
+from cmf_core.backend import Backend
+from cmf_core.hookspecs import BackendSpec, InitOption, Remote
 
 TYPE = "minioS3"
 SPEC = BackendSpec(
@@ -23,17 +24,15 @@ SPEC = BackendSpec(
 )
 
 
-@hookimpl
-def cmf_backend_spec(repo_type: str) -> Optional[BackendSpec]:
-    return SPEC if repo_type == TYPE else None
+class MinioBackend(Backend):
+    spec = SPEC
+
+    def configure(self, options: Dict[str, object]) -> Remote:
+        checks.s3_url(str(options["url"]))
+        endpoint = checks.url(str(options["endpoint_url"]), "endpoint_url", ("http", "https"),
+                              "https://minio.example.org:9000")
+        return Remote(type=TYPE, name="minio", url=str(options["url"]).rstrip("/"),
+                      options={"endpointurl": endpoint.geturl()}, secrets=checks.s3_secrets(options))
 
 
-@hookimpl
-def cmf_backend_configure(repo_type: str, options: Dict[str, object]) -> Optional[Remote]:
-    if repo_type != TYPE:
-        return None
-    checks.s3_url(str(options["url"]))
-    endpoint = checks.url(str(options["endpoint_url"]), "endpoint_url", ("http", "https"),
-                          "https://minio.example.org:9000")
-    return Remote(type=TYPE, name="minio", url=str(options["url"]).rstrip("/"),
-                  options={"endpointurl": endpoint.geturl()}, secrets=checks.s3_secrets(options))
+plugin = MinioBackend()

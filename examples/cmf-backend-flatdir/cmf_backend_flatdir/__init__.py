@@ -5,10 +5,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Dict, Optional, Sequence, Set
+from typing import BinaryIO, Dict, Sequence, Set
 
 from cmf_core.errors import ConfigError, ObjectNotFound
-from cmf_core.hookspecs import BackendSpec, InitOption, ObjectStore, Remote, hookimpl
+from cmf_core.backend import Backend
+from cmf_core.hookspecs import BackendSpec, InitOption, ObjectStore, Remote
 
 TYPE = "flatdir"
 SPEC = BackendSpec(
@@ -51,21 +52,17 @@ class FlatDirStore(ObjectStore):
             raise ObjectNotFound(key, str(self.root)) from None
 
 
-@hookimpl
-def cmf_backend_spec(repo_type: str) -> Optional[BackendSpec]:
-    return SPEC if repo_type == TYPE else None
+class FlatDirBackend(Backend):
+    spec = SPEC
+
+    def configure(self, options: Dict[str, object]) -> Remote:
+        root = Path(str(options["root"])).expanduser().absolute()
+        if root.exists() and not root.is_dir():
+            raise ConfigError(f"--root {options['root']!r} is not a directory")
+        return Remote(type=TYPE, name="flatdir", url=str(root), dvc=False)
+
+    def open(self, remote: Remote) -> ObjectStore:
+        return FlatDirStore(Path(remote.url))
 
 
-@hookimpl
-def cmf_backend_configure(repo_type: str, options: Dict[str, object]) -> Optional[Remote]:
-    if repo_type != TYPE:
-        return None
-    root = Path(str(options["root"])).expanduser().absolute()
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"--root {options['root']!r} is not a directory")
-    return Remote(type=TYPE, name="flatdir", url=str(root), dvc=False)
-
-
-@hookimpl
-def cmf_backend_open(remote: Remote) -> Optional[ObjectStore]:
-    return FlatDirStore(Path(remote.url)) if remote.type == TYPE else None
+plugin = FlatDirBackend()
