@@ -97,6 +97,14 @@ def write_public(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def ensure_line(path: Path, line: str) -> None:
+    """Append ``line`` to a text file (a ``.gitignore``) unless it is already there."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if line not in text.splitlines():
+        sep = "" if not text or text.endswith("\n") else "\n"
+        write_public(path, f"{text}{sep}{line}\n")
+
+
 def mask_url(url: str) -> str:
     """Hide the password of a URL with credentials (``https://user:token@host/...``)."""
     try:

@@ -121,13 +121,6 @@ def _set_git_remote(repo, url: str) -> None:
         repo.create_remote(GIT_REMOTE, url)
 
 
-def _ensure_line(path: Path, line: str) -> None:
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if line not in text.splitlines():
-        sep = "" if not text or text.endswith("\n") else "\n"
-        config.write_public(path, f"{text}{sep}{line}\n")
-
-
 def _write_dvc_remote(root: Path, remote: Remote) -> None:
     from dvc.config import Config
 
@@ -233,7 +226,7 @@ def initialize(root: Path, remote: Remote, request: InitRequest) -> InitResult:
         if remote.dvc:
             _write_dvc_remote(root, remote)
         _write_cmfconfig(root, remote, request)
-        _ensure_line(root / ".gitignore", f"/{config.SECRETS_FILE}")
+        config.ensure_line(root / ".gitignore", f"/{config.SECRETS_FILE}")
         _check_ignored(repo, root, secret_files)
 
         staged = [p for p in (config.config_file(root), root / ".gitignore", root / ".dvc" / "config",

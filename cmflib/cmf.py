@@ -8,9 +8,10 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from cmf_core import api
+from cmf_core.metadata.logger import Cmf, DataSlice
 from cmf_core.workspace import InitResult
 
-__all__ = ["cmf_init", "cmf_init_show"]
+__all__ = ["Cmf", "DataSlice", "cmf_init", "cmf_init_show"]
 
 
 def cmf_init(

@@ -72,3 +72,19 @@ def run_cmf(args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None) ->
 def snapshot(root: Path) -> Dict[str, bytes]:
     """Every file under ``root`` (``.git`` included) with its bytes, to prove nothing changed."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def workspace(ws, tmp_path) -> Path:
+    """``ws`` after ``cmf init local`` with a store in ``tmp_path/store``."""
+    from cmf_core import api
+
+    api.init("local", {"path": str(tmp_path / "store")}, git_remote_url=str(tmp_path / "origin.git"), workspace=ws)
+    return ws
+
+
+def write(path: Path, text: str) -> Path:
+    """Create a file (and its directories) with ``text``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path

@@ -1,0 +1,1 @@
+"""Metadata: the Cmf logging API on ML Metadata, DVC-compatible versioning, queries and export."""

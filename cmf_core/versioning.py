@@ -1,0 +1,202 @@
+"""``dvc add`` without DVC's start-up cost: hash, fill the cache, write the ``.dvc`` file, stage in git.
+
+What :meth:`Versioner.add` leaves behind is what ``dvc add`` leaves behind
+(the tests compare them byte for byte): the object (and, for a directory, its
+``.dir`` manifest) read-only in ``.dvc/cache/files/md5/xx/yyyy``, a
+``<path>.dvc`` file next to the data, and ``/<name>`` in the ``.gitignore`` of
+the data's directory.  Unlike ``dvc add`` it also stages the ``.dvc`` file and
+the ``.gitignore`` in git, as the original cmflib does.  A file that lies
+inside a directory that is already tracked is hashed only.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import yaml
+
+from cmf_core import config, layout
+from cmf_core.errors import CmfError
+
+
+@dataclass
+class Versioned:
+    """The version of a logged file or directory."""
+
+    path: Path
+    md5: str  # ends in ".dir" for a directory
+    size: int
+    nfiles: Optional[int] = None
+    dvc_file: Optional[Path] = None  # None when a tracked parent directory versions it
+
+
+@dataclass
+class Versioner:
+    """Versions files of the workspace rooted at ``root`` (the directory holding ``.dvc``)."""
+
+    root: Path
+    staged: List[str] = field(default_factory=list)
+    _repo: object = None
+
+    def __post_init__(self) -> None:
+        self.root = self.root.resolve()
+        self.cache = self._cache_dir() / "files" / "md5"
+
+    def _cache_dir(self) -> Path:
+        levels = config.read_dvc_levels(self.root)
+        configured = levels["local"].get("cache", {}).get("dir") or levels["repo"].get("cache", {}).get("dir")
+        return (self.root / ".dvc" / configured).resolve() if configured else self.root / ".dvc" / "cache"
+
+    @property
+    def repo(self):
+        """The git repository of the workspace (opened on first use)."""
+        if self._repo is None:
+            import git
+
+            self._repo = git.Repo(self.root, search_parent_directories=True)
+        return self._repo
+
+    # -- hashing and the cache -------------------------------------------------------------------
+
+    def cache_path(self, md5: str) -> Path:
+        return self.cache / md5[:2] / md5[2:]
+
+    def _store(self, md5: str, src: Optional[Path] = None, data: Optional[bytes] = None) -> None:
+        """Put an object in the cache, read-only, unless it is there already."""
+        target = self.cache_path(md5)
+        if target.exists():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                if data is not None:
+                    out.write(data)
+                else:
+                    with open(src, "rb") as inp:
+                        shutil.copyfileobj(inp, out, layout.CHUNK)
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, target)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    def _add_file(self, path: Path) -> Versioned:
+        md5 = layout.file_md5(path)
+        self._store(md5, src=path)
+        return Versioned(path, md5, path.stat().st_size)
+
+    def _add_dir(self, path: Path) -> Versioned:
+        entries, size = [], 0
+        for relpath, member in layout.walk_files(path):
+            version = self._add_file(member)
+            entries.append(layout.Entry(version.md5, relpath))
+            size += version.size
+        manifest = layout.manifest_bytes(entries)
+        md5 = layout.manifest_md5(manifest)
+        self._store(md5, data=manifest)
+        return Versioned(path, md5, size, nfiles=len(entries))
+
+    def _tracked_parent(self, path: Path) -> Optional[Path]:
+        for parent in path.parents:
+            if parent == self.root or self.root not in parent.parents:
+                return None
+            if parent.with_name(parent.name + ".dvc").is_file():
+                return parent
+        return None
+
+    # -- the public operations -------------------------------------------------------------------
+
+    def resolve(self, path: os.PathLike, base: Path) -> Path:
+        """An existing path inside the workspace, or a clear error."""
+        full = (base / path).absolute()
+        if not full.exists():
+            raise CmfError(f"cannot log {path}: no such file or directory")
+        real = full.resolve()
+        if real != self.root and self.root not in real.parents:
+            raise CmfError(f"cannot log {path}: it is outside the workspace {self.root}")
+        return real
+
+    def md5(self, path: Path) -> str:
+        """The DVC md5 of a file or directory, without touching the cache."""
+        if path.is_dir():
+            entries = [layout.Entry(layout.file_md5(p), rel) for rel, p in layout.walk_files(path)]
+            return layout.manifest_md5(layout.manifest_bytes(entries))
+        return layout.file_md5(path)
+
+    def add(self, path: Path) -> Versioned:
+        """Version ``path`` (absolute, inside the workspace) as ``dvc add`` would, and stage it in git."""
+        if path == self.root or path.name.endswith(".dvc") or ".dvc" in path.relative_to(self.root).parts:
+            raise CmfError(f"cannot version {path}: it is the workspace or DVC's own files")
+        if self._tracked_parent(path) is not None:
+            return Versioned(path, self.md5(path), path.stat().st_size if path.is_file() else 0)
+        rel = str(path.relative_to(Path(self.repo.working_tree_dir).resolve()))
+        if self.repo.git.ls_files(rel):
+            raise CmfError(f"cannot version {rel}: git tracks it; run 'git rm -r --cached {rel}' first")
+        version = self._add_dir(path) if path.is_dir() else self._add_file(path)
+        version.dvc_file = self._write_dvc_file(version)
+        gitignore = path.parent / ".gitignore"
+        config.ensure_line(gitignore, "/" + path.name)
+        self.stage(version.dvc_file, gitignore)
+        return version
+
+    def _write_dvc_file(self, version: Versioned) -> Path:
+        dvc_file = version.path.with_name(version.path.name + ".dvc")
+        out: Dict[str, object] = {"md5": version.md5, "size": version.size}
+        if version.nfiles is not None:
+            out["nfiles"] = version.nfiles
+        out.update({"hash": "md5", "path": version.path.name})
+        document: Dict[str, object] = {"outs": [out]}
+        if dvc_file.exists():  # keep what the user added (desc, meta, remote, ...) around our fields
+            try:
+                existing = yaml.safe_load(dvc_file.read_text(encoding="utf-8")) or {}
+            except yaml.YAMLError as exc:
+                raise CmfError(f"{dvc_file} is not valid YAML: {exc}") from None
+            if isinstance(existing, dict) and isinstance(existing.get("outs"), list) and existing["outs"]:
+                kept = {k: v for k, v in existing["outs"][0].items() if k not in ("md5", "size", "nfiles", "hash",
+                                                                                  "path")}
+                out.update(kept)
+                document = {**existing, "outs": [out]}
+        text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, default_flow_style=False)
+        tmp = dvc_file.with_name(dvc_file.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, dvc_file)
+        return dvc_file
+
+    def stage(self, *paths: Path) -> None:
+        """``git add`` these files (paths inside the repository)."""
+        top = Path(self.repo.working_tree_dir).resolve()
+        rels = [str(Path(p).resolve().relative_to(top)) for p in paths]
+        self.repo.index.add(rels)
+        self.staged.extend(r for r in rels if r not in self.staged)
+
+    def head(self) -> str:
+        """The commit HEAD points at, or "" in a repository without commits."""
+        try:
+            return self.repo.head.commit.hexsha
+        except ValueError:
+            return ""
+
+    def commit(self, message: str) -> str:
+        """Commit exactly the files this Versioner staged (not whatever else the user staged)."""
+        import git
+
+        if not self.staged:
+            return self.head()
+        try:
+            self.repo.git.commit("-q", "-m", message, "--", *self.staged)
+        except git.GitCommandError as exc:
+            detail = (exc.stderr or "").strip().splitlines()
+            if any("Please tell me who you are" in line or "user.email" in line for line in detail):
+                raise CmfError("git commit failed: set your identity with git config user.name/user.email") from None
+            if "nothing to commit" in (exc.stdout or "") + (exc.stderr or ""):
+                self.staged.clear()
+                return self.head()
+            raise CmfError(f"git commit failed: {' '.join(detail) or exc}") from None
+        self.staged.clear()
+        return self.head()
+
