@@ -5,17 +5,19 @@ subclasses; they never print, exit, or change the working directory.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 from cmf_core import config, plugins
-from cmf_core.errors import ConfigError, PluginError
+from cmf_core.errors import CmfError, ConfigError, PluginError
 from cmf_core.hookspecs import BackendSpec
 from cmf_core.plugins import BackendInfo
 from cmf_core.workspace import GIT_REMOTE, InitRequest, InitResult, initialize
 
-__all__ = ["init", "show", "backends", "backend_spec", "resolve_options", "InitResult", "BackendInfo"]
+__all__ = ["init", "show", "backends", "backend_spec", "resolve_options", "InitResult", "BackendInfo",
+           "pipeline_list", "execution_list", "artifact_list", "metadata_export", "dvc_ingest"]
 
 
 def _root(workspace: Optional[os.PathLike]) -> Path:
@@ -134,3 +136,86 @@ def show(workspace: Optional[os.PathLike] = None) -> Dict[str, Any]:
 def backends(strict: Optional[bool] = None) -> List[BackendInfo]:
     """Every installed backend with its distribution, version and status (broken ones included)."""
     return plugins.load_all(strict)[1]
+
+
+# -- metadata: lists, export, dvc ingest --------------------------------------------------------
+
+
+def _query(mlmd: str):
+    from cmf_core.metadata.query import CmfQuery
+
+    return CmfQuery(mlmd)
+
+
+def _rows(frame) -> List[Dict[str, Any]]:
+    """DataFrame rows as JSON-ready dicts (NaN -> None, numpy scalars -> Python)."""
+    return json.loads(frame.to_json(orient="records")) if len(frame) else []
+
+
+def _pipeline(query, pipeline: str, mlmd: str) -> None:
+    names = query.get_pipeline_names()
+    if pipeline not in names:
+        raise CmfError(f"pipeline {pipeline!r} is not in {mlmd}; it has: {', '.join(names) or 'no pipelines'}")
+
+
+def pipeline_list(mlmd: str = "mlmd") -> List[str]:
+    """Names of the pipelines recorded in ``mlmd``."""
+    return list(_query(mlmd).get_pipeline_names())
+
+
+def execution_list(pipeline: str, mlmd: str = "mlmd", execution_uuid: Optional[str] = None) -> List[Dict[str, Any]]:
+    """Executions of ``pipeline`` (all properties), optionally only the one with ``execution_uuid``."""
+    query = _query(mlmd)
+    _pipeline(query, pipeline, mlmd)
+    rows = _rows(query.get_all_executions_in_pipeline(pipeline))
+    if execution_uuid:
+        rows = [r for r in rows if execution_uuid in str(r.get("Execution_uuid", "")).split(",")]
+        if not rows:
+            raise CmfError(f"no execution with uuid {execution_uuid} in pipeline {pipeline!r}")
+    return rows
+
+
+def artifact_list(pipeline: str, mlmd: str = "mlmd", artifact_name: Optional[str] = None) -> List[Dict[str, Any]]:
+    """Artifacts of ``pipeline``; ``artifact_name`` matches a full name, a path or a file name."""
+    query = _query(mlmd)
+    _pipeline(query, pipeline, mlmd)
+    rows = _rows(query.get_all_artifacts_by_context(pipeline))
+    if artifact_name:
+        def matches(row: Dict[str, Any]) -> bool:
+            name = str(row.get("name", ""))
+            path = name.split(":", 1)[0]
+            return artifact_name in (name, path, os.path.basename(path))
+
+        rows = [r for r in rows if matches(r)]
+        if not rows:
+            raise CmfError(f"no artifact named {artifact_name!r} in pipeline {pipeline!r}")
+    return rows
+
+
+def metadata_export(pipeline: str, mlmd: str = "mlmd", json_file: Optional[str] = None,
+                    force: bool = False) -> Path:
+    """Write the pipeline's export JSON (the original's format) to ``json_file`` (default ``<pipeline>.json``).
+
+    An existing file is replaced only with ``force``; the file is written whole or not at all.
+    """
+    query = _query(mlmd)
+    _pipeline(query, pipeline, mlmd)
+    target = Path(json_file or f"{pipeline}.json")
+    if target.suffix != ".json":
+        target = target.with_name(target.name + ".json")
+    if target.is_dir():
+        raise ConfigError(f"{target} is a directory; give a file name")
+    if not target.parent.is_dir():
+        raise ConfigError(f"directory {target.parent} does not exist")
+    if target.exists() and not force:
+        raise CmfError(f"{target} exists; use --force to replace it")
+    text = json.dumps(json.loads(query.dumptojson(pipeline, None)), indent=2)
+    config.write_public(target, text + "\n")
+    return target
+
+
+def dvc_ingest(mlmd: str = "mlmd", lock: Optional[str] = None, pipeline: Optional[str] = None):
+    """Record the pipeline of ``dvc.lock`` in ``mlmd`` (see :mod:`cmf_core.metadata.ingest`)."""
+    from cmf_core.metadata.ingest import ingest_dvc_lock
+
+    return ingest_dvc_lock(mlmd, lock, pipeline)

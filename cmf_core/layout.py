@@ -45,9 +45,14 @@ def file_md5(path: os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def is_md5(value: str) -> bool:
+    """Whether ``value`` is a DVC object id: 32 hex digits, optionally ending in ``.dir``."""
+    return bool(_MD5.match(value))
+
+
 def key(md5: str) -> str:
     """The object key of an md5 (``files/md5/xx/yyyy`` or ``.../yyyy.dir``)."""
-    if not _MD5.match(md5):
+    if not is_md5(md5):
         raise CmfError(f"not an md5 object id: {md5!r}")
     return f"files/md5/{md5[:2]}/{md5[2:]}"
 

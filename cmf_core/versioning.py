@@ -185,17 +185,15 @@ class Versioner:
         """Commit exactly the files this Versioner staged (not whatever else the user staged)."""
         import git
 
-        if not self.staged:
-            return self.head()
+        if not self.staged or not self.repo.git.diff("--cached", "--name-only", "--", *self.staged):
+            self.staged.clear()
+            return self.head()  # nothing of ours changed since the last commit
         try:
             self.repo.git.commit("-q", "-m", message, "--", *self.staged)
         except git.GitCommandError as exc:
             detail = (exc.stderr or "").strip().splitlines()
             if any("Please tell me who you are" in line or "user.email" in line for line in detail):
                 raise CmfError("git commit failed: set your identity with git config user.name/user.email") from None
-            if "nothing to commit" in (exc.stdout or "") + (exc.stderr or ""):
-                self.staged.clear()
-                return self.head()
             raise CmfError(f"git commit failed: {' '.join(detail) or exc}") from None
         self.staged.clear()
         return self.head()

@@ -5,13 +5,15 @@ instead of printing and returning ``None``, and they return results.
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from pathlib import Path
+from typing import Any, Dict, List, Optional
 
 from cmf_core import api
 from cmf_core.metadata.logger import Cmf, DataSlice
 from cmf_core.workspace import InitResult
 
-__all__ = ["Cmf", "DataSlice", "cmf_init", "cmf_init_show"]
+__all__ = ["Cmf", "DataSlice", "cmf_init", "cmf_init_show", "pipeline_list", "execution_list", "artifact_list",
+           "metadata_export", "dvc_ingest"]
 
 
 def cmf_init(
@@ -57,3 +59,29 @@ def cmf_init(
 def cmf_init_show() -> Dict[str, Any]:
     """The current workspace's config with secrets masked (see ``cmf init show --json``)."""
     return api.show()
+
+
+def pipeline_list(file_name: str = "./mlmd") -> List[str]:
+    """Names of the pipelines in the mlmd file."""
+    return api.pipeline_list(file_name)
+
+
+def execution_list(pipeline_name: str, file_name: str = "./mlmd", execution_uuid: str = "") -> List[Dict[str, Any]]:
+    """Executions of a pipeline as dicts (all properties), optionally one execution by uuid."""
+    return api.execution_list(pipeline_name, file_name, execution_uuid or None)
+
+
+def artifact_list(pipeline_name: str, file_name: str = "./mlmd", artifact_name: str = "") -> List[Dict[str, Any]]:
+    """Artifacts of a pipeline as dicts (name, type, uri = md5, url, properties)."""
+    return api.artifact_list(pipeline_name, file_name, artifact_name or None)
+
+
+def metadata_export(pipeline_name: str, json_file_name: Optional[str] = None, file_name: str = "./mlmd",
+                    force: bool = False) -> Path:
+    """Export a pipeline to JSON (the original's format); returns the file written. No prompt: see ``force``."""
+    return api.metadata_export(pipeline_name, file_name, json_file_name, force)
+
+
+def dvc_ingest(file_name: str = "./mlmd"):
+    """Record the pipeline of ``dvc.lock`` in the mlmd file; returns counts of what was recorded."""
+    return api.dvc_ingest(file_name)

@@ -13,6 +13,7 @@ import click
 
 from cmf_core.cli.backends import backends_command
 from cmf_core.cli.init import init_group
+from cmf_core.cli.metadata import COMMANDS as METADATA_COMMANDS
 from cmf_core.errors import CmfError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -28,8 +29,8 @@ def cli() -> None:
     """
 
 
-cli.add_command(init_group)
-cli.add_command(backends_command)
+for command in (init_group, backends_command, *METADATA_COMMANDS):
+    cli.add_command(command)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:

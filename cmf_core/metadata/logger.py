@@ -339,7 +339,7 @@ class Cmf:
                                  custom_properties: Optional[Dict[str, Any]] = None) -> pb.Artifact:
         """Log a dataset whose md5 is already known (from a ``dvc.lock`` or another client); no file is read."""
         kind = _event_kind(event)
-        if not version or not all(c in "0123456789abcdef." for c in version):
+        if not layout.is_md5(version):
             raise CmfError(f"bad version {version!r} for {url}: expected a DVC md5")
         self._ensure_execution()
         given = dict(props or {})
