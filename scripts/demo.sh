@@ -16,4 +16,14 @@ echo "== cmf init local"
 cmf init local --path "$WORK/artifact-store" --git-remote-url "$WORK/origin.git"
 echo "== cmf init show"
 cmf init show
+echo "== log a two-stage pipeline with the cmflib API (examples/demo_pipeline.py)"
+python "$ROOT/examples/demo_pipeline.py"
+echo "== cmf artifact list -p demo"
+cmf artifact list -p demo
+echo "== cmf execution list -p demo"
+cmf execution list -p demo
+echo "== cmf metadata export -p demo"
+cmf metadata export -p demo -j "$WORK/demo.json"
+echo "== dvc status (the logged data is versioned as dvc add would)"
+dvc status
 echo "== demo finished: workspace set up in $WORK/project (removed on exit)"

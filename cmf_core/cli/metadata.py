@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from typing import Any, Dict, List, Sequence
 
 import click
@@ -20,13 +21,13 @@ AS_JSON = click.option("--json", "as_json", is_flag=True, help="print JSON with 
 
 
 def table(rows: List[Dict[str, Any]], columns: Sequence[str]) -> None:
-    """Print ``rows`` as a table of ``columns``, cutting long cells so a line fits the terminal."""
+    """Print ``rows`` as a table of ``columns``; on a terminal, long cells are cut so a line fits."""
     if not rows:
         click.echo("(none)")
         return
     cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
-    width = shutil.get_terminal_size((160, 24)).columns
-    limit = max(12, (width - 2 * len(columns)) // len(columns))
+    width = shutil.get_terminal_size().columns
+    limit = max(12, (width - 2 * len(columns)) // len(columns)) if sys.stdout.isatty() else 10**6
     widths = [min(limit, max(len(c), *(len(row[i]) for row in cells))) for i, c in enumerate(columns)]
 
     def cut(text: str, size: int) -> str:
