@@ -304,15 +304,18 @@ class Cmf:
         name = link_name + (f":{self.execution.id}" if name_suffix == "execution" else "")
         artifact = self._record(type_name, name, version.md5, kind, properties, custom, link_name, url=dvc_url)
         self.execution_label_props["Commit"] = version.md5
-        if self.driver:
-            self.driver.artifact(type_name, name, version.md5, kind, self.execution.id, self.pipeline_name,
-                                 self.parent_context.id, {**custom, "Commit": version.md5}, path=url)
-            self._graph_lineage(type_name, name, version.md5, kind)
+        self._mirror(type_name, name, version.md5, kind, {**custom, "Commit": version.md5}, path=url)
         return artifact
 
-    def _graph_lineage(self, kind_name: str, name: str, uri: str, event: str) -> None:
+    def _mirror(self, kind_name: str, name: str, uri: str, event: str, custom: Mapping[str, Any],
+                path: str = "") -> None:
+        """Mirror an artifact and its lineage into Neo4j when ``graph=True``."""
+        if not self.driver:
+            return
         from cmf_core.metadata.graph import ArtifactRef
 
+        self.driver.artifact(kind_name, name, uri, event, self.execution.id, self.pipeline_name,
+                             self.parent_context.id, custom, path=path)
         ref = ArtifactRef(kind_name, name, uri)
         if event == "input":
             self.input_artifacts.append(ref)
@@ -348,10 +351,7 @@ class Cmf:
         name = f"{url}:{version}"
         custom = dict(custom_properties or {})
         artifact = self._record("Dataset", name, version, kind, properties, custom, name, url=properties["url"])
-        if self.driver:
-            self.driver.artifact("Dataset", name, version, kind, self.execution.id, self.pipeline_name,
-                                 self.parent_context.id, custom, path=url)
-            self._graph_lineage("Dataset", name, version, kind)
+        self._mirror("Dataset", name, version, kind, custom, path=url)
         return artifact
 
     def _log_reference(self, url: str, kind: str, custom: Dict[str, Any]) -> pb.Artifact:
@@ -359,10 +359,7 @@ class Cmf:
         self._ensure_execution()
         properties = {"git_repo": self.git_repo, "Commit": "", "url": f"{self.pipeline_name}:{url}"}
         artifact = self._record("Dataset", url, url, kind, properties, {**custom, "external": True}, url)
-        if self.driver:
-            self.driver.artifact("Dataset", url, url, kind, self.execution.id, self.pipeline_name,
-                                 self.parent_context.id, custom, path=url)
-            self._graph_lineage("Dataset", url, url, kind)
+        self._mirror("Dataset", url, url, kind, custom, path=url)
         return artifact
 
     def _log_label(self, label: str, dataset: pb.Artifact, label_properties: Optional[Dict[str, Any]]) -> pb.Artifact:
@@ -395,10 +392,7 @@ class Cmf:
         name = f"{metrics_name}:{uri}:{self.execution.id}"
         custom = dict(custom_properties or {})
         artifact = self._record("Metrics", name, uri, "output", {"metrics_name": name}, custom, name)
-        if self.driver:
-            self.driver.artifact("Metrics", name, uri, "output", self.execution.id, self.pipeline_name,
-                                 self.parent_context.id, custom)
-            self._graph_lineage("Metrics", name, uri, "output")
+        self._mirror("Metrics", name, uri, "output", custom)
         return artifact
 
     def log_metrics(self, metrics_name: str, custom_properties: Optional[Dict[str, Any]] = None) -> pb.Artifact:
@@ -432,10 +426,7 @@ class Cmf:
         ev = records.event("output", when=int(time.time() * 1000))
         _, ids, _ = self.store.put_lineage_subgraph([self.execution], [artifact], [self.child_context], [(0, 0, ev)])
         artifact.id = ids[0]
-        if self.driver:
-            self.driver.artifact("Step_Metrics", name, version.md5, "output", self.execution.id, self.pipeline_name,
-                                 self.parent_context.id, {"Commit": version.md5})
-            self._graph_lineage("Step_Metrics", name, version.md5, "output")
+        self._mirror("Step_Metrics", name, version.md5, "output", {"Commit": version.md5})
         return artifact
 
     # -- data slices ------------------------------------------------------------------------------
