@@ -219,3 +219,53 @@ def dvc_ingest(mlmd: str = "mlmd", lock: Optional[str] = None, pipeline: Optiona
     from cmf_core.metadata.ingest import ingest_dvc_lock
 
     return ingest_dvc_lock(mlmd, lock, pipeline)
+
+
+# -- artifacts: push and pull ---------------------------------------------------------------------
+
+
+def _transfer(direction: str, pipeline: str, mlmd: str, artifact: Optional[str], execution_uuid: Optional[str],
+              jobs: Optional[int], dry_run: bool, store, progress: Optional[bool]):
+    import time
+
+    from cmf_core import transfer
+    from cmf_core.versioning import cache_dir
+
+    started = time.monotonic()
+    base = Path(mlmd).absolute().parent
+    workspace = config.load(config.find_workspace(base))
+    if workspace.remote is None:
+        raise ConfigError("no artifact repository configured: run 'cmf init <type>'")
+    selected, not_files = transfer.select(mlmd, pipeline, artifact, execution_uuid)
+    result = transfer.TransferResult(direction, dry_run=dry_run, not_files=not_files)
+    spec = plugins.load_backend(workspace.remote.type)[1]
+    own = store is None
+    if own:
+        store = plugins.open_store(workspace.remote)
+    try:
+        engine = transfer.Engine(transfer.Workspace(base, cache_dir(workspace.root)), store,
+                                 jobs or spec.jobs, progress)
+        getattr(engine, direction)(selected, result)
+    finally:
+        if own:
+            store.close()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def artifact_push(pipeline: str, mlmd: str = "mlmd", artifact: Optional[str] = None,
+                  execution_uuid: Optional[str] = None, jobs: Optional[int] = None, dry_run: bool = False,
+                  store=None, progress: Optional[bool] = None):
+    """Push the objects of a pipeline's artifacts (or one artifact / one execution) to the artifact repository.
+
+    Returns a :class:`cmf_core.transfer.TransferResult`; ``result.ok`` is False when anything failed.
+    ``store`` replaces the configured backend's store (tests wrap it to inject faults).
+    """
+    return _transfer("push", pipeline, mlmd, artifact, execution_uuid, jobs, dry_run, store, progress)
+
+
+def artifact_pull(pipeline: str, mlmd: str = "mlmd", artifact: Optional[str] = None,
+                  execution_uuid: Optional[str] = None, jobs: Optional[int] = None, dry_run: bool = False,
+                  store=None, progress: Optional[bool] = None):
+    """Pull the artifacts of a pipeline (or one artifact / one execution) into the workspace, md5-verified."""
+    return _transfer("pull", pipeline, mlmd, artifact, execution_uuid, jobs, dry_run, store, progress)

@@ -56,6 +56,15 @@ def config_file(root: Path) -> Path:
     return root / os.environ.get("CONFIG_FILE", ".cmfconfig")
 
 
+def find_workspace(start: Path) -> Path:
+    """The nearest directory at or above ``start`` that holds the cmf config."""
+    start = start.absolute()
+    for candidate in (start, *start.parents):
+        if config_file(candidate).is_file():
+            return candidate
+    raise NotInitialized(f"{start} is not inside a cmf workspace; run 'cmf init <type>' there first")
+
+
 def secrets_file(root: Path) -> Path:
     return root / SECRETS_FILE
 

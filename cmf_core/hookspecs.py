@@ -73,7 +73,8 @@ class BackendSpec:
 
     ``requires`` names the modules it imports to move objects (``("minio",)``);
     ``cmf backends`` reports whether they are importable, and ``install_hint``
-    tells the user how to get them (``pip install 'cmf-ml[s3]'``).
+    tells the user how to get them (``pip install 'cmf-ml[s3]'``).  ``jobs`` is
+    how many transfers run at once unless the user says ``-j``.
     """
 
     type: str
@@ -81,6 +82,7 @@ class BackendSpec:
     options: Tuple[InitOption, ...] = ()
     requires: Tuple[str, ...] = ()
     install_hint: str = ""
+    jobs: int = 4
 
 
 @dataclass

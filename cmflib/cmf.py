@@ -13,7 +13,7 @@ from cmf_core.metadata.logger import Cmf, DataSlice
 from cmf_core.workspace import InitResult
 
 __all__ = ["Cmf", "DataSlice", "cmf_init", "cmf_init_show", "pipeline_list", "execution_list", "artifact_list",
-           "metadata_export", "dvc_ingest"]
+           "metadata_export", "dvc_ingest", "artifact_push", "artifact_pull", "artifact_pull_single"]
 
 
 def cmf_init(
@@ -85,3 +85,18 @@ def metadata_export(pipeline_name: str, json_file_name: Optional[str] = None, fi
 def dvc_ingest(file_name: str = "./mlmd"):
     """Record the pipeline of ``dvc.lock`` in the mlmd file; returns counts of what was recorded."""
     return api.dvc_ingest(file_name)
+
+
+def artifact_push(pipeline_name: str, filepath: str = "./mlmd", jobs: int = 32):
+    """Push the pipeline's artifacts; returns a TransferResult (``.ok``, ``.moved``, ``.failed`` ...)."""
+    return api.artifact_push(pipeline_name, filepath, jobs=jobs)
+
+
+def artifact_pull(pipeline_name: str, file_name: str = "./mlmd", artifact_name: Optional[str] = None):
+    """Pull the pipeline's artifacts (or one artifact) into the workspace; returns a TransferResult."""
+    return api.artifact_pull(pipeline_name, file_name, artifact=artifact_name or None)
+
+
+def artifact_pull_single(pipeline_name: str, file_name: str, artifact_name: str):
+    """Pull one artifact (full name, path or file name); returns a TransferResult."""
+    return api.artifact_pull(pipeline_name, file_name, artifact=artifact_name)

@@ -26,4 +26,12 @@ echo "== cmf metadata export -p demo"
 cmf metadata export -p demo -j "$WORK/demo.json"
 echo "== dvc status (the logged data is versioned as dvc add would)"
 dvc status
+echo "== cmf artifact push -p demo"
+cmf artifact push -p demo
+sha() { find data/raw data/train.csv model.pkl -type f -print0 | sort -z | xargs -0 md5sum; }
+before="$(sha)"
+echo "== delete the data, then cmf artifact pull -p demo"
+rm -rf data/raw data/train.csv model.pkl .dvc/cache
+cmf artifact pull -p demo
+if [ "$(sha)" = "$before" ]; then echo "== verified: every pulled file has its logged md5"; else echo "pulled data differs" >&2; exit 1; fi
 echo "== demo finished: workspace set up in $WORK/project (removed on exit)"

@@ -1,12 +1,15 @@
 """``cmf init local``: an artifact repository in a directory of this machine or a mounted share."""
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Dict
+from typing import BinaryIO, Dict, Sequence, Set
 
 from cmf_core.backend import Backend
-from cmf_core.errors import ConfigError
-from cmf_core.hookspecs import BackendSpec, InitOption, Remote
+from cmf_core.errors import ConfigError, ObjectNotFound
+from cmf_core.hookspecs import BackendSpec, InitOption, ObjectStore, Remote
 
 TYPE = "local"
 SPEC = BackendSpec(
@@ -16,7 +19,48 @@ SPEC = BackendSpec(
         InitOption("path", "directory that holds the artifacts, e.g. /data/cmf-store", required=True,
                    metavar="DIR"),
     ),
+    jobs=4,
 )
+
+
+class LocalStore(ObjectStore):
+    """Objects as files under ``root`` (``root/files/md5/xx/yyyy``), written to a temp name then renamed."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def exists(self, keys: Sequence[str]) -> Set[str]:
+        listed: Dict[str, Set[str]] = {}  # one listdir per prefix directory, not one stat per key
+        found = set()
+        for key in keys:
+            folder, _, name = key.rpartition("/")
+            if folder not in listed:
+                try:
+                    listed[folder] = set(os.listdir(self.root / folder))
+                except FileNotFoundError:
+                    listed[folder] = set()
+            if name in listed[folder]:
+                found.add(key)
+        return found
+
+    def put(self, src: Path, key: str) -> None:
+        target = self.root / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        os.close(fd)
+        try:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    def get(self, key: str, dst: BinaryIO) -> None:
+        try:
+            with open(self.root / key, "rb") as src:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except FileNotFoundError:
+            raise ObjectNotFound(key, str(self.root)) from None
 
 
 class LocalBackend(Backend):
@@ -30,6 +74,12 @@ class LocalBackend(Backend):
         if path.exists() and not path.is_dir():
             raise ConfigError(f"--path {value!r} exists and is not a directory")
         return Remote(type=TYPE, name="local-storage", url=str(path))
+
+    def open(self, remote: Remote) -> ObjectStore:
+        root = Path(remote.url)
+        if root.exists() and not root.is_dir():
+            raise ConfigError(f"local repository {root} is not a directory")
+        return LocalStore(root)
 
 
 plugin = LocalBackend()

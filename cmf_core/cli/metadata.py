@@ -94,6 +94,66 @@ def artifact_list(pipeline: str, mlmd: str, artifact_name: str, as_json: bool) -
     emit(rows, ["id", "type", "name", "uri", "url"], as_json)
 
 
+def _transfer_options(command):
+    options = [
+        PIPELINE, MLMD,
+        click.option("-a", "--artifact_name", "--artifact-name", "artifact", metavar="NAME",
+                     help="only this artifact (full name, path or file name)"),
+        click.option("-e", "--execution_uuid", "--execution-uuid", "execution_uuid", metavar="UUID",
+                     help="only the artifacts of this execution"),
+        click.option("-j", "--jobs", type=click.IntRange(1, 256), metavar="N",
+                     help="transfers at once (default: the backend's)"),
+        click.option("--dry-run", is_flag=True, help="show what would move; move nothing"),
+        AS_JSON,
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return ""
+
+
+def _report(result, as_json: bool) -> None:
+    verb = {"push": "pushed", "pull": "pulled"}[result.direction]
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+    elif result.dry_run:
+        click.echo(f"would {result.direction} {len(result.planned)} objects ({_size(result.bytes)}); "
+                   f"{result.skipped} already in place")
+        for item in result.planned:
+            click.echo(f"  {item}")
+    else:
+        click.echo(f"{verb} {result.moved} objects ({_size(result.bytes)}) in {result.seconds:.1f} s; "
+                   f"{result.skipped} already in place; {len(result.failed)} failed")
+    if not as_json:
+        for artifact, reason in result.not_files:
+            click.echo(f"  not moved: {artifact} ({reason})")
+    for what, error in result.failed:
+        click.echo(f"cmf: error: {what}: {error}", err=True)
+    if not result.ok:
+        raise click.exceptions.Exit(1)
+
+
+@artifact_group.command("push")
+@_transfer_options
+def artifact_push(pipeline, mlmd, artifact, execution_uuid, jobs, dry_run, as_json) -> None:
+    """Push artifacts to the artifact repository (objects it has already are skipped)."""
+    _report(api.artifact_push(pipeline, mlmd, artifact, execution_uuid, jobs, dry_run), as_json)
+
+
+@artifact_group.command("pull")
+@_transfer_options
+def artifact_pull(pipeline, mlmd, artifact, execution_uuid, jobs, dry_run, as_json) -> None:
+    """Pull artifacts into the workspace, md5-verified (files already in place are skipped)."""
+    _report(api.artifact_pull(pipeline, mlmd, artifact, execution_uuid, jobs, dry_run), as_json)
+
+
 @click.group("metadata")
 def metadata_group() -> None:
     """Export (and, with a server, push and pull) pipeline metadata."""

@@ -35,7 +35,7 @@ import pandas as pd
 from ml_metadata.proto import metadata_store_pb2 as pb
 
 from cmf_core import config, layout
-from cmf_core.errors import CmfError, NotInitialized
+from cmf_core.errors import CmfError
 from cmf_core.metadata import store as records
 from cmf_core.metadata.store import first, props, set_props
 from cmf_core.versioning import Versioner
@@ -66,13 +66,6 @@ def _without_credentials(url: str) -> str:
         return url
     host = parts.hostname or ""
     return urlunsplit(parts._replace(netloc=f"{parts.username}@{host}" + (f":{parts.port}" if parts.port else "")))
-
-
-def _find_workspace(base: Path) -> Path:
-    for candidate in (base, *base.parents):
-        if config.config_file(candidate).is_file():
-            return candidate
-    raise NotInitialized(f"{base} is not inside a cmf workspace; run 'cmf init <type>' there first")
 
 
 def _event_kind(event: str) -> str:
@@ -107,7 +100,7 @@ class Cmf:
         self.versioner: Optional[Versioner] = None
         self.remote_url = ""
         if not is_server:
-            root = _find_workspace(self.base)
+            root = config.find_workspace(self.base)
             workspace = config.load(root)
             self.remote_url = workspace.remote.url if workspace.remote else ""
             self.versioner = Versioner(root)

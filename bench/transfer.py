@@ -1,0 +1,166 @@
+"""Artifact push/pull next to `dvc push`/`dvc pull` and the raw copy floor, on the same workspace.
+
+Shapes (as the transfer issue defines them):
+  big   one 200 MB file
+  many  200 files of 64 KB, each its own artifact
+  dir   one directory artifact of 2000 files of 4 KB
+For each shape and round, the three contenders run one after the other on the
+same data (order rotated per round); the table gives medians and ratios.
+Also: a no-op re-push of `dir` (everything already on the remote).
+
+    .venv/bin/python bench/transfer.py [--backend local] [--rounds 3] [--shapes big,many,dir]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cmf_core import api, layout  # noqa: E402
+from cmflib.cmf import Cmf  # noqa: E402
+
+DVC = os.path.join(os.path.dirname(sys.executable), "dvc")
+
+
+def make_shape(ws: Path, shape: str) -> List[str]:
+    """Write the shape's data into the workspace; return the artifact paths to log."""
+    if shape == "big":
+        with open(ws / "big.bin", "wb") as fh:
+            for i in range(200):
+                fh.write(os.urandom(1 << 20))
+        return ["big.bin"]
+    if shape == "many":
+        (ws / "many").mkdir()
+        for i in range(200):
+            (ws / "many" / f"f{i:03d}.bin").write_bytes(os.urandom(64 << 10))
+        return [f"many/f{i:03d}.bin" for i in range(200)]
+    for i in range(2000):
+        sub = ws / "tree" / f"d{i % 40:02d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"x{i:04d}.bin").write_bytes(os.urandom(4 << 10))
+    return ["tree"]
+
+
+def cache_objects(ws: Path) -> List[Path]:
+    return [p for p in (ws / ".dvc" / "cache" / "files").rglob("*") if p.is_file()]
+
+
+def clear(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    outcome = action()
+    elapsed = time.perf_counter() - start
+    if outcome is not None and hasattr(outcome, "ok") and not outcome.ok:
+        raise SystemExit(f"transfer failed: {outcome.failed[:3]}")
+    return elapsed
+
+
+def bench_shape(root: Path, shape: str, rounds: int) -> Dict[str, Dict[str, float]]:
+    ws, store = root / shape, root / f"{shape}-store"
+    ws.mkdir()
+    api.init("local", {"path": str(store)}, git_remote_url="/dev/null", workspace=ws)
+    os.chdir(ws)
+    paths = make_shape(ws, shape)
+    cmf = Cmf(filepath="mlmd", pipeline_name=shape)
+    cmf.create_context("make")
+    cmf.create_execution("Make")
+    for path in paths:
+        cmf.log_dataset(path, "output")
+    cmf.finalize()
+    objects = cache_objects(ws)
+    data_paths = [ws / p for p in paths]
+    saved = root / f"{shape}-saved"  # where the floor's copies land
+
+    def reset_store() -> None:
+        clear(store)
+
+    def reset_workspace() -> None:
+        for p in data_paths:
+            clear(p) if p.is_dir() else p.unlink(missing_ok=True)
+        clear(ws / ".dvc" / "cache")
+
+    def floor_push() -> None:
+        for obj in objects:
+            target = store / obj.relative_to(ws / ".dvc" / "cache")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(obj, target)
+
+    def floor_pull() -> None:
+        for obj in objects:  # every object copied once out of the store
+            rel = obj.relative_to(ws / ".dvc" / "cache")
+            target = saved / "floor" / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(store / rel, target)
+
+    pushers = {
+        "cmf": lambda: api.artifact_push(shape, progress=False),
+        "dvc": lambda: subprocess.run([DVC, "push", "-q"], check=True),
+        "floor": floor_push,
+    }
+    pullers = {
+        "cmf": lambda: api.artifact_pull(shape, progress=False),
+        "dvc": lambda: subprocess.run([DVC, "pull", "-q"], check=True),
+        "floor": floor_pull,
+    }
+    times: Dict[str, Dict[str, List[float]]] = {"push": {k: [] for k in pushers},
+                                                  "pull": {k: [] for k in pullers}}
+    names = list(pushers)
+    for r in range(rounds):
+        order = names[r % 3:] + names[: r % 3]
+        for name in order:
+            reset_store()
+            times["push"][name].append(timed(pushers[name]))
+        for name in order:
+            reset_workspace()
+            clear(saved / "floor")
+            times["pull"][name].append(timed(pullers[name]))
+        reset_workspace()  # untimed: bring data and cache back for the next round's pushes
+        api.artifact_pull(shape, progress=False)
+    noop = statistics.median(timed(lambda: api.artifact_push(shape, progress=False)) for _ in range(3))
+    os.chdir(root)
+    result = {op: {name: statistics.median(values) for name, values in by.items()} for op, by in times.items()}
+    result["noop_push"] = {"cmf": noop}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--shapes", default="big,many,dir")
+    args = parser.parse_args()
+    for key, value in {"DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "b@x",
+                       "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "b@x"}.items():
+        os.environ.setdefault(key, value)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for shape in args.shapes.split(","):
+            results[shape] = bench_shape(Path(tmp), shape, args.rounds)
+    print(f"local backend, median of {args.rounds} rounds (seconds; ratio = cmf time / other time)")
+    print(f"{'shape':6} {'op':5} {'cmf':>8} {'dvc':>8} {'floor':>8} {'cmf/dvc':>8} {'cmf/floor':>9}")
+    for shape, res in results.items():
+        for op in ("push", "pull"):
+            t = res[op]
+            print(f"{shape:6} {op:5} {t['cmf']:8.3f} {t['dvc']:8.3f} {t['floor']:8.3f} "
+                  f"{t['cmf'] / t['dvc']:8.2f} {t['cmf'] / t['floor']:9.2f}")
+        print(f"{shape:6} no-op re-push: {res['noop_push']['cmf']:.3f} s")
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "transfer_local.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,543 @@
+"""The transfer engine: plan, then move objects in parallel, verify, place atomically.
+
+A backend moves single objects (:class:`~cmf_core.hookspecs.ObjectStore`);
+everything else happens here, once for every backend:
+
+* **plan** -- which artifacts (a pipeline, one artifact, one execution), which
+  objects they need (directories expand through their ``.dir`` manifest, parsed
+  as untrusted JSON), where each object comes from (push: the DVC cache, else
+  the workspace file if its md5 matches) or goes to (pull: workspace paths,
+  refused if they would land outside the workspace);
+* **push** -- one batched ``exists`` call, then the missing objects in a bounded
+  pool, ``.dir`` manifests after all their members;
+* **pull** -- files already in place with the right md5 are skipped; objects in
+  the DVC cache are copied from there; the rest is downloaded while its md5 is
+  computed, into the cache and the workspace at once, through temp files that
+  are renamed into place only when the md5 matches.  The DVC cache ends up
+  complete, so ``dvc status`` is clean;
+* transient errors are retried with exponential backoff; every failure is
+  named in the :class:`TransferResult`; an interrupted run leaves only whole
+  objects behind, so rerunning it moves just what is missing.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import random
+import shutil
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from cmf_core import layout
+from cmf_core.errors import BackendError, CmfError, ObjectNotFound, TransientError
+from cmf_core.hookspecs import ObjectStore
+from cmf_core.metadata import store as records
+
+RETRIES = 5
+BACKOFF = 0.2  # seconds before the first retry; doubled each time, with jitter
+MAX_MANIFEST = 256 << 20  # a .dir manifest larger than this is refused
+PARTIAL = ".cmf-partial"
+NO_FILE_TYPES = {"Metrics"}
+
+
+@dataclass
+class Obj:
+    """One object to move: its md5, where it comes from (push) or must end up (pull)."""
+
+    md5: str
+    artifact: str
+    source: Optional[Path] = None
+    targets: List[Path] = field(default_factory=list)
+    size: int = 0
+
+    @property
+    def key(self) -> str:
+        return layout.key(self.md5)
+
+
+@dataclass
+class TransferResult:
+    """What a push or pull did. ``ok`` only when every object asked for is in place."""
+
+    direction: str
+    moved: int = 0
+    skipped: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    failed: List[Tuple[str, str]] = field(default_factory=list)
+    not_files: List[Tuple[str, str]] = field(default_factory=list)
+    dry_run: bool = False
+    planned: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def as_dict(self) -> Dict[str, object]:
+        data = asdict(self)
+        data["ok"] = self.ok
+        data["failed"] = [{"what": w, "error": e} for w, e in self.failed]
+        data["not_files"] = [{"artifact": a, "reason": r} for a, r in self.not_files]
+        return data
+
+
+# -- selecting artifacts ----------------------------------------------------------------------------
+
+
+@dataclass
+class Artifact:
+    name: str
+    type: str
+    md5: str
+    path: str
+
+
+def select(mlmd: str, pipeline: str, artifact: Optional[str] = None,
+           execution_uuid: Optional[str] = None) -> Tuple[List[Artifact], List[Tuple[str, str]]]:
+    """The artifacts of a pipeline (or of one execution, or one artifact) and those without a file."""
+    store = records.open_store(mlmd, create=False)
+    context = store.get_context_by_type_and_name(records.PARENT_CONTEXT, pipeline)
+    if context is None:
+        names = [c.name for c in store.get_contexts_by_type(records.PARENT_CONTEXT)]
+        raise CmfError(f"pipeline {pipeline!r} is not in {mlmd}; it has: {', '.join(names) or 'no pipelines'}")
+    executions = [e for stage in store.get_children_contexts_by_context(context.id)
+                  for e in store.get_executions_by_context(stage.id)]
+    if execution_uuid:
+        executions = [e for e in executions
+                      if execution_uuid in e.properties["Execution_uuid"].string_value.split(",")]
+        if not executions:
+            raise CmfError(f"no execution with uuid {execution_uuid} in pipeline {pipeline!r}")
+    ids = sorted({ev.artifact_id for ev in store.get_events_by_execution_ids([e.id for e in executions])})
+    types = {t.id: t.name for t in store.get_artifact_types()}
+    found = [a for a in store.get_artifacts_by_id(ids)] if ids else []
+    if artifact:
+        found = [a for a in found if artifact in _names(a)]
+        if not found:
+            raise CmfError(f"no artifact named {artifact!r} in pipeline {pipeline!r}")
+        if len({a.name for a in found}) > 1:
+            listed = "\n  ".join(sorted(a.name for a in found))
+            raise CmfError(f"{artifact!r} matches several artifacts; give one of these full names:\n  {listed}")
+    selected, not_files = [], []
+    for a in found:
+        kind = types.get(a.type_id, "")
+        if kind in NO_FILE_TYPES:
+            not_files.append((a.name, "metrics have no file"))
+        elif not layout.is_md5(a.uri):
+            not_files.append((a.name, "recorded by reference, not versioned"))
+        else:
+            selected.append(Artifact(a.name, kind, a.uri, a.name.split(f":{a.uri}")[0]))
+    return selected, not_files
+
+
+def _names(artifact) -> Tuple[str, ...]:
+    path = artifact.name.split(f":{artifact.uri}")[0] if artifact.uri else artifact.name
+    return artifact.name, path, os.path.basename(path.rstrip("/"))
+
+
+# -- planning -------------------------------------------------------------------------------------
+
+
+class Workspace:
+    """Paths of one workspace: where artifacts live (the mlmd file's directory) and the DVC cache."""
+
+    def __init__(self, base: Path, cache: Path) -> None:
+        self.base = base.resolve()
+        self.cache = cache
+
+    def cache_path(self, md5: str) -> Path:
+        return self.cache / "files" / "md5" / md5[:2] / md5[2:]
+
+    def target(self, relpath: str) -> Path:
+        """The workspace path of an artifact, refused if it would land outside the workspace."""
+        if not relpath or os.path.isabs(relpath) or ".." in Path(relpath).parts:
+            raise CmfError(f"artifact path {relpath!r} is absolute or climbs out of the workspace")
+        path = self.base / relpath
+        if self.base not in path.parent.resolve().parents and path.parent.resolve() != self.base:
+            raise CmfError(f"artifact path {relpath!r} leads outside the workspace through a symlink")
+        return path
+
+
+def _member_target(root: Path, entry: layout.Entry) -> Path:
+    path = root / entry.relpath
+    real_parent = path.parent.resolve()
+    real_root = root.resolve()
+    if real_parent != real_root and real_root not in real_parent.parents:
+        raise layout.ManifestError(f"{entry.relpath!r} leads outside {root} through a symlink")
+    return path
+
+
+# -- moving bytes ---------------------------------------------------------------------------------
+
+
+class HashingWriter(io.RawIOBase):
+    """A write-only, non-seekable stream that hashes what it receives and writes it to files."""
+
+    def __init__(self, outputs: Sequence[BinaryIO], on_bytes: Callable[[int], None]) -> None:
+        super().__init__()
+        self.digest = hashlib.md5()
+        self.outputs = outputs
+        self.count = 0
+        self.on_bytes = on_bytes
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        self.digest.update(view)
+        for out in self.outputs:
+            out.write(view)
+        self.count += len(view)
+        self.on_bytes(len(view))
+        return len(view)
+
+
+def _partial(path: Path) -> Path:
+    return path.with_name(f".{path.name}{PARTIAL}")
+
+
+def _place(partials: Dict[Path, Path], read_only: Iterable[Path] = ()) -> None:
+    for final, tmp in partials.items():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final in read_only:
+            os.chmod(tmp, 0o444)
+        os.replace(tmp, final)
+
+
+def _discard(partials: Iterable[Path]) -> None:
+    for tmp in partials:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _retrying(action: Callable[[], object], what: str) -> object:
+    """Run ``action``, retrying transient failures with exponential backoff and jitter."""
+    for attempt in range(RETRIES):
+        try:
+            return action()
+        except (TransientError, ConnectionError, TimeoutError) as exc:
+            if attempt == RETRIES - 1:
+                raise TransientError(f"{what}: gave up after {RETRIES} attempts: {exc}") from None
+            time.sleep(BACKOFF * (2 ** attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+class Progress:
+    """One progress line on a terminal (files and bytes); silent otherwise."""
+
+    def __init__(self, label: str, total: int, enabled: Optional[bool] = None) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.lock = threading.Lock()
+        self.bar = None
+        if self.enabled and total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=label, unit="file", file=sys.stderr, leave=False)
+        self.bytes = 0
+
+    def add_bytes(self, count: int) -> None:
+        with self.lock:
+            self.bytes += count
+
+    def done(self) -> None:
+        if self.bar is not None:
+            with self.lock:
+                self.bar.set_postfix_str(f"{self.bytes / 1e6:.1f} MB", refresh=False)
+                self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Engine:
+    """Moves the objects of selected artifacts between a workspace and an ObjectStore."""
+
+    def __init__(self, workspace: Workspace, store: ObjectStore, jobs: int, progress: Optional[bool] = None):
+        self.ws = workspace
+        self.store = store
+        self.jobs = max(1, jobs)
+        self.progress_enabled = progress
+
+    # -- push ---------------------------------------------------------------------------------
+
+    def _push_source(self, md5: str, fallback: Optional[Path]) -> Optional[Path]:
+        cached = self.ws.cache_path(md5)
+        if cached.is_file():
+            return cached
+        if fallback is not None and fallback.is_file() and layout.file_md5(fallback) == md5:
+            return fallback
+        return None
+
+    def plan_push(self, artifacts: Sequence[Artifact], result: TransferResult) -> Tuple[List[Obj], List[Obj]]:
+        files: Dict[str, Obj] = {}
+        manifests: Dict[str, Obj] = {}
+        for art in artifacts:
+            try:
+                where = self.ws.target(art.path)
+            except CmfError as exc:
+                result.failed.append((art.name, str(exc)))
+                continue
+            if not layout.is_dir_md5(art.md5):
+                source = self._push_source(art.md5, where)
+                if source is None:
+                    result.failed.append((art.name, "not in the DVC cache and not in the workspace with that md5"))
+                else:
+                    files.setdefault(art.md5, Obj(art.md5, art.name, source, size=source.stat().st_size))
+                continue
+            manifest = self.ws.cache_path(art.md5)
+            if not manifest.is_file():
+                result.failed.append((art.name, "its .dir manifest is not in the DVC cache"))
+                continue
+            try:
+                entries = layout.parse_manifest(manifest.read_bytes())
+            except layout.ManifestError as exc:
+                result.failed.append((art.name, f"bad manifest in the DVC cache: {exc}"))
+                continue
+            members, missing = [], []
+            for entry in entries:
+                source = self._push_source(entry.md5, where / entry.relpath)
+                if source is None:
+                    missing.append(entry.relpath)
+                else:
+                    members.append(Obj(entry.md5, f"{art.path}/{entry.relpath}", source, size=source.stat().st_size))
+            if missing:
+                result.failed.append((art.name, f"{len(missing)} files missing from the DVC cache, e.g. {missing[0]}"))
+                continue
+            for obj in members:
+                files.setdefault(obj.md5, obj)
+            manifests.setdefault(art.md5, Obj(art.md5, art.name, manifest, size=manifest.stat().st_size))
+        return list(files.values()), list(manifests.values())
+
+    def push(self, artifacts: Sequence[Artifact], result: TransferResult) -> None:
+        files, manifests = self.plan_push(artifacts, result)
+        everything = files + manifests
+        present = _retrying(lambda: self.store.exists([o.key for o in everything]), "listing the remote") \
+            if everything else set()
+        todo_files = [o for o in files if o.key not in present]
+        todo_manifests = [o for o in manifests if o.key not in present]
+        result.skipped += len(everything) - len(todo_files) - len(todo_manifests)
+        result.planned = [o.artifact for o in todo_files + todo_manifests]
+        if result.dry_run:
+            result.bytes = sum(o.size for o in todo_files + todo_manifests)
+            return
+        failed_before = len(result.failed)
+        self._run("push", todo_files, self._put, result)
+        if len(result.failed) > failed_before:  # a directory is published only once all its members are
+            failed = {w for w, _ in result.failed}
+            todo_manifests = [m for m in todo_manifests if not any(f.startswith(m.artifact.split(":")[0] + "/")
+                                                                  for f in failed)]
+        self._run("push", todo_manifests, self._put, result)
+
+    def _put(self, obj: Obj, progress: Progress) -> int:
+        _retrying(lambda: self.store.put(obj.source, obj.key), f"uploading {obj.artifact}")
+        progress.add_bytes(obj.size)
+        return obj.size
+
+    # -- pull ---------------------------------------------------------------------------------
+
+    def _manifest(self, art: Artifact) -> List[layout.Entry]:
+        """The entries of a directory artifact: from the DVC cache, else downloaded, verified and cached."""
+        cached = self.ws.cache_path(art.md5)
+        if cached.is_file():
+            data = cached.read_bytes()
+            if layout.manifest_md5(data) == art.md5:
+                return layout.parse_manifest(data)
+        buffer = _LimitedBuffer(MAX_MANIFEST)
+
+        def fetch() -> None:
+            buffer.reset()
+            self.store.get(layout.key(art.md5), buffer)
+
+        try:
+            _retrying(fetch, f"fetching {art.name}")
+        except ObjectNotFound:
+            raise CmfError("its .dir manifest is not on the remote") from None
+        data = buffer.getvalue()
+        if layout.manifest_md5(data) != art.md5:
+            raise CmfError("its .dir manifest on the remote is corrupt (md5 mismatch)")
+        entries = layout.parse_manifest(data)
+        self._write_cache(art.md5, data)
+        return entries
+
+    def _write_cache(self, md5: str, data: bytes) -> None:
+        target = self.ws.cache_path(md5)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _partial(target)
+        tmp.write_bytes(data)
+        _place({target: tmp}, read_only=[target])
+
+    def plan_pull(self, artifacts: Sequence[Artifact], result: TransferResult) -> List[Obj]:
+        objects: Dict[str, Obj] = {}
+
+        def want(md5: str, name: str, path: Path) -> None:
+            objects.setdefault(md5, Obj(md5, name)).targets.append(path)
+
+        latest: Dict[str, Artifact] = {}
+        for art in artifacts:  # one version per workspace path: the most recently logged
+            latest[art.path] = art
+        for art in latest.values():
+            try:
+                where = self.ws.target(art.path)
+                if not layout.is_dir_md5(art.md5):
+                    want(art.md5, art.name, where)
+                    continue
+                for entry in self._manifest(art):
+                    want(entry.md5, f"{art.path}/{entry.relpath}", _member_target(where, entry))
+            except (CmfError, layout.ManifestError) as exc:
+                result.failed.append((art.name, str(exc)))
+        return list(objects.values())
+
+    def _in_place(self, obj: Obj) -> List[Path]:
+        """Targets that do not hold the object yet (hashing only files of the right size)."""
+        cached = self.ws.cache_path(obj.md5)
+        size = cached.stat().st_size if cached.is_file() else None
+        missing = []
+        for target in obj.targets:
+            if target.is_file() and (size is None or target.stat().st_size == size) \
+                    and layout.file_md5(target) == obj.md5:
+                continue
+            missing.append(target)
+        return missing
+
+    def pull(self, artifacts: Sequence[Artifact], result: TransferResult) -> None:
+        objects = self.plan_pull(artifacts, result)
+        todo = []
+        for obj in objects:
+            missing = self._in_place(obj)
+            if missing:
+                obj.targets = missing
+                todo.append(obj)
+            else:
+                result.skipped += 1
+                self._ensure_cached(obj)
+        result.planned = [o.artifact for o in todo]
+        if not result.dry_run:
+            self._run("pull", todo, self._get, result)
+
+    def _ensure_cached(self, obj: Obj) -> None:
+        """Files already in place still go into the DVC cache, so ``dvc status`` is clean."""
+        cached = self.ws.cache_path(obj.md5)
+        if not cached.is_file():
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = _partial(cached)
+            shutil.copyfile(obj.targets[0], tmp)
+            _place({cached: tmp}, read_only=[cached])
+
+    def _get(self, obj: Obj, progress: Progress) -> int:
+        cached = self.ws.cache_path(obj.md5)
+        if cached.is_file():
+            try:
+                return self._copy_verified(obj, cached, progress)
+            except _Mismatch:
+                os.chmod(cached, 0o644)
+                cached.unlink()  # a corrupt cache entry: fetch it again
+        return self._download(obj, cached, progress)
+
+    def _copy_verified(self, obj: Obj, source: Path, progress: Progress) -> int:
+        with open(source, "rb") as src:
+            return self._stream(obj, lambda writer: shutil.copyfileobj(src, writer, layout.CHUNK), [], progress)
+
+    def _download(self, obj: Obj, cached: Path, progress: Progress) -> int:
+        def fetch(writer: HashingWriter) -> None:
+            self.store.get(obj.key, writer)
+
+        def attempt() -> int:
+            return self._stream(obj, fetch, [cached], progress)
+
+        return _retrying(attempt, f"downloading {obj.artifact}")
+
+    def _stream(self, obj: Obj, fill: Callable[[HashingWriter], None], extra: List[Path], progress: Progress) -> int:
+        """Fill temp files beside every destination, check the md5, then rename them all into place."""
+        destinations = extra + obj.targets
+        partials = {path: _partial(path) for path in destinations}
+        handles = []
+        try:
+            for path, tmp in partials.items():
+                tmp.parent.mkdir(parents=True, exist_ok=True)
+                handles.append(open(tmp, "wb"))
+            writer = HashingWriter(handles, progress.add_bytes)
+            fill(writer)
+            for handle in handles:
+                handle.close()
+            if writer.digest.hexdigest() != obj.md5:
+                raise _Mismatch(f"md5 mismatch: got {writer.digest.hexdigest()}, expected {obj.md5}")
+            _place(partials, read_only=extra)
+            return writer.count
+        except BaseException:
+            for handle in handles:
+                handle.close()
+            _discard(partials.values())
+            raise
+
+    # -- the pool -------------------------------------------------------------------------------
+
+    def _run(self, label: str, objects: List[Obj], work: Callable[[Obj, Progress], int],
+             result: TransferResult) -> None:
+        if not objects:
+            return
+        progress = Progress(label, len(objects), self.progress_enabled)
+        try:
+            with ThreadPoolExecutor(max_workers=min(self.jobs, len(objects))) as pool:
+                futures = {pool.submit(work, obj, progress): obj for obj in objects}
+                try:
+                    for future in as_completed(futures):
+                        obj = futures[future]
+                        try:
+                            result.bytes += future.result()
+                            result.moved += 1
+                        except (CmfError, OSError, _Mismatch) as exc:
+                            result.failed.append((obj.artifact, _describe(exc)))
+                        progress.done()
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+        finally:
+            progress.close()
+
+
+class _Mismatch(Exception):
+    """Downloaded or cached bytes whose md5 is not the object's."""
+
+
+class _LimitedBuffer(io.RawIOBase):
+    """An in-memory sink for manifests that refuses to grow past ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.data = bytearray()
+
+    def reset(self) -> None:
+        self.data.clear()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, chunk) -> int:
+        if len(self.data) + len(chunk) > self.limit:
+            raise CmfError(f"manifest larger than {self.limit >> 20} MB refused")
+        self.data.extend(chunk)
+        return len(chunk)
+
+    def getvalue(self) -> bytes:
+        return bytes(self.data)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, _Mismatch):
+        return f"corrupt object on the remote, nothing placed: {exc}"
+    if isinstance(exc, ObjectNotFound):
+        return f"not on the remote ({exc.key})"
+    if isinstance(exc, BackendError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

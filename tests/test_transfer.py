@@ -1,0 +1,207 @@
+"""The transfer engine beyond the conformance kit: hostile input, retries, selection, DVC interop, the CLI."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cmf_core import api, config, layout, plugins, transfer
+from cmf_core.errors import BackendError, CmfError, TransientError
+from cmf_core.hookspecs import ObjectStore
+from cmflib import cmf as cmflib_cmf
+from cmflib.cmf import Cmf
+from tests.conftest import write
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(monkeypatch):
+    monkeypatch.setattr(transfer, "BACKOFF", 0.001)
+
+
+@pytest.fixture
+def logged(workspace) -> Path:
+    """A pipeline with a file and a nested directory, logged and committed."""
+    write(workspace / "data" / "a.csv", "a\n")
+    write(workspace / "data" / "dir" / "x.txt", "x\n")
+    write(workspace / "data" / "dir" / "sub" / "y.txt", "y\n")
+    cmf = Cmf(filepath="mlmd", pipeline_name="p")
+    cmf.create_context("s")
+    cmf.create_execution("E")
+    cmf.log_dataset("data/a.csv", "output")
+    cmf.log_dataset("data/dir", "output")
+    cmf.log_execution_metrics("m", {"acc": 1.0})
+    cmf.finalize()
+    return workspace
+
+
+def store_of(ws: Path) -> ObjectStore:
+    return plugins.open_store(config.load(ws).remote)
+
+
+class Flaky(ObjectStore):
+    """Delegates to a store; the first ``fail`` calls of ``method`` raise ``error``."""
+
+    def __init__(self, inner: ObjectStore, method: str, fail: int, error: Exception) -> None:
+        self.inner, self.method, self.left, self.error, self.calls = inner, method, fail, error, 0
+
+    def _maybe_fail(self, method: str) -> None:
+        if method == self.method:
+            self.calls += 1
+            if self.left > 0:
+                self.left -= 1
+                raise self.error
+
+    def exists(self, keys):
+        self._maybe_fail("exists")
+        return self.inner.exists(keys)
+
+    def put(self, src, key):
+        self._maybe_fail("put")
+        self.inner.put(src, key)
+
+    def get(self, key, dst):
+        self._maybe_fail("get")
+        self.inner.get(key, dst)
+
+
+def test_transient_errors_are_retried_and_permanent_ones_fail_fast(logged):
+    flaky = Flaky(store_of(logged), "put", 2, TransientError("connection reset"))
+    result = api.artifact_push("p", store=flaky, jobs=1)
+    assert result.ok and result.moved == 5 and flaky.calls == 7  # 5 objects + 2 retried attempts
+
+    shutil.rmtree(logged / "data")
+    shutil.rmtree(logged / ".dvc" / "cache")
+    denied = Flaky(store_of(logged), "get", 10 ** 6, BackendError("access denied to bucket b"))
+    result = api.artifact_pull("p", store=denied, jobs=1)
+    assert not result.ok and denied.calls == 2  # the .dir manifest and a.csv: each tried once, not retried
+    assert any("access denied" in error for _, error in result.failed)
+
+
+def test_pull_places_verified_files_and_fills_the_cache(logged):
+    assert api.artifact_push("p").ok
+    shutil.rmtree(logged / "data")
+    shutil.rmtree(logged / ".dvc" / "cache")
+    result = api.artifact_pull("p")
+    assert result.ok and result.moved == 3 and result.skipped == 1  # the environment file is still in place
+    assert (logged / "data" / "dir" / "sub" / "y.txt").read_text() == "y\n"
+    status = subprocess.run(["dvc", "status"], cwd=logged, capture_output=True, text=True, check=True).stdout
+    assert "up to date" in status
+    before = (logged / "data" / "a.csv").stat().st_mtime_ns
+    again = api.artifact_pull("p")
+    assert again.ok and again.moved == 0 and (logged / "data" / "a.csv").stat().st_mtime_ns == before
+    assert not list(logged.rglob(f"*{transfer.PARTIAL}"))
+
+
+def test_corrupt_cache_object_is_replaced_from_the_remote(logged):
+    assert api.artifact_push("p").ok
+    md5 = hashlib.md5(b"a\n").hexdigest()
+    cached = logged / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+    os.chmod(cached, 0o644)
+    cached.write_text("garbage")
+    (logged / "data" / "a.csv").unlink()
+    assert api.artifact_pull("p", artifact="a.csv").ok
+    assert (logged / "data" / "a.csv").read_text() == "a\n" and cached.read_text() == "a\n"
+
+
+def hostile_manifest(ws: Path, rows) -> str:
+    """Put a crafted .dir manifest on the remote and record it as the artifact 'evil'; return its md5."""
+    data = rows if isinstance(rows, bytes) else json.dumps(rows).encode()
+    md5 = hashlib.md5(data).hexdigest() + ".dir"
+    src = ws.parent / "manifest.bin"
+    src.write_bytes(data)
+    store_of(ws).put(src, layout.key(md5))
+    cmf = Cmf(filepath="mlmd", pipeline_name="hostile")
+    cmf.log_dataset_with_version("evil", md5, "output")
+    return md5
+
+
+@pytest.mark.parametrize("rows", [
+    [{"md5": "0" * 32, "relpath": "../../escaped.txt"}],
+    [{"md5": "0" * 32, "relpath": "/tmp/absolute.txt"}],
+    [{"md5": "0" * 32, "relpath": "a.txt"}, {"md5": "1" * 32, "relpath": "a.txt"}],
+    b"import os; os.system('echo pwned')",
+    b'{"md5": "not a list"}',
+], ids=["traversal", "absolute", "duplicate", "python", "not-a-list"])
+def test_hostile_manifest_is_refused_and_nothing_is_written(workspace, rows):
+    before = {p for p in workspace.parent.rglob("*")}
+    hostile_manifest(workspace, rows)
+    created = {p for p in workspace.parent.rglob("*")} - before
+    result = api.artifact_pull("hostile")
+    assert not result.ok and result.failed[0][0].startswith("evil:")
+    assert not (workspace / "evil").exists() and not (workspace.parent / "escaped.txt").exists()
+    assert not Path("/tmp/absolute.txt").exists()
+    after = {p for p in workspace.parent.rglob("*")} - before - created
+    assert all(".dvc" in p.parts or p.name == "mlmd" for p in after), after
+
+
+def test_artifact_paths_that_escape_the_workspace_are_refused(workspace, tmp_path):
+    cmf = Cmf(filepath="mlmd", pipeline_name="p")
+    cmf.log_dataset_with_version("../outside.txt", "0" * 32, "output")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    os.symlink(outside, workspace / "link")
+    cmf.log_dataset_with_version("link/inside.txt", "1" * 32, "output")
+    result = api.artifact_pull("p")
+    reasons = dict(result.failed)
+    assert "climbs out" in reasons["../outside.txt:" + "0" * 32]
+    assert "through a symlink" in reasons["link/inside.txt:" + "1" * 32]
+    assert list(outside.iterdir()) == []
+
+
+def test_selection_by_artifact_and_execution(logged):
+    with pytest.raises(CmfError, match="no artifact named 'nope'"):
+        api.artifact_push("p", artifact="nope")
+    with pytest.raises(CmfError, match="pipeline 'q' is not in mlmd; it has: p"):
+        api.artifact_push("q")
+    only = api.artifact_push("p", artifact="a.csv")
+    assert only.ok and only.moved == 1
+    write(logged / "data" / "a.csv", "changed\n")
+    cmf = Cmf(filepath="mlmd", pipeline_name="p")
+    cmf.log_dataset("data/a.csv", "output")
+    with pytest.raises(CmfError, match="matches several artifacts") as err:
+        api.artifact_push("p", artifact="data/a.csv")
+    assert str(err.value).count("data/a.csv:") == 2
+    uuid = cmf.execution.properties["Execution_uuid"].string_value
+    one = api.artifact_push("p", execution_uuid=uuid)
+    assert one.ok and one.moved == 2  # the new a.csv version and that execution's environment file
+    with pytest.raises(CmfError, match="no execution with uuid"):
+        api.artifact_push("p", execution_uuid="nope")
+
+
+def test_dvc_clone_pulls_what_cmf_pushed(logged, tmp_path):
+    assert cmflib_cmf.artifact_push("p", "mlmd").ok
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(logged), str(clone)], check=True)
+    subprocess.run(["dvc", "pull", "-q"], cwd=clone, check=True)
+    assert (clone / "data" / "dir" / "sub" / "y.txt").read_text() == "y\n"
+    assert (clone / "data" / "a.csv").read_text() == "a\n"
+
+
+def test_cmf_pulls_what_dvc_pushed(logged):
+    subprocess.run(["dvc", "push", "-q"], cwd=logged, check=True)
+    shutil.rmtree(logged / "data")
+    shutil.rmtree(logged / ".dvc" / "cache")
+    result = cmflib_cmf.artifact_pull("p", "mlmd")
+    assert result.ok and (logged / "data" / "dir" / "x.txt").read_text() == "x\n"
+    single = cmflib_cmf.artifact_pull_single("p", "mlmd", "a.csv")
+    assert single.ok and single.moved == 0
+
+
+def test_cli_exit_status_and_failures_named(logged, cmf):
+    pushed = cmf("artifact", "push", "-p", "p", "-a", "a.csv")
+    assert pushed.code == 0 and "pushed 1 objects" in pushed.out
+    shutil.rmtree(logged / "data")
+    shutil.rmtree(logged / ".dvc" / "cache")
+    pulled = cmf("artifact", "pull", "-p", "p", "--json")
+    data = json.loads(pulled.out)
+    assert pulled.code == 1 and not data["ok"] and data["moved"] == 1
+    assert any(f["what"].startswith("data/dir:") for f in data["failed"])
+    assert "cmf: error: data/dir:" in pulled.err
+    dry = cmf("artifact", "push", "-p", "p", "--dry-run")
+    assert dry.code == 1  # the deleted dir is not in the cache: named, not silently skipped
