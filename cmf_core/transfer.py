@@ -55,6 +55,7 @@ class Obj:
     source: Optional[Path] = None
     targets: List[Path] = field(default_factory=list)
     size: int = 0
+    members: frozenset = frozenset()  # for a .dir manifest: the md5s of its files
 
     @property
     def key(self) -> str:
@@ -266,6 +267,7 @@ class Engine:
         self.store = store
         self.jobs = max(1, jobs)
         self.progress_enabled = progress
+        self.dry_run = False
 
     # -- push ---------------------------------------------------------------------------------
 
@@ -314,7 +316,8 @@ class Engine:
                 continue
             for obj in members:
                 files.setdefault(obj.md5, obj)
-            manifests.setdefault(art.md5, Obj(art.md5, art.name, manifest, size=manifest.stat().st_size))
+            manifests.setdefault(art.md5, Obj(art.md5, art.name, manifest, size=manifest.stat().st_size,
+                                              members=frozenset(e.md5 for e in entries)))
         return list(files.values()), list(manifests.values())
 
     def push(self, artifacts: Sequence[Artifact], result: TransferResult) -> None:
@@ -329,12 +332,9 @@ class Engine:
         if result.dry_run:
             result.bytes = sum(o.size for o in todo_files + todo_manifests)
             return
-        failed_before = len(result.failed)
-        self._run("push", todo_files, self._put, result)
-        if len(result.failed) > failed_before:  # a directory is published only once all its members are
-            failed = {w for w, _ in result.failed}
-            todo_manifests = [m for m in todo_manifests if not any(f.startswith(m.artifact.split(":")[0] + "/")
-                                                                  for f in failed)]
+        failed = {o.md5 for o in self._run("push", todo_files, self._put, result)}
+        # a directory is published only once all its members are on the remote
+        todo_manifests = [m for m in todo_manifests if not (m.members & failed)]
         self._run("push", todo_manifests, self._put, result)
 
     def _put(self, obj: Obj, progress: Progress) -> int:
@@ -365,7 +365,8 @@ class Engine:
         if layout.manifest_md5(data) != art.md5:
             raise CmfError("its .dir manifest on the remote is corrupt (md5 mismatch)")
         entries = layout.parse_manifest(data)
-        self._write_cache(art.md5, data)
+        if not self.dry_run:
+            self._write_cache(art.md5, data)
         return entries
 
     def _write_cache(self, md5: str, data: bytes) -> None:
@@ -409,6 +410,7 @@ class Engine:
         return missing
 
     def pull(self, artifacts: Sequence[Artifact], result: TransferResult) -> None:
+        self.dry_run = result.dry_run
         objects = self.plan_pull(artifacts, result)
         todo = []
         for obj in objects:
@@ -418,7 +420,8 @@ class Engine:
                 todo.append(obj)
             else:
                 result.skipped += 1
-                self._ensure_cached(obj)
+                if not result.dry_run:
+                    self._ensure_cached(obj)
         result.planned = [o.artifact for o in todo]
         if not result.dry_run:
             self._run("pull", todo, self._get, result)
@@ -481,9 +484,11 @@ class Engine:
     # -- the pool -------------------------------------------------------------------------------
 
     def _run(self, label: str, objects: List[Obj], work: Callable[[Obj, Progress], int],
-             result: TransferResult) -> None:
+             result: TransferResult) -> List[Obj]:
+        """Run ``work`` on every object in the pool; record outcomes in ``result``; return the failed ones."""
+        failed: List[Obj] = []
         if not objects:
-            return
+            return failed
         progress = Progress(label, len(objects), self.progress_enabled)
         try:
             with ThreadPoolExecutor(max_workers=min(self.jobs, len(objects))) as pool:
@@ -496,6 +501,7 @@ class Engine:
                             result.moved += 1
                         except (CmfError, OSError, _Mismatch) as exc:
                             result.failed.append((obj.artifact, _describe(exc)))
+                            failed.append(obj)
                         progress.done()
                 except BaseException:
                     for future in futures:
@@ -503,6 +509,7 @@ class Engine:
                     raise
         finally:
             progress.close()
+        return failed
 
 
 class _Mismatch(Exception):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cmf_core import config, plugins
+from cmf_core.testing import BackendConformance
 from tests.conftest import run_cmf
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cmf-backend-flatdir"
@@ -62,3 +63,14 @@ def test_stored_remote_opens_through_the_plugin(installed, ws, tmp_path, monkeyp
     assert out.getvalue() == b"payload" and store.exists([key, "files/md5/00/00"]) == {key}
     assert (tmp_path / "flat" / "321c3cf486ed509164edec1e1981fec8").exists()
     store.close()
+
+
+class TestFlatDirConformance(BackendConformance):
+    """The third-party example passes the same conformance kit as the built-in backends."""
+
+    large_file_mb = 16
+
+    @pytest.fixture
+    def backend(self, installed, tmp_path, monkeypatch):
+        monkeypatch.syspath_prepend(str(installed))  # its entry point is found in-process
+        return "flatdir", {"root": str(tmp_path / "flat")}
