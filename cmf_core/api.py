@@ -238,13 +238,13 @@ def _transfer(direction: str, pipeline: str, mlmd: str, artifact: Optional[str],
         raise ConfigError("no artifact repository configured: run 'cmf init <type>'")
     selected, not_files = transfer.select(mlmd, pipeline, artifact, execution_uuid)
     result = transfer.TransferResult(direction, dry_run=dry_run, not_files=not_files)
-    spec = plugins.load_backend(workspace.remote.type)[1]
+    loaded = plugins.load_backend(workspace.remote.type)
     own = store is None
     if own:
-        store = plugins.open_store(workspace.remote)
+        store = plugins.open_store(workspace.remote, loaded)
     try:
         engine = transfer.Engine(transfer.Workspace(base, cache_dir(workspace.root)), store,
-                                 jobs or spec.jobs, progress)
+                                 jobs or loaded[1].jobs, progress)
         getattr(engine, direction)(selected, result)
     finally:
         if own:

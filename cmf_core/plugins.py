@@ -13,8 +13,10 @@ third-party distribution that declares one is picked up the same way.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -63,10 +65,16 @@ def new_manager() -> pluggy.PluginManager:
 
 def entry_point_map() -> Dict[str, EntryPoint]:
     """Installed backend entry points by repository type, without importing any of them."""
+    return dict(_scan(tuple(sys.path)))
+
+
+@functools.lru_cache(maxsize=8)
+def _scan(path: Tuple[str, ...]) -> Tuple[Tuple[str, EntryPoint], ...]:
+    """Scanning every distribution costs ~10 ms: done once per ``sys.path``."""
     found: Dict[str, EntryPoint] = {}
     for ep in entry_points(group=GROUP):
         found.setdefault(ep.name, ep)  # the first on sys.path wins, as for imports
-    return dict(sorted(found.items(), key=lambda kv: kv[0].lower()))
+    return tuple(sorted(found.items(), key=lambda kv: kv[0].lower()))
 
 
 def available_types() -> List[str]:
@@ -135,9 +143,10 @@ def load_all(strict: Optional[bool] = None) -> Tuple[pluggy.PluginManager, List[
     return pm, infos
 
 
-def open_store(remote: hookspecs.Remote) -> hookspecs.ObjectStore:
-    """Load the backend of ``remote.type`` only, check its dependencies and open the remote."""
-    pm, spec = load_backend(remote.type)
+def open_store(remote: hookspecs.Remote,
+               loaded: Optional[Tuple[pluggy.PluginManager, hookspecs.BackendSpec]] = None) -> hookspecs.ObjectStore:
+    """Load the backend of ``remote.type`` only (or use ``loaded``), check its dependencies, open the remote."""
+    pm, spec = loaded or load_backend(remote.type)
     missing = _missing(spec)
     if missing:
         hint = f"; {spec.install_hint}" if spec.install_hint else ""

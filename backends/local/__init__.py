@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
 from typing import BinaryIO, Dict, Sequence, Set
 
@@ -46,13 +46,13 @@ class LocalStore(ObjectStore):
     def put(self, src: Path, key: str) -> None:
         target = self.root / key
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        os.close(fd)
+        # a fresh name, not a truncated mkstemp file: ext4 flushes files truncated and rewritten on close
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         try:
             shutil.copyfile(src, tmp)
             os.replace(tmp, target)
         except BaseException:
-            os.unlink(tmp)
+            tmp.unlink(missing_ok=True)
             raise
 
     def get(self, key: str, dst: BinaryIO) -> None:
