@@ -8,7 +8,11 @@ For each shape and round, the three contenders run one after the other on the
 same data (order rotated per round); the table gives medians and ratios.
 Also: a no-op re-push of `dir` (everything already on the remote).
 
-    .venv/bin/python bench/transfer.py [--backend local] [--rounds 3] [--shapes big,many,dir]
+    .venv/bin/python bench/transfer.py [--backend local|minioS3|amazonS3] [--rounds 3] [--shapes big,many,dir]
+
+The floor is the raw copy for local (shutil.copyfile per object) and the raw SDK per
+object for S3 (boto3 upload_file/download_file with the default TransferConfig; minio
+fput_object/fget_object), against a `rclone serve s3` the benchmark starts on loopback.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -69,10 +73,82 @@ def timed(action: Callable[[], object]) -> float:
     return elapsed
 
 
-def bench_shape(root: Path, shape: str, rounds: int) -> Dict[str, Dict[str, float]]:
-    ws, store = root / shape, root / f"{shape}-store"
+class LocalTarget:
+    """The local backend: the store is a directory; the floor is shutil.copyfile."""
+
+    name = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def options(self, shape: str) -> Tuple[Dict[str, str], Path]:
+        store = self.root / f"{shape}-store"
+        return {"path": str(store)}, store
+
+    def floor_put(self, src: Path, key: str, store: Path) -> None:
+        target = store / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
+
+    def floor_get(self, key: str, dst: Path, store: Path) -> None:
+        shutil.copyfile(store / key, dst)
+
+    def close(self) -> None:
+        pass
+
+
+class S3Target:
+    """minioS3 or amazonS3 against a local `rclone serve s3`; the floor is the raw SDK per object."""
+
+    def __init__(self, root: Path, backend: str) -> None:
+        from cmf_core.testing.servers import S3Server
+
+        self.name = backend
+        self.server = S3Server(root / "s3")
+        self.server.start()
+        if backend == "amazonS3":
+            import boto3
+
+            self.client = boto3.client("s3", endpoint_url=self.server.endpoint, region_name="us-east-1",
+                                       aws_access_key_id=S3Server.ACCESS_KEY,
+                                       aws_secret_access_key=S3Server.SECRET_KEY)
+        else:
+            from minio import Minio
+
+            self.client = Minio(self.server.endpoint.split("//")[1], access_key=S3Server.ACCESS_KEY,
+                                secret_key=S3Server.SECRET_KEY, secure=False)
+
+    def options(self, shape: str) -> Tuple[Dict[str, str], Path]:
+        from cmf_core.testing.servers import S3Server
+
+        bucket = self.server.bucket(f"bench-{shape}")
+        options = {"url": f"s3://{bucket}", "endpoint_url": self.server.endpoint,
+                   "access_key_id": S3Server.ACCESS_KEY, "secret_key": S3Server.SECRET_KEY}
+        if self.name == "amazonS3":
+            options["region"] = "us-east-1"
+        return options, self.server.root / bucket
+
+    def floor_put(self, src: Path, key: str, store: Path) -> None:
+        if self.name == "amazonS3":
+            self.client.upload_file(str(src), store.name, key)
+        else:
+            self.client.fput_object(store.name, key, str(src))
+
+    def floor_get(self, key: str, dst: Path, store: Path) -> None:
+        if self.name == "amazonS3":
+            self.client.download_file(store.name, key, str(dst))
+        else:
+            self.client.fget_object(store.name, key, str(dst))
+
+    def close(self) -> None:
+        self.server.stop()
+
+
+def bench_shape(target, root: Path, shape: str, rounds: int) -> Dict[str, Dict[str, float]]:
+    ws = root / shape
     ws.mkdir()
-    api.init("local", {"path": str(store)}, git_remote_url="/dev/null", workspace=ws)
+    options, store = target.options(shape)
+    api.init(target.name, options, git_remote_url="/dev/null", workspace=ws)
     os.chdir(ws)
     paths = make_shape(ws, shape)
     cmf = Cmf(filepath="mlmd", pipeline_name=shape)
@@ -81,30 +157,29 @@ def bench_shape(root: Path, shape: str, rounds: int) -> Dict[str, Dict[str, floa
     for path in paths:
         cmf.log_dataset(path, "output")
     cmf.finalize()
+    cache = ws / ".dvc" / "cache"
     objects = cache_objects(ws)
     data_paths = [ws / p for p in paths]
-    saved = root / f"{shape}-saved"  # where the floor's copies land
+    landing = root / f"{shape}-floor"  # where the floor's downloads land
 
     def reset_store() -> None:
-        clear(store)
+        for child in store.iterdir() if store.exists() else []:
+            clear(child) if child.is_dir() else child.unlink()
 
     def reset_workspace() -> None:
         for p in data_paths:
             clear(p) if p.is_dir() else p.unlink(missing_ok=True)
-        clear(ws / ".dvc" / "cache")
+        clear(cache)
 
     def floor_push() -> None:
         for obj in objects:
-            target = store / obj.relative_to(ws / ".dvc" / "cache")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(obj, target)
+            target.floor_put(obj, str(obj.relative_to(cache)), store)
 
     def floor_pull() -> None:
-        for obj in objects:  # every object copied once out of the store
-            rel = obj.relative_to(ws / ".dvc" / "cache")
-            target = saved / "floor" / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(store / rel, target)
+        for obj in objects:  # every object fetched once, to a fresh file
+            dst = landing / obj.relative_to(cache)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            target.floor_get(str(obj.relative_to(cache)), dst, store)
 
     pushers = {
         "cmf": lambda: api.artifact_push(shape, progress=False),
@@ -126,7 +201,7 @@ def bench_shape(root: Path, shape: str, rounds: int) -> Dict[str, Dict[str, floa
             times["push"][name].append(timed(pushers[name]))
         for name in order:
             reset_workspace()
-            clear(saved / "floor")
+            clear(landing)
             times["pull"][name].append(timed(pullers[name]))
         reset_workspace()  # untimed: bring data and cache back for the next round's pushes
         api.artifact_pull(shape, progress=False)
@@ -141,15 +216,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--shapes", default="big,many,dir")
+    parser.add_argument("--backend", default="local", choices=["local", "minioS3", "amazonS3"])
     args = parser.parse_args()
     for key, value in {"DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "b@x",
                        "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "b@x"}.items():
         os.environ.setdefault(key, value)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for shape in args.shapes.split(","):
-            results[shape] = bench_shape(Path(tmp), shape, args.rounds)
-    print(f"local backend, median of {args.rounds} rounds (seconds; ratio = cmf time / other time)")
+        target = LocalTarget(Path(tmp)) if args.backend == "local" else S3Target(Path(tmp), args.backend)
+        try:
+            for shape in args.shapes.split(","):
+                results[shape] = bench_shape(target, Path(tmp), shape, args.rounds)
+        finally:
+            target.close()
+    print(f"{args.backend} backend, median of {args.rounds} rounds (seconds; ratio = cmf time / other time)")
     print(f"{'shape':6} {'op':5} {'cmf':>8} {'dvc':>8} {'floor':>8} {'cmf/dvc':>8} {'cmf/floor':>9}")
     for shape, res in results.items():
         for op in ("push", "pull"):
@@ -159,7 +239,7 @@ def main() -> None:
         print(f"{shape:6} no-op re-push: {res['noop_push']['cmf']:.3f} s")
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    (out / "transfer_local.json").write_text(json.dumps(results, indent=2))
+    (out / f"transfer_{args.backend}.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -28,3 +28,18 @@ install_cmf() {
         { grep -v "is ignored: it is neither a file nor a directory" || true; }
     export PATH="$VENV/bin:$PATH"
 }
+
+# Install the Debian packages that provide the test servers (sshd, XRootD, PostgreSQL) when missing.
+ensure_system_packages() {
+    local missing=()
+    [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+    command -v xrootd >/dev/null 2>&1 || missing+=(xrootd-server)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        echo "the tests need: ${missing[*]} (Debian packages); install them, or run as root with apt-get" >&2
+        return 1
+    fi
+    echo "== installing ${missing[*]} (apt-get)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null ||
+        { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null; }
+}

@@ -3,5 +3,6 @@
 # Extra arguments go to pytest (e.g. scripts/test.sh -k init).
 source "$(dirname "$0")/_env.sh"
 install_cmf "test"
+ensure_system_packages
 cd "$ROOT"
 python -m pytest -q "$@"
