@@ -1,0 +1,296 @@
+"""Merge a pipeline export (the JSON of ``CmfQuery.dumptojson``) into an ML Metadata store.
+
+The metadata server merges what clients push; ``cmf metadata pull`` merges what
+the server sends into the local mlmd file.  Records are matched by what stays
+the same across stores, never by the sender's ids:
+
+* pipelines and stages by context name;
+* executions by any of their ``Execution_uuid`` values (an execution reused
+  with ``create_new_execution=False`` carries several; it is merged once and its
+  uuids united), or by name for named executions;
+* artifacts by type and name (MLMD keeps that pair unique);
+* events by (execution, artifact, type).
+
+Merging the same payload twice creates nothing (the result says ``exists``).
+The whole payload is validated before the first write; the writes are one MLMD
+transaction per stage.  Ids inside properties (``Context_ID``, ``Pipeline_id``)
+are rewritten to the receiving store's ids.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
+
+from ml_metadata.proto import metadata_store_pb2 as pb
+
+from cmf_core.errors import CmfError
+from cmf_core.metadata import store as records
+
+EVENT_TYPES = {pb.Event.INPUT, pb.Event.OUTPUT}
+_SCALARS = (str, int, float, bool)
+
+
+class MergeError(CmfError):
+    """A payload that is not a well-formed pipeline export (the server answers 422)."""
+
+
+@dataclass
+class MergeResult:
+    pipeline: str
+    executions: int = 0  # created
+    artifacts: int = 0  # created
+    events: int = 0  # created
+    updated: int = 0  # existing records that changed
+
+    @property
+    def status(self) -> str:
+        return "success" if (self.executions or self.artifacts or self.events or self.updated) else "exists"
+
+
+# -- validation ------------------------------------------------------------------------------------
+
+
+def _require(value: Any, kind: type, where: str) -> Any:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise MergeError(f"{where} must be a {kind.__name__}")
+    return value
+
+
+def _props(value: Any, where: str) -> Dict[str, Any]:
+    props = _require(value if value is not None else {}, dict, where)
+    for key, item in props.items():
+        if not isinstance(key, str) or not isinstance(item, _SCALARS):
+            raise MergeError(f"{where}[{key!r}] must be a string, number or boolean")
+    return props
+
+
+def pipeline_of(payload: Any, pipeline_name: Optional[str] = None) -> Dict[str, Any]:
+    """The pipeline element of an export (``{"Pipeline": [...]}``), validated; a MergeError otherwise."""
+    if isinstance(payload, (str, bytes)):
+        import json
+
+        try:
+            payload = json.loads(payload)
+        except ValueError as exc:
+            raise MergeError(f"payload is not JSON: {exc}") from None
+    pipelines = payload.get("Pipeline") if isinstance(payload, dict) else None
+    if not isinstance(pipelines, list) or not pipelines:
+        raise MergeError('payload has no "Pipeline" list')
+    if pipeline_name is not None:
+        pipelines = [p for p in pipelines if isinstance(p, dict) and p.get("name") == pipeline_name]
+        if not pipelines:
+            raise MergeError(f"payload holds no pipeline named {pipeline_name!r}")
+    pipeline = _require(pipelines[0], dict, "Pipeline[0]")
+    _require(pipeline.get("name"), str, "pipeline name")
+    _props(pipeline.get("custom_properties"), "pipeline custom_properties")
+    for s, stage in enumerate(_require(pipeline.get("stages", []), list, "stages")):
+        where = f"stages[{s}]"
+        _require(stage, dict, where)
+        _require(stage.get("name"), str, f"{where}.name")
+        _props(stage.get("custom_properties"), f"{where}.custom_properties")
+        for e, execution in enumerate(_require(stage.get("executions", []), list, f"{where}.executions")):
+            at = f"{where}.executions[{e}]"
+            _require(execution, dict, at)
+            _require(execution.get("type"), str, f"{at}.type")
+            properties = _props(execution.get("properties"), f"{at}.properties")
+            _require(properties.get("Execution_uuid", ""), str, f"{at}.properties.Execution_uuid")
+            _props(execution.get("custom_properties"), f"{at}.custom_properties")
+            for v, event in enumerate(_require(execution.get("events", []), list, f"{at}.events")):
+                ev = f"{at}.events[{v}]"
+                _require(event, dict, ev)
+                if event.get("type") not in EVENT_TYPES:
+                    raise MergeError(f"{ev}.type must be 3 (input) or 4 (output)")
+                artifact = _require(event.get("artifact"), dict, f"{ev}.artifact")
+                for key in ("name", "type"):
+                    _require(artifact.get(key), str, f"{ev}.artifact.{key}")
+                _require(artifact.get("uri", ""), str, f"{ev}.artifact.uri")
+                _props(artifact.get("properties"), f"{ev}.artifact.properties")
+                _props(artifact.get("custom_properties"), f"{ev}.artifact.custom_properties")
+    return pipeline
+
+
+# -- merging -------------------------------------------------------------------------------------
+
+
+def _uuids(value: str) -> List[str]:
+    return [u for u in value.split(",") if u]
+
+
+def _changed(target: Any, values: Mapping[str, Any]) -> bool:
+    """Set ``values`` into a protobuf property map; whether anything changed."""
+    changed = False
+    for key, value in values.items():
+        new = records.to_value(value)
+        if key not in target or target[key] != new:
+            target[key].CopyFrom(new)
+            changed = True
+    return changed
+
+
+class _Merger:
+    def __init__(self, store) -> None:
+        self.store = store
+        self.types = records.Types(store)
+        self._artifact_types: Dict[str, int] = {}
+        self._artifacts: Dict[str, Dict[str, pb.Artifact]] = {}
+
+    def artifact(self, type_name: str, name: str) -> Optional[pb.Artifact]:
+        """The stored artifact of that type and name; each type is read once, in one call."""
+        if type_name not in self._artifacts:
+            try:
+                found = self.store.get_artifacts_by_type(type_name)
+            except Exception as exc:  # NotFoundError: no such type yet
+                if "NotFound" not in type(exc).__name__:
+                    raise
+                found = []
+            self._artifacts[type_name] = {a.name: a for a in found}
+        return self._artifacts[type_name].get(name)
+
+    def remember(self, type_name: str, artifact: pb.Artifact) -> None:
+        self._artifacts.setdefault(type_name, {})[artifact.name] = artifact
+
+    def artifact_type(self, name: str, properties: Mapping[str, Any]) -> int:
+        """The artifact type, created with (or extended by) the payload's property names."""
+        if name not in self._artifact_types:
+            schema = dict(records.ARTIFACT_PROPERTIES.get(name, {}))
+            for key, value in properties.items():
+                schema.setdefault(key, pb.INT if isinstance(value, int) and not isinstance(value, bool)
+                                  else pb.DOUBLE if isinstance(value, float) else pb.STRING)
+            self._artifact_types[name] = self.store.put_artifact_type(
+                pb.ArtifactType(name=name, properties=schema), can_add_fields=True, can_omit_fields=True)
+        return self._artifact_types[name]
+
+
+def merge_pipeline(store, payload: Any, exec_uuid: Optional[str] = None,
+                   pipeline_name: Optional[str] = None) -> MergeResult:
+    """Merge one pipeline of ``payload`` into ``store``; only executions with ``exec_uuid`` if given."""
+    pipeline = pipeline_of(payload, pipeline_name)
+    merger = _Merger(store)
+    result = MergeResult(pipeline["name"])
+    parent = records.get_or_create_context(store, merger.types, records.PARENT_CONTEXT, pipeline["name"],
+                                           pipeline.get("custom_properties"))
+
+    stages = store.get_children_contexts_by_context(parent.id)
+    by_uuid: Dict[str, pb.Execution] = {}
+    for stage_ctx in stages:
+        for execution in store.get_executions_by_context(stage_ctx.id):
+            for u in _uuids(execution.properties["Execution_uuid"].string_value):
+                by_uuid[u] = execution
+
+    for stage in pipeline.get("stages", []):
+        executions = [e for e in stage.get("executions", [])
+                      if exec_uuid is None or exec_uuid in _uuids(e["properties"].get("Execution_uuid", ""))]
+        if not executions:
+            continue
+        stage_ctx = records.get_or_create_context(store, merger.types, records.STAGE_CONTEXT, stage["name"],
+                                                  stage.get("custom_properties"))
+        try:
+            store.put_parent_contexts([pb.ParentContext(child_id=stage_ctx.id, parent_id=parent.id)])
+        except Exception as exc:
+            if "AlreadyExists" not in type(exc).__name__:
+                raise
+        _merge_stage(store, merger, result, parent, stage_ctx, executions, by_uuid)
+    return result
+
+
+def _find_execution(store, incoming: Dict[str, Any], by_uuid: Dict[str, pb.Execution]) -> Optional[pb.Execution]:
+    for u in _uuids(incoming["properties"].get("Execution_uuid", "")):
+        if u in by_uuid:
+            return by_uuid[u]
+    if incoming.get("name"):
+        return store.get_execution_by_type_and_name(incoming["type"], incoming["name"])
+    return None
+
+
+def _merge_stage(store, merger: _Merger, result: MergeResult, parent: pb.Context, stage_ctx: pb.Context,
+                 executions: List[Dict[str, Any]], by_uuid: Dict[str, pb.Execution]) -> None:
+    new_executions: List[pb.Execution] = []
+    new_artifacts: List[pb.Artifact] = []
+    artifact_index: Dict[Tuple[str, str], int] = {}
+    edges: List[Tuple[Optional[int], Optional[int], pb.Event]] = []
+    existing_events: Set[Tuple[int, int, int]] = set()
+
+    local_executions: List[Tuple[Dict[str, Any], pb.Execution, Optional[int]]] = []
+    for incoming in executions:
+        execution = _find_execution(store, incoming, by_uuid)
+        if execution is None:
+            execution = pb.Execution(type_id=merger.types.execution(incoming["type"]))
+            if incoming.get("name"):
+                execution.name = incoming["name"]
+            props = dict(incoming["properties"])
+            props.update({"Context_ID": stage_ctx.id, "Pipeline_id": parent.id})
+            records.set_props(execution.properties, props)
+            records.set_props(execution.custom_properties, incoming.get("custom_properties"))
+            index = len(new_executions)
+            new_executions.append(execution)
+            result.executions += 1
+        else:
+            index = None
+            mine = _uuids(execution.properties["Execution_uuid"].string_value)
+            union = mine + [u for u in _uuids(incoming["properties"].get("Execution_uuid", "")) if u not in mine]
+            changed = _changed(execution.properties, {"Execution_uuid": ",".join(union)})
+            changed |= _changed(execution.custom_properties, incoming.get("custom_properties") or {})
+            if changed:
+                store.put_executions([execution])
+                result.updated += 1
+        for u in _uuids(execution.properties["Execution_uuid"].string_value):
+            by_uuid[u] = execution
+        local_executions.append((incoming, execution, index))
+    matched = [e.id for _, e, i in local_executions if i is None]
+    if matched:
+        existing_events.update((e.execution_id, e.artifact_id, e.type)
+                               for e in store.get_events_by_execution_ids(matched))
+
+    changed_artifacts: Dict[int, pb.Artifact] = {}
+    for incoming, execution, index in local_executions:
+        for event in incoming.get("events", []):
+            spec = event["artifact"]
+            key = (spec["type"], spec["name"])
+            artifact = new_artifacts[artifact_index[key]] if key in artifact_index else \
+                merger.artifact(spec["type"], spec["name"])
+            edge = pb.Event(type=event["type"])
+            if artifact is None or key in artifact_index:  # new in this payload
+                if key not in artifact_index:
+                    artifact = pb.Artifact(type_id=merger.artifact_type(spec["type"], spec.get("properties") or {}),
+                                           name=spec["name"], uri=spec.get("uri", ""))
+                    records.set_props(artifact.properties, spec.get("properties"))
+                    records.set_props(artifact.custom_properties, spec.get("custom_properties"))
+                    artifact_index[key] = len(new_artifacts)
+                    new_artifacts.append(artifact)
+                    result.artifacts += 1
+                a_index: Optional[int] = artifact_index[key]
+            else:
+                a_index = None
+                edge.artifact_id = artifact.id
+                if _merge_artifact(artifact, spec):
+                    changed_artifacts[artifact.id] = artifact
+                if execution.HasField("id") and (execution.id, artifact.id, event["type"]) in existing_events:
+                    continue
+            if index is None:
+                edge.execution_id = execution.id
+            edges.append((index, a_index, edge))
+            result.events += 1
+    if changed_artifacts:
+        store.put_artifacts(list(changed_artifacts.values()))
+        result.updated += len(changed_artifacts)
+    if new_executions or new_artifacts or edges:
+        execution_ids, artifact_ids, _ = store.put_lineage_subgraph(new_executions, new_artifacts, [stage_ctx], edges)
+        for execution, eid in zip(new_executions, execution_ids):
+            execution.id = eid
+        for (type_name, _), i in artifact_index.items():
+            new_artifacts[i].id = artifact_ids[i]
+            merger.remember(type_name, new_artifacts[i])
+
+
+def _merge_artifact(artifact: pb.Artifact, spec: Dict[str, Any]) -> bool:
+    """Merge an incoming artifact's custom properties and url into an existing one; whether it changed."""
+    changed = _changed(artifact.custom_properties, spec.get("custom_properties") or {})
+    url = (spec.get("properties") or {}).get("url")
+    if isinstance(url, str) and url:
+        old = artifact.properties["url"].string_value if "url" in artifact.properties else ""
+        parts = [p for p in old.split(",") if p]
+        new = [p for p in url.split(",") if p and p not in parts]
+        if new:
+            artifact.properties["url"].string_value = ",".join(parts + new)
+            changed = True
+    return changed
