@@ -269,3 +269,162 @@ def artifact_pull(pipeline: str, mlmd: str = "mlmd", artifact: Optional[str] = N
                   store=None, progress: Optional[bool] = None):
     """Pull the artifacts of a pipeline (or one artifact / one execution) into the workspace, md5-verified."""
     return _transfer("pull", pipeline, mlmd, artifact, execution_uuid, jobs, dry_run, store, progress)
+
+
+# -- the metadata server: metadata push/pull, repo push/pull --------------------------------------------
+
+__all__ += ["metadata_push", "metadata_pull", "repo_push", "repo_pull", "RepoResult"]
+
+
+def _server_client(mlmd: str):
+    """The metadata server client of the workspace holding ``mlmd`` (its ``[cmf] server-url`` and token)."""
+    from cmf_core.server.client import MetadataClient
+
+    return MetadataClient.for_workspace(config.find_workspace(Path(mlmd).absolute().parent))
+
+
+def metadata_push(pipeline: str, mlmd: str = "mlmd", execution_uuid: Optional[str] = None,
+                  tensorboard: Optional[str] = None, client=None):
+    """Push the pipeline's metadata (only ``execution_uuid``'s execution if given) to the workspace's metadata
+    server, then the python-env files and label CSVs it references and the ``tensorboard`` logs.
+
+    Returns a :class:`cmf_core.server.client.PushResult` (``status`` "success" or "exists").
+    """
+    from cmf_core.server.client import push_metadata
+
+    own = client is None
+    client = client or _server_client(mlmd)
+    try:
+        return push_metadata(client, pipeline, mlmd, execution_uuid or None, tensorboard or None)
+    finally:
+        if own:
+            client.close()
+
+
+def metadata_pull(pipeline: str, mlmd: str = "mlmd", execution_uuid: Optional[str] = None, client=None):
+    """Pull the pipeline (only ``execution_uuid``'s execution if given) from the metadata server into ``mlmd``,
+    created if missing; a failed pull leaves ``mlmd`` as it was. Returns a ``PullResult``."""
+    from cmf_core.server.client import pull_metadata
+
+    own = client is None
+    client = client or _server_client(mlmd)
+    try:
+        return pull_metadata(client, pipeline, mlmd, execution_uuid or None)
+    finally:
+        if own:
+            client.close()
+
+
+class RepoResult:
+    """What ``cmf repo push|pull`` did, step by step."""
+
+    def __init__(self, direction: str) -> None:
+        self.direction = direction
+        self.steps: List[tuple] = []  # (step name, its result)
+
+    def summary(self) -> str:
+        return "; ".join(f"{name}: {text}" for name, text, _ in self.steps)
+
+
+def _git(cwd: Path, *args: str) -> str:
+    """Run git non-interactively (a credential prompt would hang); its output, or CmfError with its message."""
+    import subprocess
+
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
+        raise CmfError(f"git {args[0]} failed: {lines[-1] if lines else f'exit status {proc.returncode}'}")
+    return proc.stdout.strip()
+
+
+def _git_branch(cwd: Path) -> str:
+    from cmf_core.workspace import GIT_REMOTE
+
+    try:
+        branch = _git(cwd, "symbolic-ref", "--short", "-q", "HEAD")
+    except CmfError:
+        raise CmfError("HEAD is detached or this is not a git repository; check out a branch first") from None
+    try:
+        _git(cwd, "remote", "get-url", GIT_REMOTE)
+    except CmfError:
+        raise CmfError(f"no git remote {GIT_REMOTE}; run 'cmf init <type> --git-remote-url URL'") from None
+    return branch
+
+
+def _step(result: RepoResult, number: int, name: str, run, progress) -> None:
+    """Run one step of a repo push/pull; any failure stops the rest with the step named."""
+    total = 3
+    try:
+        text, value = run()
+    except CmfError as exc:
+        raise CmfError(f"repo {result.direction} stopped at step {number}/{total} ({name}): {exc}") from None
+    result.steps.append((name, text, value))
+    if progress:
+        progress(f"[{number}/{total}] {name}: {text}")
+
+
+def _transfer_text(transfer) -> str:
+    if not transfer.ok:
+        first = transfer.failed[0] if transfer.failed else ("", "failed")
+        raise CmfError(f"{len(transfer.failed)} objects failed, first: {first[0]}: {first[1]}")
+    return f"{transfer.moved} objects moved, {transfer.skipped} already in place"
+
+
+def repo_push(pipeline: str, mlmd: str = "mlmd", execution_uuid: Optional[str] = None,
+              tensorboard: Optional[str] = None, jobs: Optional[int] = None, progress=None) -> RepoResult:
+    """Artifacts to the artifact repository, metadata to the server, then ``git push cmf_origin <branch>``.
+
+    The first failing step raises a CmfError naming it; the later steps do not run.
+    ``progress`` (optional) is called with one line per finished step.
+    """
+    from cmf_core.workspace import GIT_REMOTE
+
+    cwd = Path(mlmd).absolute().parent
+    branch = _git_branch(cwd)  # checked first: a push that cannot reach git should not start
+    result = RepoResult("push")
+
+    def artifacts():
+        transfer = artifact_push(pipeline, mlmd, execution_uuid=execution_uuid, jobs=jobs)
+        return _transfer_text(transfer), transfer
+
+    def metadata():
+        pushed = metadata_push(pipeline, mlmd, execution_uuid, tensorboard)
+        return f"{pushed.status}, {len(pushed.uploaded)} files uploaded", pushed
+
+    def git_push():
+        _git(cwd, "push", GIT_REMOTE, branch)
+        return f"pushed {branch} to {GIT_REMOTE}", branch
+
+    _step(result, 1, "artifact push", artifacts, progress)
+    _step(result, 2, "metadata push", metadata, progress)
+    _step(result, 3, "git push", git_push, progress)
+    return result
+
+
+def repo_pull(pipeline: str, mlmd: str = "mlmd", execution_uuid: Optional[str] = None,
+              jobs: Optional[int] = None, progress=None) -> RepoResult:
+    """Metadata from the server, then the artifacts (of ``execution_uuid`` only, if given), then
+    ``git pull cmf_origin <branch>``; the first failing step raises a CmfError naming it."""
+    from cmf_core.workspace import GIT_REMOTE
+
+    cwd = Path(mlmd).absolute().parent
+    branch = _git_branch(cwd)
+    result = RepoResult("pull")
+
+    def metadata():
+        pulled = metadata_pull(pipeline, mlmd, execution_uuid)
+        return pulled.status, pulled
+
+    def artifacts():
+        transfer = artifact_pull(pipeline, mlmd, execution_uuid=execution_uuid, jobs=jobs)
+        return _transfer_text(transfer), transfer
+
+    def git_pull():
+        _git(cwd, "pull", "--no-rebase", "--no-edit", GIT_REMOTE, branch)
+        return f"pulled {branch} from {GIT_REMOTE}", branch
+
+    _step(result, 1, "metadata pull", metadata, progress)
+    _step(result, 2, "artifact pull", artifacts, progress)
+    _step(result, 3, "git pull", git_pull, progress)
+    return result

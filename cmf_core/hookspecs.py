@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Dict, Optional, Sequence, Set, Tuple
+from typing import BinaryIO, Dict, List, Optional, Sequence, Set, Tuple
 
 import pluggy
 
@@ -100,7 +100,9 @@ class Remote:
 
     A backend whose store DVC cannot address sets ``dvc=False``: then nothing is
     written to DVC's config and everything lives in ``.cmfconfig`` and its
-    git-ignored companion ``.cmfconfig.local``.
+    git-ignored companion ``.cmfconfig.local``.  ``notes`` are messages for the
+    user that ``cmf init`` prints (e.g. which host key was trusted); they are
+    not stored.
     """
 
     type: str
@@ -110,6 +112,7 @@ class Remote:
     secrets: Dict[str, str] = field(default_factory=dict)
     settings: Dict[str, str] = field(default_factory=dict)
     dvc: bool = True
+    notes: List[str] = field(default_factory=list)
 
 
 class ObjectStore:

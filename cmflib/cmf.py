@@ -100,3 +100,28 @@ def artifact_pull(pipeline_name: str, file_name: str = "./mlmd", artifact_name: 
 def artifact_pull_single(pipeline_name: str, file_name: str, artifact_name: str):
     """Pull one artifact (full name, path or file name); returns a TransferResult."""
     return api.artifact_pull(pipeline_name, file_name, artifact=artifact_name)
+
+
+def metadata_push(pipeline_name: str, file_name: str = "./mlmd", tensorboard_path: Optional[str] = None,
+                  execution_uuid: Optional[str] = None):
+    """Push the pipeline's metadata (or one execution's) to the cmf server; returns a PushResult (``.status``)."""
+    return api.metadata_push(pipeline_name, file_name, execution_uuid or None, tensorboard_path or None)
+
+
+def metadata_pull(pipeline_name: str, file_name: str = "./mlmd", execution_uuid: Optional[str] = None):
+    """Pull the pipeline's metadata (or one execution's) from the cmf server into the mlmd file; returns a PullResult."""
+    return api.metadata_pull(pipeline_name, file_name, execution_uuid or None)
+
+
+def repo_push(pipeline_name: str, filepath: str = "./mlmd", tensorboard_path: str = "", execution_uuid: str = "",
+              jobs: int = 32):
+    """Push artifacts, metadata and git commits (``cmf repo push``); returns a RepoResult, raises on the first failure."""
+    return api.repo_push(pipeline_name, filepath, execution_uuid or None, tensorboard_path or None, jobs)
+
+
+def repo_pull(pipeline_name: str, file_name: str = "./mlmd", execution_uuid: str = ""):
+    """Pull metadata, artifacts and git commits (``cmf repo pull``); returns a RepoResult, raises on the first failure."""
+    return api.repo_pull(pipeline_name, file_name, execution_uuid or None)
+
+
+__all__ += ["metadata_push", "metadata_pull", "repo_push", "repo_pull"]

@@ -14,6 +14,7 @@ import click
 from cmf_core.cli.backends import backends_command
 from cmf_core.cli.init import init_group
 from cmf_core.cli.metadata import COMMANDS as METADATA_COMMANDS
+from cmf_core.cli.server import COMMANDS as SERVER_COMMANDS, add_metadata_commands
 from cmf_core.errors import CmfError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -29,8 +30,9 @@ def cli() -> None:
     """
 
 
-for command in (init_group, backends_command, *METADATA_COMMANDS):
+for command in (init_group, backends_command, *METADATA_COMMANDS, *SERVER_COMMANDS):
     cli.add_command(command)
+add_metadata_commands(cli.commands["metadata"])
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:

@@ -77,6 +77,8 @@ def _report(result: api.InitResult) -> None:
     if remote.secrets:
         where = ".dvc/config.local" if remote.dvc else ".cmfconfig.local"
         click.echo(f"  secrets: {', '.join(sorted(remote.secrets))} kept in {where} (git-ignored)")
+    for note in remote.notes:
+        click.echo(f"  {note}")
     if result.staged:
         click.echo(f"  staged in git: {' '.join(result.staged)} (commit them when ready)")
 

@@ -27,6 +27,7 @@ from cmf_core.errors import CmfError
 from cmf_core.metadata import store as records
 
 EVENT_TYPES = {pb.Event.INPUT, pb.Event.OUTPUT}
+BULK_LOOKUP = 200  # from this many artifacts of one type in a payload on, read the type whole
 _SCALARS = (str, int, float, bool)
 
 
@@ -133,9 +134,19 @@ class _Merger:
         self.types = records.Types(store)
         self._artifact_types: Dict[str, int] = {}
         self._artifacts: Dict[str, Dict[str, pb.Artifact]] = {}
+        self.wanted: Dict[str, int] = {}  # artifact names per type in the payload
 
     def artifact(self, type_name: str, name: str) -> Optional[pb.Artifact]:
-        """The stored artifact of that type and name; each type is read once, in one call."""
+        """The stored artifact of that type and name.
+
+        A payload with many artifacts of a type reads the whole type once; one with
+        few (an incremental push) looks each name up instead.
+        """
+        if type_name not in self._artifacts and self.wanted.get(type_name, 0) < BULK_LOOKUP:
+            cache = self._artifacts.setdefault(f"?{type_name}", {})
+            if name not in cache:
+                cache[name] = self.store.get_artifact_by_type_and_name(type_name, name)
+            return cache[name]
         if type_name not in self._artifacts:
             try:
                 found = self.store.get_artifacts_by_type(type_name)
@@ -147,7 +158,8 @@ class _Merger:
         return self._artifacts[type_name].get(name)
 
     def remember(self, type_name: str, artifact: pb.Artifact) -> None:
-        self._artifacts.setdefault(type_name, {})[artifact.name] = artifact
+        bulk = type_name in self._artifacts or self.wanted.get(type_name, 0) >= BULK_LOOKUP
+        self._artifacts.setdefault(type_name if bulk else f"?{type_name}", {})[artifact.name] = artifact
 
     def artifact_type(self, name: str, properties: Mapping[str, Any]) -> int:
         """The artifact type, created with (or extended by) the payload's property names."""
@@ -166,6 +178,11 @@ def merge_pipeline(store, payload: Any, exec_uuid: Optional[str] = None,
     """Merge one pipeline of ``payload`` into ``store``; only executions with ``exec_uuid`` if given."""
     pipeline = pipeline_of(payload, pipeline_name)
     merger = _Merger(store)
+    for stage in pipeline.get("stages", []):
+        for execution in stage.get("executions", []):
+            for event in execution.get("events", []):
+                kind = event["artifact"]["type"]
+                merger.wanted[kind] = merger.wanted.get(kind, 0) + 1
     result = MergeResult(pipeline["name"])
     parent = records.get_or_create_context(store, merger.types, records.PARENT_CONTEXT, pipeline["name"],
                                            pipeline.get("custom_properties"))

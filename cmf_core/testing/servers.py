@@ -81,6 +81,11 @@ class S3Server(Server):
         self.endpoint = f"http://127.0.0.1:{port}"
 
     def bucket(self, name: str) -> str:
-        """Create bucket ``name`` (a folder of the data directory) and return it."""
-        (self.root / name).mkdir(exist_ok=True)
+        """Create bucket ``name`` through the S3 API (rclone caches its folder listing) and return it."""
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                              aws_access_key_id=self.ACCESS_KEY, aws_secret_access_key=self.SECRET_KEY)
+        if not (self.root / name).is_dir():
+            client.create_bucket(Bucket=name)
         return name

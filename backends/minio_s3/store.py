@@ -1,0 +1,109 @@
+"""The minioS3 object store: one ``Minio`` client, and its urllib3 pool, shared by every transfer thread."""
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+from typing import BinaryIO, Iterator, Optional, Sequence, Set, Union
+from urllib.parse import urlsplit
+
+from cmf_core import s3
+from cmf_core.hookspecs import ObjectStore
+
+POOL_SIZE = 128          # connections kept per host: -j 64 with 2 parts each; opened only when needed
+CONNECT_TIMEOUT = 10.0   # seconds
+READ_TIMEOUT = 120.0     # seconds without a byte before a read fails (and the engine retries)
+PART_SIZE = 16 << 20     # multipart upload part; files up to this size go in one PUT
+PARALLEL_PARTS = 2       # parts of one file uploaded at once (the engine already runs -j files at once)
+MAX_PARTS = 10_000       # S3's limit per multipart upload
+CHUNK = 1 << 20          # bytes per write into the engine's stream
+
+
+def part_size(size: int) -> int:
+    """``PART_SIZE``, or larger (whole MiB) when a file would otherwise need more than ``MAX_PARTS`` parts."""
+    mib = 1 << 20
+    return max(PART_SIZE, math.ceil(size / MAX_PARTS / mib) * mib)
+
+
+class MinioStore(ObjectStore):
+    """Objects at ``prefix/<key>`` in a bucket, moved by the minio SDK.
+
+    urllib3 retries are off: the engine retries what :mod:`cmf_core.s3` calls transient.
+    """
+
+    def __init__(self, where: s3.Location, access_key: str, secret_key: str, *,
+                 session_token: Optional[str] = None, verify: Union[bool, str] = True,
+                 region: Optional[str] = None) -> None:
+        import urllib3
+        from minio import Minio
+
+        self.where = where
+        endpoint = urlsplit(where.endpoint)
+        self._http = urllib3.PoolManager(
+            maxsize=POOL_SIZE,
+            timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT),
+            retries=False,
+            cert_reqs="CERT_REQUIRED" if verify else "CERT_NONE",
+            ca_certs=verify if isinstance(verify, str) else None,  # None: the system's CAs
+        )
+        self.client = Minio(endpoint.netloc, access_key=access_key, secret_key=secret_key,
+                            session_token=session_token, secure=endpoint.scheme == "https",
+                            region=region, http_client=self._http)
+
+    @contextlib.contextmanager
+    def _errors(self, key: Optional[str] = None, fetching: bool = False) -> Iterator[None]:
+        """Turn SDK and connection errors into cmf errors that name the bucket and endpoint."""
+        from minio.error import InvalidResponseError, S3Error, ServerError
+        from urllib3.exceptions import HTTPError, SSLError
+
+        try:
+            yield
+        except S3Error as exc:
+            status = getattr(exc.response, "status", None)
+            raise s3.error(exc.code, status, self.where, key, exc.message or "", fetching) from None
+        except ServerError as exc:
+            raise s3.error(None, exc.status_code, self.where, key, "", fetching) from None
+        except InvalidResponseError as exc:
+            # the SDK parses only "application/xml" errors; rclone and others answer "text/xml"
+            code, message = s3.parse_error_body(getattr(exc, "_body", None))
+            raise s3.error(code, getattr(exc, "_code", None), self.where, key, message or "", fetching) from None
+        except HTTPError as exc:
+            raise s3.unreachable(self.where, exc, tls=isinstance(exc, SSLError)) from None
+
+    def _names(self, prefix: str) -> Iterator[str]:
+        """Every key under ``prefix`` (a folder of keys ending in ``/``, or ``""``)."""
+        with self._errors():
+            listing = self.client.list_objects(self.where.bucket, prefix=self.where.name(prefix), recursive=True)
+            for obj in listing:
+                key = self.where.key(obj.object_name)
+                if key is not None:
+                    yield key
+
+    def exists(self, keys: Sequence[str]) -> Set[str]:
+        return s3.existing(keys, self._names)
+
+    def put(self, src: Path, key: str) -> None:
+        size = src.stat().st_size
+        with self._errors(key):
+            self.client.fput_object(self.where.bucket, self.where.name(key), str(src),
+                                    part_size=part_size(size), num_parallel_uploads=PARALLEL_PARTS)
+
+    def get(self, key: str, dst: BinaryIO) -> None:
+        response = None
+        try:
+            with self._errors(key, fetching=True):
+                response = self.client.get_object(self.where.bucket, self.where.name(key))
+                chunks = response.stream(CHUNK, decode_content=False)  # the stored bytes, never un-gzipped
+            while True:
+                with self._errors(key):
+                    chunk = next(chunks, None)
+                if chunk is None:
+                    return
+                dst.write(chunk)  # errors of the destination are the caller's: not wrapped
+        finally:
+            if response is not None:
+                response.close()
+                response.release_conn()
+
+    def close(self) -> None:
+        self._http.clear()

@@ -1,0 +1,281 @@
+"""The sshremote object store: SFTP sessions (paramiko) in a small pool shared by the transfer threads.
+
+* **Host keys** are checked against a ``known_hosts`` file (:mod:`.hostkeys`):
+  an unknown host is refused with its key type and SHA256 fingerprint and the
+  two ways to trust it; a changed key is always refused.
+* **Pool**: at most ``sessions`` SSH connections (each one Transport with one
+  SFTP channel), opened lazily when a thread finds no idle one.  sshd drops
+  unauthenticated connections beyond ``MaxStartups`` (10 by default), so the
+  cap stays below it.  A connection that fails is discarded, never reused.
+* **Speed**: uploads are pipelined (no wait for each write's ack) and downloads
+  prefetched; requests are as large as the server's ``limits@openssh.com``
+  allow (up to :data:`MAX_REQUEST`), instead of paramiko's 32 KiB.
+* **Atomic puts**: ``.<name>.<uuid>.tmp`` beside the target, then ``posix_rename``.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import posixpath
+import queue
+import socket
+import stat
+import threading
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import BinaryIO, Dict, Iterator, Optional, Sequence, Set, Tuple
+
+import paramiko
+from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
+
+from cmf_core.errors import BackendError, CmfError, ObjectNotFound, TransientError
+from cmf_core.hookspecs import ObjectStore
+
+from .hostkeys import RefusePolicy, UnknownHostKey, changed_host_key_message, known_hosts_name, unknown_host_message
+
+SESSIONS = 8              # SSH connections per store at most (sshd's MaxStartups starts dropping at 10)
+TIMEOUT = 30.0            # seconds for TCP connect, SSH banner and authentication
+IO_TIMEOUT = 120.0        # seconds without an answer from the SFTP server before a transfer fails
+DEFAULT_REQUEST = 32768   # SFTP read/write size every server must accept
+MAX_REQUEST = 255 << 10   # largest read/write request used when the server's limits allow it
+
+
+class SFTPStore(ObjectStore):
+    """Objects at ``<root>/<key>`` on an SSH host. Thread-safe; see the module docstring."""
+
+    def __init__(self, host: str, port: int, user: str, root: str, known_hosts: Path, *,
+                 password: Optional[str] = None, key_file: Optional[str] = None,
+                 passphrase: Optional[str] = None, sessions: int = SESSIONS) -> None:
+        self.host, self.port, self.user, self.root = host, port, user, root.rstrip("/") or "/"
+        self.known_hosts = known_hosts
+        self.password, self.key_file, self.passphrase = password, key_file, passphrase
+        self.where = f"{user}@{host}:{port}"
+        self._idle: "queue.LifoQueue[Tuple[paramiko.SSHClient, paramiko.SFTPClient]]" = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(sessions)
+        self._dirs: Set[str] = set()          # remote directories known to exist
+        self._lock = threading.Lock()
+        self._fatal: Optional[BackendError] = None  # auth or host key refused: do not try again
+        self._request = DEFAULT_REQUEST
+
+    # -- connections -------------------------------------------------------------------------------
+
+    def _connect(self) -> Tuple[paramiko.SSHClient, paramiko.SFTPClient]:
+        if self._fatal is not None:
+            raise self._fatal
+        client = paramiko.SSHClient()
+        if self.known_hosts.is_file():
+            client.load_host_keys(str(self.known_hosts))
+        client.set_missing_host_key_policy(RefusePolicy())
+        authless = not self.password and not self.key_file
+        try:
+            client.connect(self.host, self.port, username=self.user, password=self.password or None,
+                           key_filename=self.key_file or None, passphrase=self.passphrase or None,
+                           allow_agent=not self.password, look_for_keys=authless, timeout=TIMEOUT,
+                           banner_timeout=TIMEOUT, auth_timeout=TIMEOUT)
+            sftp = client.open_sftp()
+            sftp.get_channel().settimeout(IO_TIMEOUT)
+        except BaseException as exc:
+            transport = client.get_transport()
+            logging_in = transport is not None and transport.is_active() and not transport.is_authenticated()
+            client.close()
+            error = self._connect_error(exc, logging_in)
+            if error is None:
+                raise
+            if not isinstance(error, TransientError):
+                self._fatal = error
+            raise error from None
+        self._request = self._limits(sftp)
+        return client, sftp
+
+    def _connect_error(self, exc: BaseException, logging_in: bool) -> Optional[BackendError]:
+        """The cmf error for a failed connection; ``logging_in``: the handshake was done, the login was not."""
+        name = known_hosts_name(self.host, self.port)
+        how = "password" if self.password else f"key {self.key_file}" if self.key_file else "ssh-agent/default keys"
+        if isinstance(exc, UnknownHostKey):
+            return BackendError(unknown_host_message(name, self.host, self.port, exc.key, self.known_hosts))
+        if isinstance(exc, paramiko.BadHostKeyException):
+            return BackendError(changed_host_key_message(name, exc.key, exc.expected_key, self.known_hosts))
+        if isinstance(exc, paramiko.SSHException) and "No authentication methods" in str(exc):
+            return BackendError(f"no credentials for {self.where}: give --password or --key-file, or run an ssh-agent")
+        if isinstance(exc, paramiko.AuthenticationException) or (logging_in and isinstance(exc, paramiko.SSHException)):
+            return BackendError(f"authentication as {self.where} failed ({how}): {exc}")
+        if isinstance(exc, socket.gaierror):
+            return BackendError(f"cannot resolve host {self.host!r} of {self.where}: {exc}")
+        if isinstance(exc, (OSError, EOFError, paramiko.SSHException)):
+            return TransientError(f"cannot connect to {self.host}:{self.port}: {exc or type(exc).__name__}")
+        return None
+
+    @staticmethod
+    def _limits(sftp: paramiko.SFTPClient) -> int:
+        """The request size to use: the server's ``limits@openssh.com`` (capped), else 32 KiB."""
+        try:
+            kind, msg = sftp._request(CMD_EXTENDED, "limits@openssh.com")  # no public API for extensions
+            if kind != CMD_EXTENDED_REPLY:
+                return DEFAULT_REQUEST
+            _packet, most_read, most_write = msg.get_int64(), msg.get_int64(), msg.get_int64()
+        except Exception:  # an optimisation only: any trouble means the size every server takes
+            return DEFAULT_REQUEST
+        return max(DEFAULT_REQUEST, min(most_read or MAX_REQUEST, most_write or MAX_REQUEST, MAX_REQUEST))
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[paramiko.SFTPClient]:
+        """Borrow an SFTP session; cmf errors keep it, a broken connection or anything else drops it."""
+        self._slots.acquire()
+        try:
+            client, sftp = self._take()
+        except BaseException:
+            self._slots.release()
+            raise
+        keep = False
+        try:
+            yield sftp
+            keep = True
+        except BackendError as exc:
+            keep = not isinstance(exc, TransientError)
+            raise
+        finally:
+            if keep and client.get_transport() is not None and client.get_transport().is_active():
+                self._idle.put((client, sftp))
+            else:
+                client.close()
+            self._slots.release()
+
+    def _take(self) -> Tuple[paramiko.SSHClient, paramiko.SFTPClient]:
+        while True:
+            try:
+                client, sftp = self._idle.get_nowait()
+            except queue.Empty:
+                return self._connect()
+            transport = client.get_transport()
+            if transport is not None and transport.is_active():
+                return client, sftp
+            client.close()
+
+    @contextlib.contextmanager
+    def _errors(self, path: str, key: Optional[str] = None) -> Iterator[None]:
+        """Turn SFTP and connection failures into cmf errors that name the host and path."""
+        try:
+            yield
+        except CmfError:
+            raise
+        except (EOFError, paramiko.SSHException, paramiko.SFTPError, ConnectionError, TimeoutError) as exc:
+            raise TransientError(f"connection to {self.host}:{self.port} lost at {path}: "
+                                 f"{exc or type(exc).__name__}") from None
+        except OSError as exc:
+            if key is not None and exc.errno == errno.ENOENT:
+                raise ObjectNotFound(key, f"{self.where}:{self.root}") from None
+            if exc.errno == errno.EACCES:
+                raise BackendError(f"permission denied on {self.where}:{path}") from None
+            if exc.errno is None and "closed" in str(exc).lower():  # paramiko's "Socket is closed"
+                raise TransientError(f"connection to {self.host}:{self.port} lost at {path}: {exc}") from None
+            raise BackendError(f"{self.where}:{path}: {exc.strerror or exc}") from None
+
+    # -- paths ------------------------------------------------------------------------------------
+
+    def _path(self, key: str) -> str:
+        return posixpath.join(self.root, key)
+
+    def _ensure_dir(self, sftp: paramiko.SFTPClient, folder: str) -> None:
+        """Create ``folder`` and its missing parents (another thread may be creating them too)."""
+        if folder in self._dirs or folder in ("/", ""):
+            return
+        try:
+            sftp.mkdir(folder)
+        except OSError as exc:
+            if not self._is_dir(sftp, folder):
+                if exc.errno != errno.ENOENT:
+                    raise
+                self._ensure_dir(sftp, posixpath.dirname(folder))
+                with contextlib.suppress(OSError):
+                    sftp.mkdir(folder)
+                if not self._is_dir(sftp, folder):
+                    raise
+        with self._lock:
+            self._dirs.add(folder)
+
+    @staticmethod
+    def _is_dir(sftp: paramiko.SFTPClient, path: str) -> bool:
+        try:
+            return stat.S_ISDIR(sftp.stat(path).st_mode or 0)
+        except FileNotFoundError:
+            return False
+
+    # -- the ObjectStore methods -------------------------------------------------------------------
+
+    def exists(self, keys: Sequence[str]) -> Set[str]:
+        """One ``listdir`` per folder of the keys (``files/md5/xx``), never a stat per key."""
+        wanted: Dict[str, Set[str]] = defaultdict(set)
+        for key in keys:
+            folder, _, name = key.rpartition("/")
+            wanted[folder].add(name)
+        if not wanted:
+            return set()
+        found: Set[str] = set()
+        with self._session() as sftp:
+            for folder, names in wanted.items():
+                path = self._path(folder)
+                with self._errors(path):
+                    try:
+                        listed = set(sftp.listdir(path))
+                    except FileNotFoundError:
+                        continue
+                with self._lock:
+                    self._dirs.add(path)
+                found.update(f"{folder}/{name}" if folder else name for name in names & listed)
+        return found
+
+    def put(self, src: Path, key: str) -> None:
+        """Upload to ``.<name>.<uuid>.tmp`` beside the target (pipelined), then ``posix_rename`` it."""
+        target = self._path(key)
+        folder, name = posixpath.split(target)
+        tmp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
+        with open(src, "rb") as local, self._session() as sftp:
+            with self._errors(folder):
+                self._ensure_dir(sftp, folder)
+            try:
+                with self._errors(target):
+                    try:
+                        remote = sftp.open(tmp, "wb", bufsize=0)  # unbuffered: we write large blocks
+                    except FileNotFoundError:  # the folder vanished since we made or listed it
+                        with self._lock:
+                            self._dirs.discard(folder)
+                        raise TransientError(f"{self.where}:{folder} disappeared during the upload") from None
+                    with remote:
+                        remote.MAX_REQUEST_SIZE = self._request
+                        remote.set_pipelined(True)
+                        for block in iter(lambda: local.read(self._request), b""):
+                            remote.write(block)  # one SFTP write request each, answered later
+                    sftp.posix_rename(tmp, target)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    sftp.remove(tmp)
+                raise
+
+    def get(self, key: str, dst: BinaryIO) -> None:
+        """Stream ``key`` into ``dst`` with paramiko's prefetch (reads sent ahead, answered in order)."""
+        path = self._path(key)
+        with self._session() as sftp, contextlib.closing(self._chunks(sftp, path, key)) as chunks:
+            for chunk in chunks:
+                dst.write(chunk)  # outside _errors: a local write error stays what it is
+
+    def _chunks(self, sftp: paramiko.SFTPClient, path: str, key: str) -> Iterator[bytes]:
+        with self._errors(path, key), sftp.open(path, "rb") as remote:
+            remote.MAX_REQUEST_SIZE = self._request
+            size = remote.stat().st_size or 0
+            if size:
+                remote.prefetch(size)
+            while True:
+                chunk = remote.read(self._request)  # one prefetched reply: paramiko joins no pieces
+                if not chunk:
+                    return
+                yield chunk
+
+    def close(self) -> None:
+        """Close the idle sessions (called after the last transfer, when none is borrowed)."""
+        while True:
+            try:
+                client, _ = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            client.close()

@@ -1,0 +1,209 @@
+"""What both S3 backends (minioS3, amazonS3) share, whatever SDK moves the bytes.
+
+* :class:`Location` -- a bucket, a prefix and an endpoint: object names from
+  keys and back, and how messages name the remote;
+* :func:`error` / :func:`unreachable` -- an S3 error code or HTTP status, or a
+  failed connection, as the cmf error the engine understands (retry or not);
+* :data:`TLS_OPTIONS` / :func:`tls_setting` / :func:`tls_verify` -- ``--ca-bundle``
+  and ``--insecure``, stored as DVC's ``ssl_verify``;
+* :func:`env_credentials` -- stored keys, else the first pair set in the environment;
+* :func:`existing` -- which keys a bucket holds, by listing prefixes, never one HEAD per key.
+"""
+from __future__ import annotations
+
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence, Set, Tuple, Union
+
+from cmf_core import checks
+from cmf_core.errors import BackendError, ConfigError, ObjectNotFound, TransientError
+from cmf_core.hookspecs import InitOption
+
+__all__ = ["Location", "error", "parse_error_body", "unreachable", "TLS_OPTIONS", "tls_setting", "tls_verify",
+           "ENV_CREDENTIALS", "env_credentials", "existing"]
+
+# -- where objects live ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Location:
+    """``s3://bucket/prefix`` on ``endpoint``; keys map to ``prefix/key``."""
+
+    bucket: str
+    prefix: str
+    endpoint: str
+
+    @classmethod
+    def parse(cls, url: str, endpoint: str) -> "Location":
+        bucket, prefix = checks.s3_url(url)
+        return cls(bucket, prefix, endpoint)
+
+    def name(self, key: str) -> str:
+        """The object name of ``key`` in the bucket."""
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def key(self, name: str) -> Optional[str]:
+        """The key of an object name, or ``None`` if the name is not under the prefix."""
+        if not self.prefix:
+            return name
+        head = self.prefix + "/"
+        return name[len(head):] if name.startswith(head) else None
+
+    def url(self, key: str = "") -> str:
+        path = "/".join(part for part in (self.bucket, self.prefix, key) if part)
+        return f"s3://{path}"
+
+    def __str__(self) -> str:
+        return f"{self.url()} on {self.endpoint}"
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+#: Error codes that mean the server refused who we are (or what we may do).
+CREDENTIAL_CODES = frozenset({
+    "SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "InvalidToken", "ExpiredToken",
+    "InvalidClientTokenId", "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem",
+})
+#: Error codes worth retrying whatever their HTTP status.
+TRANSIENT_CODES = frozenset({
+    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
+    "RequestTimeout", "InternalError", "ServiceUnavailable", "OperationAborted",
+})
+MISSING_KEY_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+
+
+def error(code: Optional[str], status: Optional[int], where: Location, key: Optional[str] = None,
+          detail: str = "", fetching: bool = False) -> BackendError:
+    """The cmf error for an S3 error response (``code`` as in the XML body, ``status`` the HTTP status).
+
+    ``key`` names the object concerned: a ``NoSuchKey`` is :class:`ObjectNotFound`
+    for it, and so is a bare 404 (no error code) when ``fetching`` (a download).
+    """
+    what = f"{code or 'HTTP ' + str(status)}" + (f": {detail}" if detail and detail != code else "")
+    if code == "NoSuchBucket":
+        return BackendError(f"bucket '{where.bucket}' does not exist on {where.endpoint}")
+    if key is not None and (code in MISSING_KEY_CODES or (fetching and code is None and status == 404)):
+        return ObjectNotFound(key, str(where))
+    if code in CREDENTIAL_CODES or status in (401, 403):
+        return BackendError(f"{where.endpoint} refused the credentials for bucket '{where.bucket}' ({what}); "
+                            "check the access key and secret key")
+    if code in TRANSIENT_CODES or status in (408, 429) or (status or 0) >= 500:
+        return TransientError(f"{where.endpoint} failed for {where.url(key or '')} ({what}); worth retrying")
+    return BackendError(f"{where.endpoint} refused the request for {where.url(key or '')} ({what})")
+
+
+def parse_error_body(body: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
+    """``Code`` and ``Message`` of an S3 XML error body (``(None, None)`` when it is not one)."""
+    if not body:
+        return None, None
+    found = [re.search(rf"<{tag}>([^<]*)</{tag}>", body) for tag in ("Code", "Message")]
+    return tuple(m.group(1).strip() if m else None for m in found)  # type: ignore[return-value]
+
+
+def unreachable(where: Location, exc: BaseException, tls: bool = False) -> BackendError:
+    """A failed connection: TLS trouble is permanent, anything else (refused, reset, timeout) transient."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if tls:
+        return BackendError(f"TLS to {where.endpoint} failed: {reason} "
+                            "(give the server's CA with --ca-bundle, or --insecure to skip verification)")
+    return TransientError(f"cannot reach {where.endpoint} (bucket '{where.bucket}'): {reason}")
+
+
+# -- TLS --------------------------------------------------------------------------------------------
+
+TLS_OPTIONS: Tuple[InitOption, ...] = (
+    InitOption("ca_bundle", "CA certificates (PEM) to verify the endpoint with, instead of the system's",
+               metavar="FILE"),
+    InitOption("insecure", "do not verify the endpoint's TLS certificate (only for testing)", is_flag=True),
+)
+_FALSE = {"false", "0", "no", "off"}
+_TRUE = {"true", "1", "yes", "on"}
+
+
+def tls_setting(options: Mapping[str, object]) -> Dict[str, str]:
+    """The DVC option ``ssl_verify`` for ``--ca-bundle``/``--insecure`` (empty when neither is given)."""
+    bundle, insecure = options.get("ca_bundle"), bool(options.get("insecure"))
+    if bundle and insecure:
+        raise ConfigError("--ca-bundle and --insecure contradict each other; give one")
+    if bundle:
+        return {"ssl_verify": str(checks.readable_file(str(bundle), "ca_bundle"))}
+    return {"ssl_verify": "false"} if insecure else {}
+
+
+def tls_verify(options: Mapping[str, str]) -> Union[bool, str]:
+    """The stored ``ssl_verify``: ``True`` (system CAs), ``False`` (no check) or a CA bundle file."""
+    value = str(options.get("ssl_verify", "true")).strip()
+    if value.lower() in _TRUE or not value:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    if not os.access(value, os.R_OK) or not os.path.isfile(value):
+        raise ConfigError(f"the CA bundle {value} (ssl_verify) is not a readable file; re-run cmf init")
+    return value
+
+
+# -- credentials ----------------------------------------------------------------------------------
+
+ENV_CREDENTIALS: Tuple[Tuple[str, str], ...] = (
+    ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+    ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"),
+)
+
+
+def env_credentials(secrets: Mapping[str, str], repo_type: str,
+                    env: Sequence[Tuple[str, str]] = ENV_CREDENTIALS) -> Tuple[str, str]:
+    """The stored access key and secret, else the first pair of variables set in the environment."""
+    key, secret = secrets.get("access_key_id"), secrets.get("secret_access_key")
+    if key and secret:
+        return key, secret
+    for key_var, secret_var in env:
+        if os.environ.get(key_var) and os.environ.get(secret_var):
+            return os.environ[key_var], os.environ[secret_var]
+    names = " or ".join(f"{k}/{s}" for k, s in env)
+    raise ConfigError(f"no S3 credentials: re-run 'cmf init {repo_type}' with --access-key-id and --secret-key, "
+                      f"or set {names}")
+
+
+# -- which keys exist -----------------------------------------------------------------------------
+
+FEW_FOLDERS = 8        # up to this many folders: list each, no estimate needed
+PAGE = 1000            # names per page of a listing (ListObjectsV2's maximum)
+SPREAD = 256           # md5 keys fall evenly into the 256 folders files/md5/00 .. ff
+LIST_THREADS = 8
+
+
+def existing(keys: Sequence[str], list_names: Callable[[str], Iterable[str]],
+             threads: int = LIST_THREADS) -> Set[str]:
+    """The subset of ``keys`` found by listing; ``list_names(prefix)`` yields every key under ``prefix``.
+
+    Keys in few folders: each folder is listed.  Keys in many folders: one
+    folder is listed first to estimate the size of the remote, then either the
+    folders' common parent is listed once (a small remote: fewer pages) or the
+    folders one by one, in parallel (a big remote).
+    """
+    wanted = set(keys)
+    folders = sorted({k.rpartition("/")[0] for k in wanted})
+    if not folders:
+        return set()
+
+    def scan(folder: str) -> Tuple[Set[str], int]:
+        names = list_names(folder + "/" if folder else "")
+        seen, count = set(), 0
+        for name in names:
+            count += 1
+            if name in wanted:
+                seen.add(name)
+        return seen, count
+
+    found, first_count = scan(folders[0])
+    rest = folders[1:]
+    whole_listing_pages = first_count * SPREAD / PAGE  # vs. at least one request per remaining folder
+    if len(folders) > FEW_FOLDERS and whole_listing_pages < len(rest):
+        common = os.path.commonpath(folders) if all(folders) else ""
+        return scan(common)[0]
+    with ThreadPoolExecutor(max(1, min(threads, len(rest)))) as pool:
+        for seen, _ in pool.map(scan, rest):
+            found |= seen
+    return found

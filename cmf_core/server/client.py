@@ -1,0 +1,315 @@
+"""The metadata server's client (what ``cmf metadata push|pull`` use), and push/pull built on it.
+
+:class:`MetadataClient` speaks the original wire format (see :mod:`cmf_core.server.app`)
+to ``<server-url>/api/...``.  It retries connection failures, timeouts and HTTP 5xx
+with exponential backoff (a push is idempotent, so a retry after a lost answer is
+safe) and never retries a 4xx.  Every failure is one :class:`ServerError` line that
+says what to do: 401 (token), 404, 413 (size limit), 422 (the payload's problem), 5xx.
+
+The token is read from ``CMF_SERVER_TOKEN`` or from ``[cmf] server-token`` in the
+workspace's git-ignored ``.cmfconfig.local`` -- never from a tracked file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import httpx
+
+from cmf_core import config
+from cmf_core.errors import CmfError
+from cmf_core.metadata.merge import MergeError, MergeResult, merge_pipeline, pipeline_of
+
+__all__ = ["MetadataClient", "ServerError", "ServerUnavailable", "ServerAuthError", "PushResult", "PullResult",
+           "push_metadata", "pull_metadata", "server_token"]
+
+TOKEN_ENV = "CMF_SERVER_TOKEN"
+RETRIES_ENV = "CMF_SERVER_RETRIES"
+TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=600.0, pool=10.0)
+#: Failures worth another try: nothing (or not all) reached the server, or its answer was lost.
+TRANSIENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
+
+class ServerError(CmfError):
+    """The metadata server refused or failed a request (one line, for the user)."""
+
+    def __init__(self, message: str, status: Optional[int] = None) -> None:
+        super().__init__(" ".join(message.split()))
+        self.status = status
+
+
+class ServerUnavailable(ServerError):
+    """The server could not be reached (connection refused, timeouts), retries exhausted."""
+
+
+class ServerAuthError(ServerError):
+    """HTTP 401/403: no token, or a token the server does not accept."""
+
+
+def server_token(root: Optional[Path]) -> Optional[str]:
+    """The bearer token: ``$CMF_SERVER_TOKEN``, else ``[cmf] server-token`` of the workspace's ``.cmfconfig.local``."""
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if token or root is None:
+        return token or None
+    secrets = config.read_ini(config.secrets_file(root))
+    return secrets.get("cmf", "server-token", fallback="").strip() or None
+
+
+def _reason(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    if isinstance(detail, list):  # FastAPI's validation errors
+        detail = "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in detail if isinstance(d, dict))
+    return str(detail) if detail else response.text[:300]
+
+
+class MetadataClient:
+    """Requests to one metadata server at ``url`` (``http(s)://host:port[/prefix]``)."""
+
+    def __init__(self, url: str, token: Optional[str] = None, *, retries: int = 3, backoff: float = 0.5,
+                 timeout: httpx.Timeout = TIMEOUT, transport: Optional[httpx.BaseTransport] = None) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise CmfError(f"the metadata server url must start with http:// or https://, not {url!r}")
+        base = url.rstrip("/")
+        self.url = base
+        self.api = base if base.endswith("/api") else base + "/api"
+        self.retries, self.backoff = max(0, retries), backoff
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(headers=headers, timeout=timeout, transport=transport)
+
+    @classmethod
+    def for_workspace(cls, root: Path) -> "MetadataClient":
+        """The client of the server ``cmf init --cmf-server-url`` configured for the workspace at ``root``."""
+        cfg = config.load(root)
+        retries = os.environ.get(RETRIES_ENV, "3")
+        if not retries.isdigit():
+            raise CmfError(f"{RETRIES_ENV} must be a whole number, not {retries!r}")
+        return cls(cfg.server_url, server_token(cfg.root), retries=int(retries))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "MetadataClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _send(self, what: str, method: str, path: str, *, upload: Optional[Tuple[str, Path]] = None,
+              **kwargs: Any) -> httpx.Response:
+        """One request with retries; ``upload`` = (file name, local path) is reopened, and streamed, per attempt."""
+        url = self.api + path
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                if upload is None:
+                    response = self._http.request(method, url, **kwargs)
+                else:
+                    with open(upload[1], "rb") as fh:
+                        response = self._http.request(method, url, files={"file": (upload[0], fh)}, **kwargs)
+            except TRANSIENT as exc:
+                if last:
+                    raise ServerUnavailable(f"{what}: cannot reach the metadata server at {self.url}: "
+                                            f"{exc or type(exc).__name__} (tried {attempt + 1} times)") from None
+            except httpx.HTTPError as exc:
+                raise ServerError(f"{what}: request to {self.url} failed: {exc}") from None
+            else:
+                if response.status_code < 500 or last:
+                    return self._check(what, response, attempt + 1)
+            time.sleep(self.backoff * 2 ** attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _check(self, what: str, response: httpx.Response, attempts: int) -> httpx.Response:
+        code = response.status_code
+        if code < 400:
+            return response
+        reason = _reason(response)
+        if code in (401, 403):
+            raise ServerAuthError(f"{what}: the metadata server at {self.url} refused the token (HTTP {code}: "
+                                  f"{reason}); set {TOKEN_ENV} or [cmf] server-token in {config.SECRETS_FILE}", code)
+        if code == 413:
+            raise ServerError(f"{what}: too large for the metadata server (HTTP 413: {reason})", code)
+        if code == 422:
+            raise ServerError(f"{what}: the metadata server rejected the payload (HTTP 422: {reason})", code)
+        if code >= 500:
+            raise ServerError(f"{what}: the metadata server at {self.url} failed (HTTP {code} after {attempts} "
+                              f"attempts: {reason})", code)
+        raise ServerError(f"{what}: HTTP {code} from the metadata server at {self.url}: {reason}", code)
+
+    # -- the endpoints --------------------------------------------------------------------------------
+
+    def push(self, pipeline: str, payload: str, exec_uuid: Optional[str] = None) -> Dict[str, Any]:
+        """``POST /mlmd_push``; the server's answer (``status`` is "success" or "exists")."""
+        response = self._send(f"metadata push of {pipeline!r}", "POST", "/mlmd_push",
+                              json={"exec_uuid": exec_uuid, "json_payload": payload, "pipeline_name": pipeline})
+        try:
+            answer = response.json()
+            answer["status"]
+        except (ValueError, TypeError, KeyError):
+            raise ServerError(f"metadata push of {pipeline!r}: {self.url} is not a cmf metadata server "
+                              f"(unexpected answer {response.text[:100]!r})") from None
+        return answer
+
+    def pull(self, pipeline: str, exec_uuid: Optional[str] = None) -> str:
+        """``POST /mlmd_pull``: the pipeline's export JSON (not yet validated)."""
+        what = f"metadata pull of {pipeline!r}"
+        try:
+            response = self._send(what, "POST", "/mlmd_pull", json={"pipeline_name": pipeline, "exec_uuid": exec_uuid})
+        except ServerError as exc:
+            if exc.status == 404:
+                raise ServerError(f"{what}: the metadata server at {self.url} has no pipeline {pipeline!r}", 404) \
+                    from None
+            raise
+        if response.text.strip() == "no_exec_uuid":
+            raise ServerError(f"{what}: the metadata server has no execution with uuid {exec_uuid} in that pipeline")
+        return response.text
+
+    def upload(self, endpoint: str, name: str, path: Path, pipeline: Optional[str] = None) -> Dict[str, Any]:
+        """Stream one file as multipart ``file`` named ``name`` to ``/python-env``, ``/label`` or ``/tensorboard``."""
+        params = {"pipeline_name": pipeline} if pipeline is not None else None
+        return self._send(f"upload of {path}", "POST", endpoint, upload=(name, path), params=params).json()
+
+
+# -- push and pull of a pipeline -------------------------------------------------------------------------
+
+
+@dataclass
+class PushResult:
+    """What ``cmf metadata push`` did."""
+
+    pipeline: str
+    server: str
+    status: str  # "success" (something new was merged) or "exists"
+    counts: Dict[str, int] = field(default_factory=dict)
+    uploaded: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
+
+
+@dataclass
+class PullResult:
+    """What ``cmf metadata pull`` did."""
+
+    pipeline: str
+    mlmd: Path
+    status: str
+    merged: MergeResult
+    created: bool  # the mlmd file did not exist before
+
+
+def _referenced_files(export: Dict[str, Any], base: Path) -> Tuple[List[Tuple[str, str, Path]], List[str]]:
+    """(endpoint, upload name, local file) of the python-env files and label CSVs the export names, and
+    warnings for those not found next to the mlmd file (or in the current directory)."""
+    found: Dict[Tuple[str, str], Path] = {}
+    warnings: List[str] = []
+
+    def locate(rel: str) -> Optional[Path]:
+        return next((p for p in (base / rel, Path(rel)) if p.is_file()), None)
+
+    for pipeline in export.get("Pipeline", []):
+        for stage in pipeline.get("stages", []):
+            for execution in stage.get("executions", []):
+                env = (execution.get("custom_properties") or {}).get("Python_Env")
+                if isinstance(env, str) and env and ("/python-env", os.path.basename(env)) not in found:
+                    path = locate(env)
+                    if path is None:
+                        warnings.append(f"python environment file {env} not found; not uploaded")
+                    else:
+                        found[("/python-env", os.path.basename(env))] = path
+                for event in execution.get("events", []):
+                    labels = (event.get("artifact", {}).get("custom_properties") or {}).get("labels_uri")
+                    for label in str(labels or "").split(","):
+                        rel, _, md5 = label.strip().rpartition(":")
+                        if not rel or not md5 or ("/label", md5) in found:
+                            continue
+                        path = locate(rel)
+                        if path is None:
+                            warnings.append(f"label file {rel} not found; not uploaded")
+                        else:
+                            found[("/label", md5)] = path
+    return [(endpoint, name, path) for (endpoint, name), path in found.items()], list(dict.fromkeys(warnings))
+
+
+def _tensorboard_files(path: Path) -> Iterator[Tuple[str, Path]]:
+    """(name to upload as, file) for a tensorboard file, or for every file under a directory (relative path)."""
+    if path.is_file():
+        yield path.name, path
+        return
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            file = Path(root) / name
+            yield file.relative_to(path).as_posix(), file
+
+
+def push_metadata(client: MetadataClient, pipeline: str, mlmd: str = "mlmd", execution_uuid: Optional[str] = None,
+                  tensorboard: Optional[str] = None) -> PushResult:
+    """Send the pipeline's export (only ``execution_uuid``'s execution if given) to the server, then upload the
+    python-env files and label CSVs it references, then the tensorboard file or directory (if given)."""
+    from cmf_core.metadata.query import CmfQuery
+
+    query = CmfQuery(mlmd)
+    names = query.get_pipeline_names()
+    if pipeline not in names:
+        raise CmfError(f"pipeline {pipeline!r} is not in {mlmd}; it has: {', '.join(names) or 'no pipelines'}")
+    board = Path(tensorboard) if tensorboard else None
+    if board is not None and not board.exists():
+        raise CmfError(f"tensorboard path {tensorboard} does not exist")
+    payload = query.dumptojson(pipeline, execution_uuid)
+    export = json.loads(payload)
+    if execution_uuid and not any(s["executions"] for p in export["Pipeline"] for s in p["stages"]):
+        raise CmfError(f"no execution with uuid {execution_uuid} in pipeline {pipeline!r}")
+
+    answer = client.push(pipeline, payload, execution_uuid)
+    result = PushResult(pipeline, client.url, answer["status"],
+                        {k: v for k, v in answer.items() if isinstance(v, int) and not isinstance(v, bool)})
+    files, result.warnings = _referenced_files(export, Path(mlmd).absolute().parent)
+    for endpoint, name, path in files:
+        client.upload(endpoint, name, path)
+        result.uploaded.append(str(path))
+    if board is not None:
+        for name, path in _tensorboard_files(board):
+            client.upload("/tensorboard", name, path, pipeline=pipeline)
+            result.uploaded.append(str(path))
+    return result
+
+
+def pull_metadata(client: MetadataClient, pipeline: str, mlmd: str = "mlmd",
+                  execution_uuid: Optional[str] = None) -> PullResult:
+    """Download the pipeline (only ``execution_uuid``'s execution if given), validate it, and only then merge it
+    into ``mlmd``: into a copy that replaces the file when the merge succeeded, so a failed pull leaves the
+    mlmd file as it was (or absent)."""
+    from cmf_core.metadata import store as records
+
+    target = Path(mlmd).absolute()
+    text = client.pull(pipeline, execution_uuid)
+    try:
+        pipeline_of(text, pipeline)
+    except MergeError as exc:
+        raise ServerError(f"metadata pull of {pipeline!r}: the server sent an invalid export: {exc}") from None
+    created = not target.exists()
+    if not created:
+        records.open_store(target, create=False)  # refuse a file that is not an mlmd before copying it
+    work = target.with_name(f".{target.name}.pull-{os.getpid()}")
+    try:
+        if not created:
+            shutil.copyfile(target, work)
+        store = records.open_store(work)
+        try:
+            merged = merge_pipeline(store, text, exec_uuid=execution_uuid, pipeline_name=pipeline)
+        except MergeError:
+            raise
+        except Exception as exc:  # MLMD refused a record: nothing replaced
+            raise CmfError(f"metadata pull of {pipeline!r}: merging into {mlmd} failed: {exc}") from None
+        finally:
+            del store  # MLMD closes the file when its store object goes
+        os.replace(work, target)
+    finally:
+        work.unlink(missing_ok=True)
+    return PullResult(pipeline, target, merged.status, merged, created)
