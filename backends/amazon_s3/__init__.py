@@ -1,11 +1,14 @@
-"""``cmf init amazonS3``: an Amazon S3 bucket (or any S3-compatible endpoint), through boto3."""
+"""``cmf init amazonS3``: an Amazon S3 bucket (or any S3-compatible endpoint), through boto3.
+
+The store itself is in :mod:`.store`, imported only when a transfer opens the remote.
+"""
 from __future__ import annotations
 
 from typing import Dict
 
-from cmf_core import checks
+from cmf_core import checks, s3
 from cmf_core.backend import Backend
-from cmf_core.hookspecs import BackendSpec, InitOption, Remote
+from cmf_core.hookspecs import BackendSpec, InitOption, ObjectStore, Remote
 
 TYPE = "amazonS3"
 SPEC = BackendSpec(
@@ -19,9 +22,11 @@ SPEC = BackendSpec(
         InitOption("session_token", "session token of temporary credentials", secret=True),
         InitOption("region", "bucket region, e.g. eu-west-1"),
         InitOption("endpoint_url", "endpoint of an S3-compatible server instead of AWS", metavar="URL"),
+        *s3.TLS_OPTIONS,
     ),
     requires=("boto3",),
     install_hint="pip install 'cmf-ml[s3]'",
+    jobs=8,
 )
 
 
@@ -30,7 +35,7 @@ class AmazonS3Backend(Backend):
 
     def configure(self, options: Dict[str, object]) -> Remote:
         checks.s3_url(str(options["url"]))
-        public = {}
+        public = s3.tls_setting(options)
         if options["region"]:
             public["region"] = str(options["region"])
         if options["endpoint_url"]:
@@ -39,6 +44,11 @@ class AmazonS3Backend(Backend):
             public["endpointurl"] = endpoint.geturl()
         return Remote(type=TYPE, name="amazons3", url=str(options["url"]).rstrip("/"), options=public,
                       secrets=checks.s3_secrets(options))
+
+    def open(self, remote: Remote) -> ObjectStore:
+        from .store import AmazonS3Store  # boto3 is imported here, not when `cmf backends` lists us
+
+        return AmazonS3Store.open(remote)
 
 
 plugin = AmazonS3Backend()

@@ -1,0 +1,218 @@
+"""The amazonS3 object store: one boto3 client, shared by every transfer thread.
+
+* ``exists`` lists prefixes (:func:`cmf_core.s3.existing`), never one HEAD per key;
+* ``put`` is ``upload_file``: one PUT for small files, parallel multipart parts
+  from :data:`MULTIPART_THRESHOLD` on, sized by :func:`part_size` so that even
+  objects of terabytes stay under S3's 10,000 parts;
+* ``get`` asks for the first :data:`DOWNLOAD_HEAD` bytes (all of most objects:
+  one GET, no HEAD) and streams them into the engine's non-seekable writer;
+  the size in that answer starts parallel ranged GETs of the rest at once,
+  written in order after the head, at most ``CONCURRENCY`` ranges in memory.
+
+Why not ``download_fileobj``: response checksums must stay off, because some
+servers (rclone) send the whole object's CRC with every range, which botocore
+then rejects, and ``dvc push`` stores a CRC with every object; with them off,
+s3transfer 0.17 fetches the first part and schedules the others from that
+part's callback while holding one of its 10 in-memory slots, so a download to
+a non-seekable stream deadlocks as soon as an object has more than 10 parts.
+
+The engine owns retries and verifies every md5, so botocore retries once at
+most and no CRC is computed or checked (many S3-compatible servers refuse
+aws-chunked CRC trailers anyway); every SDK error leaves here as a cmf error
+that names the bucket and the endpoint.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
+from pathlib import Path
+from typing import BinaryIO, Deque, Iterator, List, Optional, Sequence, Set, Tuple
+
+import boto3
+from boto3.exceptions import Boto3Error, S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError, HTTPClientError,
+                                 IncompleteReadError, NoCredentialsError, PartialCredentialsError, SSLError)
+from botocore.response import StreamingBody
+
+from cmf_core import s3
+from cmf_core.errors import BackendError, CmfError, TransientError
+from cmf_core.hookspecs import ObjectStore, Remote
+
+MIB = 1 << 20
+MULTIPART_THRESHOLD = 64 * MIB  # files from this size on are uploaded in parallel parts
+MIN_PART = 8 * MIB
+TARGET_PARTS = 9_000            # aim below S3's limit of 10,000 parts per upload
+DOWNLOAD_HEAD = 64 * MIB        # objects up to this size come in one streamed GET
+DOWNLOAD_PART = 8 * MIB         # then ranges of this size: CONCURRENCY of them (64 MiB) may wait in memory
+CONCURRENCY = 8                 # parts in flight per object, up or down
+RANGE_ATTEMPTS = 2              # a range whose body breaks off is fetched again once, not the whole object
+POOL = 128                      # connections of the one client: engine jobs x CONCURRENCY, opened lazily
+CLIENT_CONFIG = Config(
+    max_pool_connections=POOL,
+    retries={"mode": "standard", "total_max_attempts": 2},
+    connect_timeout=10,
+    read_timeout=60,
+    tcp_keepalive=True,
+    request_checksum_calculation="when_required",
+    response_checksum_validation="when_required",
+)
+NO_CREDENTIALS = ("no AWS credentials found for {where}: re-run 'cmf init amazonS3' with --access-key-id and "
+                  "--secret-key, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with a "
+                  "profile of ~/.aws/credentials")
+
+
+def part_size(size: int) -> int:
+    """The multipart part size for a file of ``size`` bytes: at least 8 MiB, whole MiB, <= 9,000 parts."""
+    return max(MIN_PART, -(-size // (TARGET_PARTS * MIB)) * MIB)
+
+
+class AmazonS3Store(ObjectStore):
+    """Objects at ``prefix/key`` in one bucket, through a thread-safe boto3 client."""
+
+    def __init__(self, client, where: s3.Location) -> None:
+        self.client = client
+        self.where = where
+
+    @classmethod
+    def open(cls, remote: Remote) -> "AmazonS3Store":
+        """Resolve credentials (stored keys, else the AWS chain), make the client, check the bucket once."""
+        options, secrets = remote.options, remote.secrets
+        endpoint = options.get("endpointurl") or None
+        placeholder = s3.Location.parse(remote.url, endpoint or "AWS S3")
+        try:
+            session = boto3.session.Session(aws_access_key_id=secrets.get("access_key_id") or None,
+                                            aws_secret_access_key=secrets.get("secret_access_key") or None,
+                                            aws_session_token=secrets.get("session_token") or None,
+                                            region_name=options.get("region") or None)
+            if session.get_credentials() is None:
+                raise BackendError(NO_CREDENTIALS.format(where=placeholder))
+            client = session.client("s3", endpoint_url=endpoint, verify=s3.tls_verify(options),
+                                    config=CLIENT_CONFIG)
+        except BotoCoreError as exc:  # an unknown AWS_PROFILE, a malformed config file, a bad region
+            raise BackendError(f"cannot set up the S3 client for {placeholder}: {exc}") from None
+        store = cls(client, s3.Location(placeholder.bucket, placeholder.prefix, client.meta.endpoint_url))
+        store._check()
+        return store
+
+    def _check(self) -> None:
+        """One tiny listing, so that a missing bucket, refused credentials or a dead endpoint fail the
+        command once, up front, instead of once per object.  Throttling and 5xx are left to the
+        engine's retries, and AccessDenied to the transfers (a role may get and put yet not list)."""
+        try:
+            self.client.list_objects_v2(Bucket=self.where.bucket, Prefix=self.where.name(""), MaxKeys=1)
+        except (ClientError, BotoCoreError) as exc:
+            error = self._error(exc)
+            connect_failed = isinstance(exc, ConnectionError)
+            if _code(exc) != "AccessDenied" and (connect_failed or not isinstance(error, TransientError)):
+                raise error from None
+
+    # -- the ObjectStore methods ------------------------------------------------------------------
+
+    def exists(self, keys: Sequence[str]) -> Set[str]:
+        return s3.existing(keys, self._list)
+
+    def put(self, src: Path, key: str) -> None:
+        config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=part_size(
+            src.stat().st_size), max_concurrency=CONCURRENCY, preferred_transfer_client="classic")
+        with self._translated(key):
+            self.client.upload_file(str(src), self.where.bucket, self.where.name(key), Config=config)
+
+    def get(self, key: str, dst: BinaryIO) -> None:
+        name = self.where.name(key)
+        with self._translated(key, fetching=True):
+            try:
+                head = self.client.get_object(Bucket=self.where.bucket, Key=name,
+                                              Range=f"bytes=0-{DOWNLOAD_HEAD - 1}")
+            except ClientError as exc:
+                if _code(exc) == "InvalidRange":  # an empty object has no byte 0
+                    return
+                raise
+            received = head["ContentLength"]
+            total = int(head["ContentRange"].rpartition("/")[2]) if head.get("ContentRange") else received
+            rest = [(first, min(first + DOWNLOAD_PART, total) - 1) for first in range(received, total, DOWNLOAD_PART)]
+            self._write_in_order(name, head["Body"], rest, dst)
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _write_in_order(self, name: str, head: StreamingBody, rest: List[Tuple[int, int]], dst: BinaryIO) -> None:
+        """Stream ``head`` into ``dst`` while the ranges ``rest`` download, then write them in order."""
+        if not rest:
+            self._stream(head, dst)
+            return
+        pool = ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="cmf-s3-range")
+        try:
+            todo = iter(rest)
+            ahead: Deque[Future] = deque(pool.submit(self._range, name, *r) for r in islice(todo, CONCURRENCY))
+            self._stream(head, dst)
+            while ahead:
+                data = ahead.popleft().result()
+                following = next(todo, None)
+                if following:
+                    ahead.append(pool.submit(self._range, name, *following))
+                dst.write(data)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    @staticmethod
+    def _stream(body: StreamingBody, dst: BinaryIO) -> None:
+        for chunk in body.iter_chunks(MIB):
+            dst.write(chunk)
+
+    def _range(self, name: str, first: int, last: int) -> bytes:
+        """Bytes ``first..last`` of object ``name``; a body that breaks off is asked for again."""
+        for attempt in range(1, RANGE_ATTEMPTS + 1):
+            try:
+                data = self.client.get_object(Bucket=self.where.bucket, Key=name,
+                                              Range=f"bytes={first}-{last}")["Body"].read()
+                break
+            except (HTTPClientError, IncompleteReadError):
+                if attempt == RANGE_ATTEMPTS:
+                    raise
+        if len(data) != last - first + 1:
+            raise TransientError(f"s3://{self.where.bucket}/{name} on {self.where.endpoint}: got {len(data)} "
+                                 f"bytes for bytes {first}-{last}; did the object change?")
+        return data
+
+    def _list(self, prefix: str) -> Iterator[str]:
+        """Every key under ``prefix`` (relative to the remote's prefix), page by page."""
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.where.bucket, Prefix=self.where.name(prefix), PaginationConfig={"PageSize": 1000})
+        with self._translated():
+            for page in pages:
+                for obj in page.get("Contents", ()):
+                    key = self.where.key(obj["Key"])
+                    if key is not None:
+                        yield key
+
+    @contextlib.contextmanager
+    def _translated(self, key: Optional[str] = None, fetching: bool = False) -> Iterator[None]:
+        """Turn boto3/botocore exceptions into cmf errors; anything else (the writer's) passes."""
+        try:
+            yield
+        except (ClientError, BotoCoreError, Boto3Error) as exc:
+            raise self._error(exc, key, fetching) from None
+
+    def _error(self, exc: BaseException, key: Optional[str] = None, fetching: bool = False) -> CmfError:
+        """The cmf error for an SDK exception; with ``fetching`` a 404 means the key is missing."""
+        if isinstance(exc, S3UploadFailedError) and isinstance(exc.__context__, ClientError):
+            exc = exc.__context__  # boto3 wraps the ClientError of an upload in a plain message
+        if isinstance(exc, ClientError):
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            message = exc.response.get("Error", {}).get("Message", "")
+            return s3.error(_code(exc), status, self.where, key, message, fetching=fetching)
+        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+            return BackendError(NO_CREDENTIALS.format(where=self.where))
+        if isinstance(exc, (ConnectionError, HTTPClientError, IncompleteReadError)):
+            return s3.unreachable(self.where, exc, tls=isinstance(exc, SSLError))
+        return BackendError(f"{self.where.url(key or '')} on {self.where.endpoint}: {exc}")
+
+
+def _code(exc: BaseException) -> Optional[str]:
+    return exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
