@@ -93,6 +93,9 @@ class LocalTarget:
     def floor_get(self, key: str, dst: Path, store: Path) -> None:
         shutil.copyfile(store / key, dst)
 
+    def empty(self, store: Path) -> None:
+        clear(store)
+
     def close(self) -> None:
         pass
 
@@ -140,6 +143,19 @@ class S3Target:
         else:
             self.client.fget_object(store.name, key, str(dst))
 
+    def empty(self, store: Path) -> None:
+        """Delete every object through the S3 API (rclone caches listings: deleting files behind it misleads it)."""
+        import boto3
+
+        from cmf_core.testing.servers import S3Server
+
+        client = boto3.client("s3", endpoint_url=self.server.endpoint, region_name="us-east-1",
+                              aws_access_key_id=S3Server.ACCESS_KEY, aws_secret_access_key=S3Server.SECRET_KEY)
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=store.name):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=store.name, Delete={"Objects": keys})
+
     def close(self) -> None:
         self.server.stop()
 
@@ -163,8 +179,7 @@ def bench_shape(target, root: Path, shape: str, rounds: int) -> Dict[str, Dict[s
     landing = root / f"{shape}-floor"  # where the floor's downloads land
 
     def reset_store() -> None:
-        for child in store.iterdir() if store.exists() else []:
-            clear(child) if child.is_dir() else child.unlink()
+        target.empty(store)
 
     def reset_workspace() -> None:
         for p in data_paths:
