@@ -2,7 +2,7 @@
 # Install cmf and run the main job end to end on the embedded default:
 # a local artifact repository and a SQLite MLMD store, in a throw-away workspace.
 source "$(dirname "$0")/_env.sh"
-install_cmf ""
+install_cmf "server"
 
 WORK="$(mktemp -d)"
 SERVER_PID=""
