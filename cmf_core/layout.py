@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterator, List, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Set, Tuple
 
 from cmf_core.errors import CmfError
 
@@ -101,6 +101,19 @@ def parse_manifest(data: bytes) -> List[Entry]:
         seen.add(relpath)
         entries.append(Entry(md5, relpath))
     return entries
+
+
+def listed(keys: Iterable[str], list_folder: Callable[[str], Iterable[str]]) -> Set[str]:
+    """The keys found by listing each of their folders once (``files/md5/xx``), not one lookup per key.
+
+    ``list_folder(folder)`` returns the names in a folder; a missing folder is empty.
+    """
+    wanted: Dict[str, Set[str]] = {}
+    for k in keys:
+        folder, _, name = k.rpartition("/")
+        wanted.setdefault(folder, set()).add(name)
+    return {f"{folder}/{name}" if folder else name
+            for folder, names in wanted.items() for name in names & set(list_folder(folder))}
 
 
 #: Directories DVC never descends into when it hashes a directory.

@@ -38,14 +38,6 @@ def make_bucket(server: S3Server, name: str, **tls) -> str:
     return name
 
 
-@pytest.fixture
-def s3_bucket(s3_server, request) -> str:
-    """A fresh bucket, made through the S3 API: rclone caches its directory listings for minutes, so a
-    bucket made as a folder (``S3Server.bucket``) is invisible once the server has listed its root."""
-    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
-    return make_bucket(s3_server, f"b-{name}-{os.urandom(3).hex()}")
-
-
 def options(server: S3Server, bucket: str, prefix: str = "some/prefix", **extra: object) -> Dict[str, object]:
     url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
     return {"url": url, "endpoint_url": server.endpoint, **KEYS, **extra}

@@ -5,8 +5,9 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import BinaryIO, Dict, Sequence, Set
+from typing import BinaryIO, Dict, List, Sequence, Set
 
+from cmf_core import layout
 from cmf_core.backend import Backend
 from cmf_core.errors import ConfigError, ObjectNotFound
 from cmf_core.hookspecs import BackendSpec, InitOption, ObjectStore, Remote
@@ -30,18 +31,13 @@ class LocalStore(ObjectStore):
         self.root = root
 
     def exists(self, keys: Sequence[str]) -> Set[str]:
-        listed: Dict[str, Set[str]] = {}  # one listdir per prefix directory, not one stat per key
-        found = set()
-        for key in keys:
-            folder, _, name = key.rpartition("/")
-            if folder not in listed:
-                try:
-                    listed[folder] = set(os.listdir(self.root / folder))
-                except FileNotFoundError:
-                    listed[folder] = set()
-            if name in listed[folder]:
-                found.add(key)
-        return found
+        def list_folder(folder: str) -> List[str]:
+            try:
+                return os.listdir(self.root / folder)
+            except FileNotFoundError:
+                return []
+
+        return layout.listed(keys, list_folder)
 
     def put(self, src: Path, key: str) -> None:
         target = self.root / key

@@ -22,13 +22,13 @@ import socket
 import stat
 import threading
 import uuid
-from collections import defaultdict
 from pathlib import Path
-from typing import BinaryIO, Dict, Iterator, Optional, Sequence, Set, Tuple
+from typing import BinaryIO, Iterator, List, Optional, Sequence, Set, Tuple
 
 import paramiko
 from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
 
+from cmf_core import layout
 from cmf_core.errors import BackendError, CmfError, ObjectNotFound, TransientError
 from cmf_core.hookspecs import ObjectStore
 
@@ -205,25 +205,21 @@ class SFTPStore(ObjectStore):
 
     def exists(self, keys: Sequence[str]) -> Set[str]:
         """One ``listdir`` per folder of the keys (``files/md5/xx``), never a stat per key."""
-        wanted: Dict[str, Set[str]] = defaultdict(set)
-        for key in keys:
-            folder, _, name = key.rpartition("/")
-            wanted[folder].add(name)
-        if not wanted:
+        if not keys:
             return set()
-        found: Set[str] = set()
         with self._session() as sftp:
-            for folder, names in wanted.items():
+            def list_folder(folder: str) -> List[str]:
                 path = self._path(folder)
                 with self._errors(path):
                     try:
-                        listed = set(sftp.listdir(path))
+                        names = sftp.listdir(path)
                     except FileNotFoundError:
-                        continue
+                        return []
                 with self._lock:
                     self._dirs.add(path)
-                found.update(f"{folder}/{name}" if folder else name for name in names & listed)
-        return found
+                return names
+
+            return layout.listed(keys, list_folder)
 
     def put(self, src: Path, key: str) -> None:
         """Upload to ``.<name>.<uuid>.tmp`` beside the target (pipelined), then ``posix_rename`` it."""

@@ -64,16 +64,12 @@ class PostgresServer(Server):
                                          user=self.run_as)
         wait_for_port(self.port, proc=self.proc)
 
+    STOP_SIGNAL = signal.SIGINT  # fast shutdown: clients are disconnected, unlike SIGTERM's wait for them
+
     def stop(self) -> None:
-        """Fast shutdown (SIGINT: clients are disconnected, unlike SIGTERM's wait for them), then remove the data."""
+        """Stop by PID, then remove the data."""
         try:
-            if self.proc is not None and self.proc.poll() is None:
-                os.kill(self.proc.pid, signal.SIGINT)
-                try:
-                    self.proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.kill(self.proc.pid, signal.SIGKILL)
-                    self.proc.wait(timeout=10)
+            super().stop()
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 

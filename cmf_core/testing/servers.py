@@ -36,7 +36,9 @@ def wait_for_port(port: int, timeout: float = 15.0, proc: Optional[subprocess.Po
 
 
 class Server:
-    """A background process started by argv and stopped by its PID."""
+    """A background process started by argv and stopped by its PID (``STOP_SIGNAL``, then SIGKILL)."""
+
+    STOP_SIGNAL = signal.SIGTERM
 
     def __init__(self, argv: List[str], port: int, log: Path) -> None:
         self.argv, self.port, self.log = argv, port, log
@@ -50,9 +52,9 @@ class Server:
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        os.kill(self.proc.pid, signal.SIGTERM)
+        os.kill(self.proc.pid, self.STOP_SIGNAL)
         try:
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
