@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cmf_core import api, layout  # noqa: E402
+from cmf_core import api  # noqa: E402
 from cmflib.cmf import Cmf  # noqa: E402
 
 DVC = os.path.join(os.path.dirname(sys.executable), "dvc")

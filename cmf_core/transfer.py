@@ -32,7 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import BinaryIO, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from cmf_core import layout
 from cmf_core.errors import BackendError, CmfError, ObjectNotFound, TransientError
@@ -159,18 +159,25 @@ class Workspace:
         if not relpath or os.path.isabs(relpath) or ".." in Path(relpath).parts:
             raise CmfError(f"artifact path {relpath!r} is absolute or climbs out of the workspace")
         path = self.base / relpath
-        if self.base not in path.parent.resolve().parents and path.parent.resolve() != self.base:
+        if not _within(self.base, path):
             raise CmfError(f"artifact path {relpath!r} leads outside the workspace through a symlink")
         return path
 
 
-def _member_target(root: Path, entry: layout.Entry) -> Path:
-    path = root / entry.relpath
-    real_parent = path.parent.resolve()
+def _within(real_root: Path, path: Path) -> bool:
+    """Whether ``path``'s directory, symlinks resolved, is ``real_root`` (already resolved) or below it."""
+    parent = path.parent.resolve()
+    return parent == real_root or real_root in parent.parents
+
+
+def _member_targets(root: Path, entries: Iterable[layout.Entry]) -> Iterator[Tuple[layout.Entry, Path]]:
+    """Where each file of a directory goes; a symlink leading out of ``root`` is refused."""
     real_root = root.resolve()
-    if real_parent != real_root and real_root not in real_parent.parents:
-        raise layout.ManifestError(f"{entry.relpath!r} leads outside {root} through a symlink")
-    return path
+    for entry in entries:
+        path = root / entry.relpath
+        if not _within(real_root, path):
+            raise layout.ManifestError(f"{entry.relpath!r} leads outside {root} through a symlink")
+        yield entry, path
 
 
 # -- moving bytes ---------------------------------------------------------------------------------
@@ -391,8 +398,8 @@ class Engine:
                 if not layout.is_dir_md5(art.md5):
                     want(art.md5, art.name, where)
                     continue
-                for entry in self._manifest(art):
-                    want(entry.md5, f"{art.path}/{entry.relpath}", _member_target(where, entry))
+                for entry, path in _member_targets(where, self._manifest(art)):
+                    want(entry.md5, f"{art.path}/{entry.relpath}", path)
             except (CmfError, layout.ManifestError) as exc:
                 result.failed.append((art.name, str(exc)))
         return list(objects.values())

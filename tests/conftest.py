@@ -110,3 +110,28 @@ def s3_bucket(s3_server, request) -> str:
 
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
     return s3_server.bucket(f"b-{name}-{os.urandom(3).hex()}")
+
+
+def clone_workspace(ws: Path, clone: Path, copy_secrets: bool = True) -> Path:
+    """Commit the workspace and ``git clone`` it, as a colleague would get it.
+
+    ``.dvc/config.local`` holds the remote's secrets and is git-ignored, so a clone
+    has none: that is the point of keeping them out of git.  A colleague brings
+    their own; with ``copy_secrets`` we copy ours.
+    """
+    subprocess.run(["git", "add", "-A"], cwd=ws, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "workspace"], cwd=ws, check=True)
+    subprocess.run(["git", "clone", "-q", str(ws), str(clone)], check=True, capture_output=True)
+    secrets = ws / ".dvc" / "config.local"
+    if copy_secrets and secrets.exists():
+        assert not (clone / ".dvc" / "config.local").exists()
+        shutil.copy(secrets, clone / ".dvc" / "config.local")
+    return clone
+
+
+def one_error_line(err: str) -> str:
+    """The single ``cmf: error:`` line of a failed command (warnings aside)."""
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("cmf: warning")]
+    assert len(lines) == 1, f"expected one error line, got {lines}"
+    assert lines[0].startswith("cmf: error:"), lines[0]
+    return lines[0]

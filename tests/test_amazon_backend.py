@@ -23,6 +23,7 @@ from cmf_core.errors import BackendError, TransientError
 from cmf_core.testing import BackendConformance
 from cmf_core.testing.conformance import Sink, random_bytes
 from cmf_core.testing.servers import S3Server, free_port
+from tests.conftest import clone_workspace
 
 import cmf_backends.amazon_s3.store as amazon_store
 
@@ -247,13 +248,7 @@ def test_dvc_pull_gets_what_cmf_pushed(amazon_ws, tmp_path, cmf):
     files = {"data/a.csv": b"id,v\n1,2\n", "data/weights.bin": random_bytes(3 * MIB, "dvc pull")}
     log(amazon_ws, files)
     assert cmf("artifact", "push", "-p", PIPELINE).code == 0
-    sh("git", "add", "-A", cwd=amazon_ws)
-    sh("git", "commit", "-q", "-m", "logged", cwd=amazon_ws)
-    clone = tmp_path / "clone"
-    sh("git", "clone", "-q", str(amazon_ws), str(clone), cwd=tmp_path)
-    # the keys are in .dvc/config.local, which git ignores: a clone has the remote but not its secrets
-    assert not (clone / ".dvc" / "config.local").exists()
-    shutil.copy(amazon_ws / ".dvc" / "config.local", clone / ".dvc" / "config.local")
+    clone = clone_workspace(amazon_ws, tmp_path / "clone")
     sh(DVC, "pull", cwd=clone)
     assert_in_place(clone, files)
 

@@ -23,6 +23,7 @@ from cmf_core import api, config, layout, plugins, s3
 from cmf_core.errors import BackendError, ConfigError, ObjectNotFound, TransientError
 from cmf_core.testing import PIPELINE, BackendConformance, Dataset, WrappedStore
 from cmf_core.testing.servers import S3Server, Server, free_port
+from tests.conftest import clone_workspace, one_error_line
 
 DVC = shutil.which("dvc", path=str(Path(sys.executable).parent)) or "dvc"
 KEYS = {"access_key_id": S3Server.ACCESS_KEY, "secret_key": S3Server.SECRET_KEY}
@@ -54,13 +55,6 @@ def logged(ws: Path, count: int = 3) -> Dataset:
     ds = Dataset.write(ws, files, ["data/a.csv", "folder"])
     BackendConformance.log(*ds.artifacts)
     return ds.logged()
-
-
-def one_error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected one error line, got {lines}"
-    assert lines[0].startswith("cmf: error:"), lines[0]
-    return lines[0]
 
 
 def dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -112,14 +106,7 @@ def test_dvc_pull_gets_what_cmf_pushed(ws, tmp_path, s3_server, s3_bucket, cmf):
     init(ws, tmp_path, options(s3_server, s3_bucket))
     ds = logged(ws)
     assert cmf("artifact", "push", "-p", PIPELINE).code == 0
-    subprocess.run(["git", "add", "-A"], cwd=ws, check=True)
-    subprocess.run(["git", "commit", "-q", "-m", "workspace"], cwd=ws, check=True)
-    clone = tmp_path / "clone"
-    subprocess.run(["git", "clone", "-q", str(ws), str(clone)], check=True, capture_output=True)
-    # .dvc/config.local holds the keys and is git-ignored, so a clone has no credentials: that is the point
-    # of keeping them out of git. A colleague brings their own; here we copy ours.
-    assert not (clone / ".dvc" / "config.local").exists()
-    shutil.copy(ws / ".dvc" / "config.local", clone / ".dvc" / "config.local")
+    clone = clone_workspace(ws, tmp_path / "clone")
     dvc("pull", cwd=clone)
     for rel, data in ds.files.items():
         assert (clone / rel).read_bytes() == data, rel

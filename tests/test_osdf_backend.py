@@ -35,6 +35,7 @@ from cmf_core.testing import PIPELINE, BackendConformance, Dataset, Sink
 from cmf_core.testing.origin import (PelicanStandIn, XRootDOrigin, ca_bundle, jwt_token, self_signed,
                                      signing_key)
 from cmf_core.testing.servers import free_port
+from tests.conftest import one_error_line
 
 ISSUER = "https://issuer.cmf.invalid"
 NAMESPACE = "/ns"
@@ -128,13 +129,6 @@ def logged(ws: Path, count: int = 3) -> Dataset:
     ds = Dataset.write(ws, files, ["data/a.csv", "folder"])
     BackendConformance.log(*ds.artifacts)
     return ds.logged()
-
-
-def one_error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("cmf: warning")]
-    assert len(lines) == 1, f"expected one error line, got {lines}"
-    assert lines[0].startswith("cmf: error:"), lines[0]
-    return lines[0]
 
 
 def open_store(ws: Path):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import stat
 import subprocess
@@ -24,7 +23,7 @@ from cmf_core.errors import BackendError, ConfigError, ObjectNotFound, Transient
 from cmf_core.testing import PIPELINE, BackendConformance, Dataset
 from cmf_core.testing.servers import free_port
 from cmf_core.testing.sshd import SSHServer
-from tests.conftest import run_cmf
+from tests.conftest import clone_workspace, run_cmf
 
 paramiko = pytest.importorskip("paramiko")
 DVC = shutil.which("dvc", path=str(Path(sys.executable).parent)) or "dvc"
@@ -394,14 +393,7 @@ def test_dvc_pull_gets_what_cmf_pushed(auth, ws, tmp_path, sshd, cmf):
     init(ws, tmp_path, key_options(sshd) if auth == "key" else password_options(sshd))
     ds = logged(ws)
     assert cmf("artifact", "push", "-p", PIPELINE).code == 0
-    subprocess.run(["git", "add", "-A"], cwd=ws, check=True)
-    subprocess.run(["git", "commit", "-q", "-m", "workspace"], cwd=ws, check=True)
-    clone = tmp_path / "clone"
-    subprocess.run(["git", "clone", "-q", str(ws), str(clone)], check=True, capture_output=True)
-    local = ws / ".dvc" / "config.local"
-    if auth == "password":  # the password is git-ignored: a colleague brings their own; here we copy ours
-        assert not (clone / ".dvc" / "config.local").exists()
-        shutil.copy(local, clone / ".dvc" / "config.local")
+    clone = clone_workspace(ws, tmp_path / "clone", copy_secrets=auth == "password")
     env = {**os.environ, "SSH_AUTH_SOCK": ""}
     done = subprocess.run([DVC, "pull", "-q"], cwd=clone, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr

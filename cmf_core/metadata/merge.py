@@ -18,7 +18,7 @@ are rewritten to the receiving store's ids.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 from ml_metadata.proto import metadata_store_pb2 as pb
