@@ -5,6 +5,8 @@ subclasses; they never print, exit, or change the working directory.
 """
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 from pathlib import Path
@@ -243,9 +245,10 @@ def _transfer(direction: str, pipeline: str, mlmd: str, artifact: Optional[str],
     if own:
         store = plugins.open_store(workspace.remote, loaded)
     try:
-        engine = transfer.Engine(transfer.Workspace(base, cache_dir(workspace.root)), store,
-                                 jobs or loaded[1].jobs, progress)
-        getattr(engine, direction)(selected, result)
+        cache = cache_dir(workspace.root)
+        engine = transfer.Engine(transfer.Workspace(base, cache), store, jobs or loaded[1].jobs, progress)
+        with contextlib.nullcontext() if dry_run else transfer.lock(cache):
+            getattr(engine, direction)(selected, result)
     finally:
         if own:
             store.close()

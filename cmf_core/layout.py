@@ -74,17 +74,26 @@ def manifest_md5(data: bytes) -> str:
 def _safe_relpath(relpath: object) -> str:
     if not isinstance(relpath, str) or not relpath or "\\" in relpath or "\0" in relpath:
         raise ManifestError(f"bad relpath {relpath!r}")
-    parts = PurePosixPath(relpath).parts
-    if relpath.startswith("/") or any(p in ("..", ".") for p in parts) or not parts:
+    parts = relpath.split("/")
+    if relpath.startswith("/") or any(p in ("..", ".") for p in parts):
         raise ManifestError(f"relpath {relpath!r} escapes its directory")
+    if "" in parts:  # "a//b" or "a/" would name the same file as "a/b" or "a"
+        raise ManifestError(f"relpath {relpath!r} has an empty segment")
+    if SKIP_DIRS & set(parts):
+        raise ManifestError(f"relpath {relpath!r} is inside {', '.join(sorted(SKIP_DIRS))}")
+    try:
+        os.fsencode(relpath)
+    except UnicodeEncodeError:  # a lone surrogate, from a \ud800 escape
+        raise ManifestError(f"relpath {relpath!r} cannot be a file name") from None
     return relpath
 
 
 def parse_manifest(data: bytes) -> List[Entry]:
-    """Parse an untrusted ``.dir`` manifest: JSON only, safe and unique relpaths, valid md5s."""
+    """Parse an untrusted ``.dir`` manifest: JSON only, valid md5s, relpaths that stay inside the directory,
+    are normalised and unique, and never name a file that another relpath uses as a folder."""
     try:
         rows = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ManifestError(f"manifest is not JSON: {exc}") from None
     if not isinstance(rows, list):
         raise ManifestError("manifest is not a JSON list")
@@ -100,6 +109,10 @@ def parse_manifest(data: bytes) -> List[Entry]:
             raise ManifestError(f"relpath {relpath!r} appears twice")
         seen.add(relpath)
         entries.append(Entry(md5, relpath))
+    folders = {str(parent) for relpath in seen for parent in PurePosixPath(relpath).parents}
+    clash = sorted(seen & folders)
+    if clash:
+        raise ManifestError(f"relpath {clash[0]!r} is both a file and a directory")
     return entries
 
 

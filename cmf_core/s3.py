@@ -7,22 +7,28 @@
 * :data:`TLS_OPTIONS` / :func:`tls_setting` / :func:`tls_verify` -- ``--ca-bundle``
   and ``--insecure``, stored as DVC's ``ssl_verify``;
 * :func:`env_credentials` -- stored keys, else the first pair set in the environment;
-* :func:`existing` -- which keys a bucket holds, by listing prefixes, never one HEAD per key.
+* :func:`existing` -- which keys a bucket holds, by listing prefixes, never one HEAD per key;
+* :func:`http_pool` / :func:`release` -- the urllib3 connection pool both backends' GETs go through.
 """
 from __future__ import annotations
 
 import os
 import re
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, Mapping, Optional, Sequence, Set, Tuple, Union
+from urllib.parse import urlsplit
 
 from cmf_core import checks
 from cmf_core.errors import BackendError, ConfigError, ObjectNotFound, TransientError
 from cmf_core.hookspecs import InitOption
 
+if TYPE_CHECKING:
+    import urllib3
+
 __all__ = ["Location", "error", "parse_error_body", "unreachable", "TLS_OPTIONS", "tls_setting", "tls_verify",
-           "ENV_CREDENTIALS", "env_credentials", "existing"]
+           "http_pool", "release", "ENV_CREDENTIALS", "env_credentials", "existing"]
 
 # -- where objects live ---------------------------------------------------------------------------
 
@@ -142,6 +148,30 @@ def tls_verify(options: Mapping[str, str]) -> Union[bool, str]:
     if not os.access(value, os.R_OK) or not os.path.isfile(value):
         raise ConfigError(f"the CA bundle {value} (ssl_verify) is not a readable file; re-run cmf init")
     return value
+
+
+def http_pool(endpoint: str, verify: Union[bool, str], size: int, connect_timeout: float,
+              read_timeout: float) -> "urllib3.PoolManager":
+    """A thread-safe urllib3 pool for ``endpoint``: TLS as :func:`tls_verify` says, through the proxy
+    that ``HTTP(S)_PROXY`` names unless ``NO_PROXY`` exempts the host (as boto3 and DVC do), and
+    without retries: the engine retries what :func:`error` calls transient."""
+    import urllib3
+
+    settings = dict(maxsize=size, timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
+                    retries=False, cert_reqs="CERT_REQUIRED" if verify else "CERT_NONE",
+                    ca_certs=verify if isinstance(verify, str) else None)  # None: the system's CAs
+    url = urlsplit(endpoint)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(url.hostname or ""):
+        return urllib3.ProxyManager(proxy, **settings)
+    return urllib3.PoolManager(**settings)
+
+
+def release(response: "urllib3.BaseHTTPResponse") -> None:
+    """Done with ``response``: a body read to the end has already given its connection back to the
+    pool; one that was not is closed, so no unread bytes reach the next request on that connection."""
+    response.close()
+    response.release_conn()
 
 
 # -- credentials ----------------------------------------------------------------------------------

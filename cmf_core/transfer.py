@@ -32,9 +32,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import BinaryIO, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
-from cmf_core import layout
+from cmf_core import layout, locks
 from cmf_core.errors import BackendError, CmfError, ObjectNotFound, TransientError
 from cmf_core.hookspecs import ObjectStore
 from cmf_core.metadata import store as records
@@ -158,6 +158,8 @@ class Workspace:
         """The workspace path of an artifact, refused if it would land outside the workspace."""
         if not relpath or os.path.isabs(relpath) or ".." in Path(relpath).parts:
             raise CmfError(f"artifact path {relpath!r} is absolute or climbs out of the workspace")
+        if layout.SKIP_DIRS & set(Path(relpath).parts):  # .git/hooks/... would run code on the next git command
+            raise CmfError(f"artifact path {relpath!r} is inside {', '.join(sorted(layout.SKIP_DIRS))}")
         path = self.base / relpath
         if not _within(self.base, path):
             raise CmfError(f"artifact path {relpath!r} leads outside the workspace through a symlink")
@@ -211,11 +213,20 @@ def _partial(path: Path) -> Path:
 
 
 def _place(partials: Dict[Path, Path], read_only: Iterable[Path] = ()) -> None:
-    for final, tmp in partials.items():
-        final.parent.mkdir(parents=True, exist_ok=True)
+    for final, tmp in partials.items():  # the temp file is beside ``final``: its folder exists
         if final in read_only:
             os.chmod(tmp, 0o444)
         os.replace(tmp, final)
+
+
+def _create(tmp: Path) -> BinaryIO:
+    """A new, empty temp file at ``tmp`` for writing: never through a symlink planted there (``"xb"`` refuses
+    to follow it); a leftover file or link of an interrupted run is removed first."""
+    try:
+        return open(tmp, "xb")
+    except FileExistsError:
+        _discard([tmp])
+        return open(tmp, "xb")
 
 
 def _discard(partials: Iterable[Path]) -> None:
@@ -266,6 +277,13 @@ class Progress:
             self.bar.close()
 
 
+def lock(cache: Path) -> locks.FileLock:
+    """The transfer lock of a DVC cache: pushes and pulls through it run one at a time, because they
+    write temp files with fixed names beside the files they place (in the workspace and the cache)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    return locks.lock(cache / "cmf-transfer.lock", waiting="waiting for another push or pull in this workspace")
+
+
 class Engine:
     """Moves the objects of selected artifacts between a workspace and an ObjectStore."""
 
@@ -275,6 +293,14 @@ class Engine:
         self.jobs = max(1, jobs)
         self.progress_enabled = progress
         self.dry_run = False
+        self._folders: Set[Path] = set()  # folders this run has made or found: one mkdir each, not one per file
+
+    def _folder(self, path: Path) -> None:
+        """Make sure the folder of ``path`` exists (thread-safe: a second mkdir of a folder is harmless)."""
+        folder = path.parent
+        if folder not in self._folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._folders.add(folder)
 
     # -- push ---------------------------------------------------------------------------------
 
@@ -378,7 +404,7 @@ class Engine:
 
     def _write_cache(self, md5: str, data: bytes) -> None:
         target = self.ws.cache_path(md5)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self._folder(target)
         tmp = _partial(target)
         tmp.write_bytes(data)
         _place({target: tmp}, read_only=[target])
@@ -437,7 +463,7 @@ class Engine:
         """Files already in place still go into the DVC cache, so ``dvc status`` is clean."""
         cached = self.ws.cache_path(obj.md5)
         if not cached.is_file():
-            cached.parent.mkdir(parents=True, exist_ok=True)
+            self._folder(cached)
             tmp = _partial(cached)
             shutil.copyfile(obj.targets[0], tmp)
             _place({cached: tmp}, read_only=[cached])
@@ -471,9 +497,9 @@ class Engine:
         partials = {path: _partial(path) for path in destinations}
         handles = []
         try:
-            for path, tmp in partials.items():
-                tmp.parent.mkdir(parents=True, exist_ok=True)
-                handles.append(open(tmp, "wb"))
+            for tmp in partials.values():
+                self._folder(tmp)
+                handles.append(_create(tmp))
             writer = HashingWriter(handles, progress.add_bytes)
             fill(writer)
             for handle in handles:

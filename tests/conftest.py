@@ -70,8 +70,12 @@ def run_cmf(args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None) ->
 
 
 def snapshot(root: Path) -> Dict[str, bytes]:
-    """Every file under ``root`` (``.git`` included) with its bytes, to prove nothing changed."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file under ``root`` (``.git`` included) with its bytes, to prove nothing changed.
+
+    Empty ``*.lock`` files are left out: they are the files cmf takes its locks on (``<mlmd>.lock``, the
+    cache's ``cmf-transfer.lock``), created by the first command that locks, with no content."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not (p.suffix == ".lock" and p.stat().st_size == 0)}
 
 
 @pytest.fixture
@@ -101,6 +105,25 @@ def s3_server(tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_s3_server(tmp_path_factory):
+    """``rclone serve s3`` over https with a self-signed certificate (``.pem["cert"]`` is its CA bundle)."""
+    from cmf_core.testing.servers import S3Server
+
+    server = S3Server(tmp_path_factory.mktemp("s3-tls"), tls=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def tls_bucket(tls_s3_server) -> str:
+    """A fresh, empty bucket on the https S3 server."""
+    return tls_s3_server.bucket(f"tls-{os.urandom(4).hex()}")
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ clear error line (and a non-zero exit) for each way the remote can be wrong.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import subprocess
@@ -15,10 +16,11 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
+import urllib3
 from botocore.stub import Stubber
 
 import cmf_core.transfer
-from cmf_core import api, config, layout, plugins
+from cmf_core import api, config, layout, plugins, s3
 from cmf_core.errors import BackendError, TransientError
 from cmf_core.testing import BackendConformance
 from cmf_core.testing.conformance import Sink, random_bytes
@@ -146,6 +148,19 @@ def test_part_size_keeps_huge_files_under_10000_parts():
     assert -(-500 * 10**9 // amazon_store.part_size(500 * 10**9)) <= 9_000
 
 
+def http_gets(store, monkeypatch) -> List[str]:
+    """Record the Range header of every GET the store sends through its urllib3 pool."""
+    ranges: List[str] = []
+    send = store.http.request
+
+    def recorded(method, url, headers=None, **kwargs):
+        ranges.append(f"{method} {(headers or {}).get('Range')}")
+        return send(method, url, headers=headers, **kwargs)
+
+    monkeypatch.setattr(store.http, "request", recorded)
+    return ranges
+
+
 @pytest.mark.timeout(120)
 def test_big_objects_move_in_parallel_parts(store, tmp_path, monkeypatch):
     monkeypatch.setattr(amazon_store, "MULTIPART_THRESHOLD", 8 * MIB)
@@ -153,9 +168,7 @@ def test_big_objects_move_in_parallel_parts(store, tmp_path, monkeypatch):
     monkeypatch.setattr(amazon_store, "DOWNLOAD_PART", MIB)  # 20 GETs: more than the 10 parts that deadlock s3transfer
     operations: List[str] = []
     store.client.meta.events.register("before-call.s3.*", lambda model, **_: operations.append(model.name))
-    ranges: List[str] = []
-    store.client.meta.events.register("provide-client-params.s3.GetObject",
-                                      lambda params, **_: ranges.append(params.get("Range")))
+    ranges = http_gets(store, monkeypatch)
     src = tmp_path / "big"
     data = random_bytes(20 * MIB + 123, "multipart")
     src.write_bytes(data)
@@ -166,10 +179,10 @@ def test_big_objects_move_in_parallel_parts(store, tmp_path, monkeypatch):
     sink = Sink(keep=False)
     store.get(key, sink)
     assert (sink.size, sink.md5) == (len(data), hashlib.md5(data).hexdigest())
-    assert set(operations) == {"GetObject"}, "the first ranged GET tells the size: no HEAD"
-    assert len(ranges) == 20 and all(ranges), ranges
-    assert ranges[0] == f"bytes=0-{2 * MIB - 1}" and ranges[1] == f"bytes={2 * MIB}-{3 * MIB - 1}"
-    assert ranges[-1] == f"bytes={20 * MIB}-{20 * MIB + 122}"
+    assert not operations, "GETs go to presigned URLs; the first ranged GET tells the size: no HEAD"
+    assert len(ranges) == 20, ranges
+    assert ranges[0] == f"GET bytes=0-{2 * MIB - 1}" and ranges[1] == f"GET bytes={2 * MIB}-{3 * MIB - 1}"
+    assert ranges[-1] == f"GET bytes={20 * MIB}-{20 * MIB + 122}"
 
 
 def test_a_failing_writer_stops_the_download_and_its_threads(store, tmp_path, monkeypatch):
@@ -194,16 +207,15 @@ def test_a_failing_writer_stops_the_download_and_its_threads(store, tmp_path, mo
     assert not [t for t in threading.enumerate() if t.name.startswith("cmf-s3-range")]
 
 
-def test_small_object_is_one_get(store, tmp_path):
+def test_small_object_is_one_get(store, tmp_path, monkeypatch):
     src = tmp_path / "small"
     src.write_bytes(b"small object")
     key = layout.key(hashlib.md5(b"small object").hexdigest())
     store.put(src, key)
-    operations: List[str] = []
-    store.client.meta.events.register("before-call.s3.*", lambda model, **_: operations.append(model.name))
+    requests = http_gets(store, monkeypatch)
     sink = Sink()
     store.get(key, sink)
-    assert sink.value == b"small object" and operations == ["GetObject"]
+    assert sink.value == b"small object" and requests == [f"GET bytes=0-{amazon_store.DOWNLOAD_HEAD - 1}"]
 
 
 def test_big_object_pushed_by_dvc_is_pulled_by_cmf(amazon_ws, cmf, monkeypatch):
@@ -335,6 +347,44 @@ def assert_one_error(cmf, *needles: str) -> None:
             assert needle in lines[0], f"{command}: {needle!r} not in {lines[0]!r}"
 
 
+# -- TLS: the SDK's calls and the presigned GETs both verify the server ---------------------------
+
+
+def test_https_with_the_servers_ca_bundle(ws, tls_s3_server, tls_bucket):
+    init(ws, options(tls_s3_server, tls_bucket, ca_bundle=str(tls_s3_server.pem["cert"])))
+    files = {"data/a.bin": random_bytes(3 * MIB, "tls a"), "data/b.bin": b"small"}
+    log(ws, files)
+    assert api.artifact_push(PIPELINE).ok
+    forget(ws, files)
+    pulled = api.artifact_pull(PIPELINE)
+    assert pulled.ok, pulled.failed
+    assert_in_place(ws, files)
+
+
+def test_https_unknown_ca_is_refused_with_what_to_do(ws, tls_s3_server, tls_bucket, cmf):
+    init(ws, options(tls_s3_server, tls_bucket))  # verified against the system CAs
+    log(ws, {"a.bin": b"a"})
+    done = cmf("artifact", "pull", "-p", PIPELINE)
+    assert done.code != 0
+    [line] = error_lines(done.err)
+    assert f"TLS to {tls_s3_server.endpoint}" in line or "SSL" in line, line
+    assert "gave up after" not in line, "a certificate that does not verify is not retried"
+
+
+def test_presigned_gets_verify_tls_too(ws, tls_s3_server, tls_bucket):
+    """The bundle opens the store; a GET against a pool without it must still be refused."""
+    init(ws, options(tls_s3_server, tls_bucket, ca_bundle=str(tls_s3_server.pem["cert"])))
+    log(ws, {"a.bin": b"verified"})
+    assert api.artifact_push(PIPELINE).ok
+    opened = plugins.open_store(config.load(ws).remote)
+    try:
+        opened.http = s3.http_pool(tls_s3_server.endpoint, True, 2, 5, 5)  # the system's CAs only
+        with pytest.raises(BackendError, match="TLS to"):
+            opened.get(layout.key(hashlib.md5(b"verified").hexdigest()), Sink())
+    finally:
+        opened.close()
+
+
 def test_wrong_secret(ws, s3_server, s3_bucket, cmf):
     failing_workspace(ws, options(s3_server, s3_bucket, secret_key="not-the-secret"))
     assert_one_error(cmf, s3_server.endpoint, "refused the credentials", s3_bucket)
@@ -358,15 +408,17 @@ def test_unreachable_endpoint(ws, s3_bucket, monkeypatch, cmf):
     assert_one_error(cmf, f"cannot reach {dead}", s3_bucket)
 
 
-def test_throttling_and_5xx_are_transient(store):
+def test_throttling_and_5xx_are_transient(store, monkeypatch):
     key = layout.key(hashlib.md5(b"busy").hexdigest())
     with Stubber(store.client) as stub:
         stub.add_client_error("list_objects_v2", "SlowDown", "Please reduce your request rate.", 503)
         with pytest.raises(TransientError, match="SlowDown"):
             store.exists([key])
-        stub.add_client_error("get_object", "InternalError", "We encountered an internal error.", 500)
-        with pytest.raises(TransientError, match="InternalError"):
-            store.get(key, Sink())
+    busy = b"<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>"
+    monkeypatch.setattr(store.http, "request", lambda *a, **k: urllib3.HTTPResponse(
+        body=io.BytesIO(busy), status=500, preload_content=False))
+    with pytest.raises(TransientError, match="InternalError"):
+        store.get(key, Sink())
 
 
 def test_errors_name_the_bucket_and_endpoint(store, s3_server, s3_bucket):

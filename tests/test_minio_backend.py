@@ -4,9 +4,7 @@ The session's server (``s3_server``) serves a fresh bucket per test; tests that 
 """
 from __future__ import annotations
 
-import datetime
 import hashlib
-import ipaddress
 import os
 import re
 import shutil
@@ -22,21 +20,11 @@ import cmf_core.transfer
 from cmf_core import api, config, layout, plugins, s3
 from cmf_core.errors import BackendError, ConfigError, ObjectNotFound, TransientError
 from cmf_core.testing import PIPELINE, BackendConformance, Dataset, WrappedStore
-from cmf_core.testing.servers import S3Server, Server, free_port
+from cmf_core.testing.servers import S3Server
 from tests.conftest import clone_workspace, one_error_line
 
 DVC = shutil.which("dvc", path=str(Path(sys.executable).parent)) or "dvc"
 KEYS = {"access_key_id": S3Server.ACCESS_KEY, "secret_key": S3Server.SECRET_KEY}
-
-
-def make_bucket(server: S3Server, name: str, **tls) -> str:
-    """Create a bucket through the S3 API, so that the running server knows it at once."""
-    from minio import Minio
-
-    host = server.endpoint.split("://", 1)[1]
-    Minio(host, S3Server.ACCESS_KEY, S3Server.SECRET_KEY, secure=server.endpoint.startswith("https"),
-          **tls).make_bucket(name)
-    return name
 
 
 def options(server: S3Server, bucket: str, prefix: str = "some/prefix", **extra: object) -> Dict[str, object]:
@@ -161,7 +149,7 @@ def test_stopped_server_is_unreachable_after_retries(ws, tmp_path, cmf, monkeypa
     server = S3Server(tmp_path / "down")
     server.start()
     try:
-        init(ws, tmp_path, options(server, make_bucket(server, "soon-gone")))
+        init(ws, tmp_path, options(server, server.bucket("soon-gone")))
         logged(ws)
     finally:
         server.stop()
@@ -261,66 +249,8 @@ def test_cli_init_with_insecure_and_a_vanished_ca_bundle(ws, tmp_path, cmf):
 # -- TLS against a real https server ----------------------------------------------------------------
 
 
-def self_signed(folder: Path) -> Dict[str, Path]:
-    """A self-signed certificate for 127.0.0.1 (it is its own CA) and its key, as PEM files."""
-    x509 = pytest.importorskip("cryptography.x509")
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cmf test s3")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
-            .sign(key, hashes.SHA256()))
-    paths = {"cert": folder / "cert.pem", "key": folder / "key.pem"}
-    paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths["key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
-    return paths
-
-
-class TlsS3Server(Server):
-    """``rclone serve s3`` over https with a self-signed certificate."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root / "buckets"
-        self.root.mkdir(parents=True)
-        self.pem = self_signed(root)
-        port = free_port()
-        rclone = shutil.which("rclone", path=str(Path(sys.executable).parent)) or "rclone"
-        super().__init__([rclone, "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key",
-                          f"{S3Server.ACCESS_KEY},{S3Server.SECRET_KEY}", "--cert", str(self.pem["cert"]),
-                          "--key", str(self.pem["key"]), "--config", "/dev/null", str(self.root)],
-                         port, root / "rclone.log")
-        self.endpoint = f"https://127.0.0.1:{port}"
-
-
-@pytest.fixture(scope="module")
-def tls_server(tmp_path_factory) -> Iterator[TlsS3Server]:
-    server = TlsS3Server(tmp_path_factory.mktemp("s3-tls"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def tls_bucket(tls_server) -> str:
-    import urllib3
-
-    http = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=str(tls_server.pem["cert"]))
-    return make_bucket(tls_server, f"tls-{os.urandom(4).hex()}", http_client=http)
-
-
-def test_https_with_the_servers_ca_bundle(ws, tmp_path, tls_server, tls_bucket):
-    init(ws, tmp_path, options(tls_server, tls_bucket, ca_bundle=str(tls_server.pem["cert"])))
+def test_https_with_the_servers_ca_bundle(ws, tmp_path, tls_s3_server, tls_bucket):
+    init(ws, tmp_path, options(tls_s3_server, tls_bucket, ca_bundle=str(tls_s3_server.pem["cert"])))
     ds = logged(ws, count=2)
     assert api.artifact_push(PIPELINE).ok
     ds.forget()
@@ -329,8 +259,8 @@ def test_https_with_the_servers_ca_bundle(ws, tmp_path, tls_server, tls_bucket):
     ds.assert_in_place()
 
 
-def test_dvc_uses_the_stored_ca_bundle(ws, tmp_path, tls_server, tls_bucket):
-    init(ws, tmp_path, options(tls_server, tls_bucket, ca_bundle=str(tls_server.pem["cert"])))
+def test_dvc_uses_the_stored_ca_bundle(ws, tmp_path, tls_s3_server, tls_bucket):
+    init(ws, tmp_path, options(tls_s3_server, tls_bucket, ca_bundle=str(tls_s3_server.pem["cert"])))
     ds = logged(ws, count=1)
     assert api.artifact_push(PIPELINE).ok
     ds.forget()
@@ -340,18 +270,18 @@ def test_dvc_uses_the_stored_ca_bundle(ws, tmp_path, tls_server, tls_bucket):
     ds.assert_in_place()
 
 
-def test_https_unknown_ca_fails_at_once_and_says_what_to_do(ws, tmp_path, tls_server, tls_bucket, cmf):
-    init(ws, tmp_path, options(tls_server, tls_bucket))  # verified against the system CAs
+def test_https_unknown_ca_fails_at_once_and_says_what_to_do(ws, tmp_path, tls_s3_server, tls_bucket, cmf):
+    init(ws, tmp_path, options(tls_s3_server, tls_bucket))  # verified against the system CAs
     logged(ws, count=1)
     done = cmf("artifact", "push", "-p", PIPELINE)
     assert done.code != 0
     line = one_error_line(done.err)
-    assert f"TLS to {tls_server.endpoint} failed" in line and "--ca-bundle" in line
+    assert f"TLS to {tls_s3_server.endpoint} failed" in line and "--ca-bundle" in line
     assert "gave up after" not in line, "a certificate that does not verify is not retried"
 
 
-def test_https_insecure_when_asked(ws, tmp_path, tls_server, tls_bucket):
-    init(ws, tmp_path, options(tls_server, tls_bucket, insecure=True))
+def test_https_insecure_when_asked(ws, tmp_path, tls_s3_server, tls_bucket):
+    init(ws, tmp_path, options(tls_s3_server, tls_bucket, insecure=True))
     logged(ws, count=1)
     with pytest.warns(Warning, match="(?i)unverified|insecure"):
         assert api.artifact_push(PIPELINE).ok
@@ -470,7 +400,7 @@ def test_server_stopped_mid_pull_then_rerun_completes(ws, tmp_path, monkeypatch)
     server = S3Server(tmp_path / "flaky")  # its own port and data directory, kept across the restart
     server.start()
     try:
-        init(ws, tmp_path, options(server, make_bucket(server, "flaky")))
+        init(ws, tmp_path, options(server, server.bucket("flaky")))
         files = {f"data/file {i:02d}.bin": os.urandom(20_000 + 997 * i) for i in range(40)}
         ds = Dataset.write(ws, files, ["data"])
         BackendConformance.log("data")
@@ -509,3 +439,19 @@ def test_server_stopped_mid_pull_then_rerun_completes(ws, tmp_path, monkeypatch)
     for rel, data in files.items():
         assert layout.file_md5(ws / rel) == hashlib.md5(data).hexdigest(), rel
     assert not list(ws.rglob(f"*{cmf_core.transfer.PARTIAL}")), "partial files left behind"
+
+
+def test_http_pool_goes_through_the_proxy_the_environment_names(monkeypatch):
+    """As boto3 and DVC do: HTTPS_PROXY/HTTP_PROXY are used unless NO_PROXY exempts the endpoint."""
+    import urllib3
+
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    assert not isinstance(s3.http_pool("https://s3.example.org", True, 2, 1, 1), urllib3.ProxyManager)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.org:3128")
+    monkeypatch.setenv("NO_PROXY", "minio.internal")
+    pool = s3.http_pool("https://s3.example.org", True, 2, 1, 1)
+    assert isinstance(pool, urllib3.ProxyManager) and pool.proxy.host == "proxy.example.org"
+    assert not isinstance(s3.http_pool("https://minio.internal:9000", True, 2, 1, 1), urllib3.ProxyManager)
+    assert not isinstance(s3.http_pool("http://s3.example.org", True, 2, 1, 1), urllib3.ProxyManager), \
+        "an http endpoint uses HTTP_PROXY, which is not set"

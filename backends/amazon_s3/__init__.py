@@ -4,6 +4,7 @@ The store itself is in :mod:`.store`, imported only when a transfer opens the re
 """
 from __future__ import annotations
 
+import logging
 from typing import Dict
 
 from cmf_core import checks, s3
@@ -28,6 +29,9 @@ SPEC = BackendSpec(
     install_hint="pip install 'cmf-ml[s3]'",
     jobs=8,
 )
+#: loggers whose DEBUG records hold the access key id and the session token: botocore's request dumps and
+#: canonical requests, urllib3's request lines (the query of a presigned URL)
+CREDENTIAL_LOGGERS = ("botocore.endpoint", "botocore.auth", "urllib3.connectionpool")
 
 
 class AmazonS3Backend(Backend):
@@ -48,6 +52,9 @@ class AmazonS3Backend(Backend):
     def open(self, remote: Remote) -> ObjectStore:
         from .store import AmazonS3Store  # boto3 is imported here, not when `cmf backends` lists us
 
+        for name in CREDENTIAL_LOGGERS:  # unless asked for by name, their DEBUG records stay off
+            if logging.getLogger(name).level == logging.NOTSET:
+                logging.getLogger(name).setLevel(logging.INFO)
         return AmazonS3Store.open(remote)
 
 

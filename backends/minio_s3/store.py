@@ -34,18 +34,11 @@ class MinioStore(ObjectStore):
     def __init__(self, where: s3.Location, access_key: str, secret_key: str, *,
                  session_token: Optional[str] = None, verify: Union[bool, str] = True,
                  region: Optional[str] = None) -> None:
-        import urllib3
         from minio import Minio
 
         self.where = where
         endpoint = urlsplit(where.endpoint)
-        self._http = urllib3.PoolManager(
-            maxsize=POOL_SIZE,
-            timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT),
-            retries=False,
-            cert_reqs="CERT_REQUIRED" if verify else "CERT_NONE",
-            ca_certs=verify if isinstance(verify, str) else None,  # None: the system's CAs
-        )
+        self._http = s3.http_pool(where.endpoint, verify, POOL_SIZE, CONNECT_TIMEOUT, READ_TIMEOUT)
         self.client = Minio(endpoint.netloc, access_key=access_key, secret_key=secret_key,
                             session_token=session_token, secure=endpoint.scheme == "https",
                             region=region, http_client=self._http)
@@ -102,8 +95,7 @@ class MinioStore(ObjectStore):
                 dst.write(chunk)  # errors of the destination are the caller's: not wrapped
         finally:
             if response is not None:
-                response.close()
-                response.release_conn()
+                s3.release(response)
 
     def close(self) -> None:
         self._http.clear()

@@ -58,6 +58,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except CmfError as exc:
         click.echo(f"cmf: error: {exc}", err=True)
         return exc.exit_code
+    except Exception as exc:  # ML Metadata's own errors (e.g. a damaged page met in a query): one line too
+        if not type(exc).__module__.startswith("ml_metadata"):
+            raise
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        click.echo(f"cmf: error: the metadata store failed: {reason}", err=True)
+        return 1
     return status if isinstance(status, int) else 0  # click returns the code of a raised Exit
 
 

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
+from cmf_core import layout
 from cmf_core.errors import CmfError
 from cmf_core.metadata import store as records
 from cmf_core.metadata.logger import Cmf
@@ -34,18 +35,19 @@ def _load_lock(path: Path) -> Dict[str, Any]:
         raise CmfError(f"{path} not found: run 'dvc repro' first, or give the lock file with --lock")
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise CmfError(f"malformed {path.name}: {exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise CmfError(f"malformed {path.name}: {' '.join(str(exc).split())}") from None
     stages = document.get("stages") if isinstance(document, dict) else None
     if not isinstance(stages, dict):
         raise CmfError(f"malformed {path.name}: no 'stages' mapping")
-    for name, stage in stages.items():
-        if not isinstance(stage, dict) or "cmd" not in stage:
+    for name, stage in stages.items():  # all checked before the first write
+        if not isinstance(name, str) or not isinstance(stage, dict) or "cmd" not in stage:
             raise CmfError(f"malformed {path.name}: stage {name!r} has no cmd")
         for key in ("deps", "outs"):
-            for entry in stage.get(key) or []:
-                if not isinstance(entry, dict) or not entry.get("path") or not entry.get("md5"):
-                    raise CmfError(f"malformed {path.name}: an entry of {name}.{key} lacks path or md5")
+            entries = stage.get(key) or []
+            if not isinstance(entries, list) or not all(
+                    isinstance(e, dict) and e.get("path") and layout.is_md5(str(e.get("md5"))) for e in entries):
+                raise CmfError(f"malformed {path.name}: an entry of {name}.{key} lacks a path or a valid md5")
     return stages
 
 

@@ -18,9 +18,18 @@ Records have the original cmflib's shape (see :mod:`cmf_core.metadata.store`):
 Unlike the original it never changes the working directory, never switches
 git branches, never exits the process, keeps custom property types, and
 validates every input before it writes a record.
+
+Several processes (and threads) may log into the same mlmd file at once: each
+public method that writes runs as one unit under the file's write lock
+(:func:`cmf_core.metadata.store.write_lock`, an ``flock`` on ``<mlmd>.lock``).
+The unit covers its MLMD reads and writes, the DVC cache and ``.dvc`` file it
+writes and the git staging and commit of ``finalize``, which share the
+workspace's git index.  A unit that versions a large directory holds the lock
+while it hashes; the other writers wait, none fails.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sys
@@ -28,7 +37,7 @@ import time
 import uuid
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Set
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
@@ -66,6 +75,20 @@ def _without_credentials(url: str) -> str:
         return url
     host = parts.hostname or ""
     return urlunsplit(parts._replace(netloc=f"{parts.username}@{host}" + (f":{parts.port}" if parts.port else "")))
+
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def _locked(method: Method) -> Method:
+    """Run a method of ``Cmf``/``DataSlice`` as one unit under the mlmd file's write lock (``self.lock``)."""
+
+    @functools.wraps(method)
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        with self.lock:
+            return method(self, *args, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
 def _event_kind(event: str) -> str:
@@ -109,11 +132,13 @@ class Cmf:
                 self.driver = self._graph(workspace.neo4j)
         else:
             self.git_repo = ""
-        self.store = records.open_store(filepath)
-        self.types = records.Types(self.store)
+        self.lock = records.write_lock(filepath)
         self.pipeline_name = pipeline_name or self.base.name
-        self.parent_context = records.get_or_create_context(self.store, self.types, records.PARENT_CONTEXT,
-                                                            self.pipeline_name, custom_properties)
+        with self.lock:  # a new file gets its schema, and the pipeline its context, once
+            self.store = records.open_store(filepath)
+            self.types = records.Types(self.store)
+            self.parent_context = records.get_or_create_context(self.store, self.types, records.PARENT_CONTEXT,
+                                                                self.pipeline_name, custom_properties)
         self.child_context: Optional[pb.Context] = None
         self.execution: Optional[pb.Execution] = None
         self.execution_name = ""
@@ -162,6 +187,7 @@ class Cmf:
 
     # -- contexts and executions ------------------------------------------------------------------
 
+    @_locked
     def create_context(self, pipeline_stage: str, custom_properties: Optional[Dict[str, Any]] = None) -> pb.Context:
         """Get or create the stage ``<pipeline>/<pipeline_stage>`` and make it current."""
         name = f"{self.parent_context.name}/{pipeline_stage}"
@@ -176,6 +202,7 @@ class Cmf:
             self.driver.stage(name, ctx.id, self.pipeline_name, self.parent_context.id, custom_properties or {})
         return ctx
 
+    @_locked
     def create_execution(self, execution_type: str, custom_properties: Optional[Dict[str, Any]] = None,
                          cmd: Optional[str] = None, create_new_execution: bool = True) -> pb.Execution:
         """Start an execution of the current stage (created from the script name if there is none).
@@ -227,6 +254,7 @@ class Cmf:
             self._log_versioned("Environment", env_path, "input", {})
         return execution
 
+    @_locked
     def update_execution(self, execution_id: int, custom_properties: Optional[Dict[str, Any]] = None) -> pb.Execution:
         """Merge ``custom_properties`` into execution ``execution_id`` and make it current."""
         execution = first(self.store.get_executions_by_id([execution_id]))
@@ -316,6 +344,7 @@ class Cmf:
         else:
             self.driver.lineage(list(self.input_artifacts), ref, self.execution_label_props)
 
+    @_locked
     def log_dataset(self, url: str, event: str, custom_properties: Optional[Dict[str, Any]] = None,
                     label: Optional[str] = None, label_properties: Optional[Dict[str, Any]] = None,
                     external: bool = False) -> pb.Artifact:
@@ -331,6 +360,7 @@ class Cmf:
             self._log_label(label, artifact, label_properties)
         return artifact
 
+    @_locked
     def log_dataset_with_version(self, url: str, version: str, event: str, props: Optional[Dict[str, Any]] = None,
                                  custom_properties: Optional[Dict[str, Any]] = None) -> pb.Artifact:
         """Log a dataset whose md5 is already known (from a ``dvc.lock`` or another client); no file is read."""
@@ -369,6 +399,7 @@ class Cmf:
                               self.parent_context.id, custom, path=label)
         return artifact
 
+    @_locked
     def log_model(self, path: str, event: str, model_framework: str = "Default", model_type: str = "Default",
                   model_name: str = "Default", custom_properties: Optional[Dict[str, Any]] = None) -> pb.Artifact:
         """Log a model file or directory (versioned); its name ends in the execution id."""
@@ -377,6 +408,7 @@ class Cmf:
         return self._log_versioned("Model", path, event, dict(custom_properties or {}), extra,
                                    name_suffix="execution")
 
+    @_locked
     def log_execution_metrics(self, metrics_name: str,
                               custom_properties: Optional[Dict[str, Any]] = None) -> pb.Artifact:
         """Log coarse-grained metrics of the execution: a Metrics artifact with no file."""
@@ -401,6 +433,7 @@ class Cmf:
         first_uuid = self.execution.properties["Execution_uuid"].string_value.split(",")[0]
         return os.path.join(self.ARTIFACTS_PATH, first_uuid, kind)
 
+    @_locked
     def commit_metrics(self, metrics_name: str) -> pb.Artifact:
         """Write the steps of ``metrics_name`` to a parquet file, version it, log a Step_Metrics artifact."""
         if metrics_name not in self.metrics:
@@ -440,6 +473,7 @@ class Cmf:
             raise CmfError(f"no data slice {name!r} in the current execution ({path})")
         return pd.read_parquet(path)
 
+    @_locked
     def update_dataslice(self, name: str, record: str, custom_properties: Dict[str, Any]) -> pb.Artifact:
         """Update one record of a data slice and record the slice's new version."""
         frame = self.read_dataslice(name)
@@ -450,6 +484,7 @@ class Cmf:
         _write_parquet(frame, self._dataslice_path(name))
         return DataSlice(name, self).record_version()
 
+    @_locked
     def finalize(self) -> str:
         """Commit the ``.dvc`` files this session staged, record Git_End_Commit, close the graph driver."""
         commit = ""
@@ -478,6 +513,7 @@ class DataSlice:
         self.writer = writer
         self.props: Dict[str, Dict[str, Any]] = {}
         self.data_parent = ""
+        self.lock = writer.lock
 
     def add_data(self, path: str, custom_properties: Optional[Dict[str, Any]] = None) -> None:
         """Add a file (by its path) to the slice, with its md5 and optional properties."""
@@ -487,6 +523,7 @@ class DataSlice:
         self.props[path] = {"hash": layout.file_md5(full), **(custom_properties or {})}
         self.data_parent = Path(path).parent.name
 
+    @_locked
     def commit(self, custom_properties: Optional[Dict[str, Any]] = None) -> pb.Artifact:
         """Write the slice to parquet, version it and log it as a Dataslice artifact."""
         self.writer._ensure_execution()
@@ -495,6 +532,7 @@ class DataSlice:
         _write_parquet(frame, self.writer._dataslice_path(self.name))
         return self.record_version(custom_properties)
 
+    @_locked
     def record_version(self, custom_properties: Optional[Dict[str, Any]] = None) -> pb.Artifact:
         writer = self.writer
         rel = os.path.relpath(writer._dataslice_path(self.name), writer.base)

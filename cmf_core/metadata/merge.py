@@ -18,6 +18,7 @@ are rewritten to the receiving store's ids.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
@@ -51,10 +52,24 @@ class MergeResult:
 # -- validation ------------------------------------------------------------------------------------
 
 
+def _storable(value: Any, where: str) -> Any:
+    """``value`` if ML Metadata can store it: valid UTF-8, a 64-bit integer, a finite number."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (a \ud800 escape in the JSON)
+            raise MergeError(f"{where} is not valid UTF-8") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise MergeError(f"{where} must be a finite number")
+    if isinstance(value, int) and not isinstance(value, bool) and not -2 ** 63 <= value < 2 ** 63:
+        raise MergeError(f"{where} is out of the 64-bit integer range")
+    return value
+
+
 def _require(value: Any, kind: type, where: str) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise MergeError(f"{where} must be a {kind.__name__}")
-    return value
+    return _storable(value, where)
 
 
 def _props(value: Any, where: str) -> Dict[str, Any]:
@@ -62,6 +77,8 @@ def _props(value: Any, where: str) -> Dict[str, Any]:
     for key, item in props.items():
         if not isinstance(key, str) or not isinstance(item, _SCALARS):
             raise MergeError(f"{where}[{key!r}] must be a string, number or boolean")
+        _storable(key, f"{where} key {key!r}")
+        _storable(item, f"{where}[{key!r}]")
     return props
 
 
@@ -72,7 +89,7 @@ def pipeline_of(payload: Any, pipeline_name: Optional[str] = None) -> Dict[str, 
 
         try:
             payload = json.loads(payload)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise MergeError(f"payload is not JSON: {exc}") from None
     pipelines = payload.get("Pipeline") if isinstance(payload, dict) else None
     if not isinstance(pipelines, list) or not pipelines:
@@ -93,13 +110,15 @@ def pipeline_of(payload: Any, pipeline_name: Optional[str] = None) -> Dict[str, 
             at = f"{where}.executions[{e}]"
             _require(execution, dict, at)
             _require(execution.get("type"), str, f"{at}.type")
+            _require(execution.get("name") or "", str, f"{at}.name")
             properties = _props(execution.get("properties"), f"{at}.properties")
             _require(properties.get("Execution_uuid", ""), str, f"{at}.properties.Execution_uuid")
             _props(execution.get("custom_properties"), f"{at}.custom_properties")
             for v, event in enumerate(_require(execution.get("events", []), list, f"{at}.events")):
                 ev = f"{at}.events[{v}]"
                 _require(event, dict, ev)
-                if event.get("type") not in EVENT_TYPES:
+                kind = event.get("type")
+                if not isinstance(kind, int) or kind not in EVENT_TYPES:  # a list or dict is not hashable
                     raise MergeError(f"{ev}.type must be 3 (input) or 4 (output)")
                 artifact = _require(event.get("artifact"), dict, f"{ev}.artifact")
                 for key in ("name", "type"):
@@ -115,6 +134,11 @@ def pipeline_of(payload: Any, pipeline_name: Optional[str] = None) -> Dict[str, 
 
 def _uuids(value: str) -> List[str]:
     return [u for u in value.split(",") if u]
+
+
+def _exec_props(execution: Dict[str, Any]) -> Dict[str, Any]:
+    """An execution's properties; validation lets them be absent or null."""
+    return execution.get("properties") or {}
 
 
 def _changed(target: Any, values: Mapping[str, Any]) -> bool:
@@ -196,7 +220,7 @@ def merge_pipeline(store, payload: Any, exec_uuid: Optional[str] = None,
 
     for stage in pipeline.get("stages", []):
         executions = [e for e in stage.get("executions", [])
-                      if exec_uuid is None or exec_uuid in _uuids(e["properties"].get("Execution_uuid", ""))]
+                      if exec_uuid is None or exec_uuid in _uuids(_exec_props(e).get("Execution_uuid", ""))]
         if not executions:
             continue
         stage_ctx = records.get_or_create_context(store, merger.types, records.STAGE_CONTEXT, stage["name"],
@@ -211,7 +235,7 @@ def merge_pipeline(store, payload: Any, exec_uuid: Optional[str] = None,
 
 
 def _find_execution(store, incoming: Dict[str, Any], by_uuid: Dict[str, pb.Execution]) -> Optional[pb.Execution]:
-    for u in _uuids(incoming["properties"].get("Execution_uuid", "")):
+    for u in _uuids(_exec_props(incoming).get("Execution_uuid", "")):
         if u in by_uuid:
             return by_uuid[u]
     if incoming.get("name"):
@@ -234,7 +258,7 @@ def _merge_stage(store, merger: _Merger, result: MergeResult, parent: pb.Context
             execution = pb.Execution(type_id=merger.types.execution(incoming["type"]))
             if incoming.get("name"):
                 execution.name = incoming["name"]
-            props = dict(incoming["properties"])
+            props = dict(_exec_props(incoming))
             props.update({"Context_ID": stage_ctx.id, "Pipeline_id": parent.id})
             records.set_props(execution.properties, props)
             records.set_props(execution.custom_properties, incoming.get("custom_properties"))
@@ -244,7 +268,7 @@ def _merge_stage(store, merger: _Merger, result: MergeResult, parent: pb.Context
         else:
             index = None
             mine = _uuids(execution.properties["Execution_uuid"].string_value)
-            union = mine + [u for u in _uuids(incoming["properties"].get("Execution_uuid", "")) if u not in mine]
+            union = mine + [u for u in _uuids(_exec_props(incoming).get("Execution_uuid", "")) if u not in mine]
             changed = _changed(execution.properties, {"Execution_uuid": ",".join(union)})
             changed |= _changed(execution.custom_properties, incoming.get("custom_properties") or {})
             if changed:

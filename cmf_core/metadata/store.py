@@ -3,6 +3,19 @@
 Type names, property names and naming rules here are the contract with the
 original (an mlmd file written by one is read by the other); see
 :mod:`cmf_core.metadata.logger` for how records are combined.
+
+Concurrent writers: :func:`write_lock` is the write lock of one mlmd file, an
+exclusive ``fcntl.flock`` on ``<mlmd>.lock`` beside it (:mod:`cmf_core.locks`;
+never on the SQLite file itself, whose own POSIX locks must stay SQLite's).  Every writer that
+reads before it writes (``Cmf``: "does this context/artifact exist? else
+create it"; git staging of the ``.dvc`` files) holds it for the whole unit, so
+two processes logging into the same file never interleave a check with
+another's create: no duplicates, no lost records, no ``database is locked``
+between writers.  It is reentrant in the thread that holds it and serialises
+threads of one process too.  The lock is advisory: only writers that take it
+are serialised (``cmf`` itself, and the original cmflib is not one of them),
+and ``flock`` is per host, so the file must not be shared over NFS by writers
+on several machines.
 """
 from __future__ import annotations
 
@@ -15,6 +28,7 @@ from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as pb
 
+from cmf_core import locks
 from cmf_core.errors import CmfError
 
 PARENT_CONTEXT = "Parent_Context"  # context type of a pipeline; property "Pipeline"
@@ -95,11 +109,19 @@ def _check_sqlite(path: Path) -> None:
         raise CmfError(f"{path} is an SQLite database but not an mlmd file")
 
 
+def write_lock(mlmd: os.PathLike) -> locks.FileLock:
+    """The write lock of the mlmd file ``mlmd``: ``<mlmd>.lock`` beside the real file, one object per process."""
+    real = Path(mlmd).resolve()
+    return locks.lock(real.with_name(real.name + ".lock"))
+
+
 def open_store(path: os.PathLike, create: bool = True) -> metadata_store.MetadataStore:
     """Open the SQLite mlmd file at ``path``; with ``create=False`` a missing file is an error, not created."""
     path = Path(path).absolute()
     if not create and not path.is_file():
         raise CmfError(f"mlmd file {path} does not exist")
+    if not create and path.stat().st_size == 0:  # read-only, MLMD would fail to create its tables
+        raise CmfError(f"mlmd file {path} is empty: not an mlmd file")
     if create and not path.parent.is_dir():
         raise CmfError(f"cannot create mlmd file {path}: {path.parent} is not a directory")
     _check_sqlite(path)
@@ -109,7 +131,7 @@ def open_store(path: os.PathLike, create: bool = True) -> metadata_store.Metadat
                                      else pb.SqliteMetadataSourceConfig.READONLY)
     try:
         return metadata_store.MetadataStore(config)
-    except mlmd_errors.StatusError as exc:
+    except (mlmd_errors.StatusError, RuntimeError) as exc:  # RuntimeError: a damaged schema
         raise CmfError(f"cannot open mlmd file {path}: {exc}") from None
 
 

@@ -185,7 +185,7 @@ class BodyLimit:
 def _json_body(raw: bytes) -> Dict[str, Any]:
     try:
         body = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise MergeError(f"the request body is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise MergeError("the request body must be a JSON object")

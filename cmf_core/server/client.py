@@ -293,23 +293,24 @@ def pull_metadata(client: MetadataClient, pipeline: str, mlmd: str = "mlmd",
         pipeline_of(text, pipeline)
     except MergeError as exc:
         raise ServerError(f"metadata pull of {pipeline!r}: the server sent an invalid export: {exc}") from None
-    created = not target.exists()
-    if not created:
-        records.open_store(target, create=False)  # refuse a file that is not an mlmd before copying it
-    work = target.with_name(f".{target.name}.pull-{os.getpid()}")
-    try:
+    with records.write_lock(target):  # no Cmf writes into the file between the copy and the replace
+        created = not target.exists()
         if not created:
-            shutil.copyfile(target, work)
-        store = records.open_store(work)
+            records.open_store(target, create=False)  # refuse a file that is not an mlmd before copying it
+        work = target.with_name(f".{target.name}.pull-{os.getpid()}")
         try:
-            merged = merge_pipeline(store, text, exec_uuid=execution_uuid, pipeline_name=pipeline)
-        except MergeError:
-            raise
-        except Exception as exc:  # MLMD refused a record: nothing replaced
-            raise CmfError(f"metadata pull of {pipeline!r}: merging into {mlmd} failed: {exc}") from None
+            if not created:
+                shutil.copyfile(target, work)
+            store = records.open_store(work)
+            try:
+                merged = merge_pipeline(store, text, exec_uuid=execution_uuid, pipeline_name=pipeline)
+            except MergeError:
+                raise
+            except Exception as exc:  # MLMD refused a record: nothing replaced
+                raise CmfError(f"metadata pull of {pipeline!r}: merging into {mlmd} failed: {exc}") from None
+            finally:
+                del store  # MLMD closes the file when its store object goes
+            os.replace(work, target)
         finally:
-            del store  # MLMD closes the file when its store object goes
-        os.replace(work, target)
-    finally:
-        work.unlink(missing_ok=True)
+            work.unlink(missing_ok=True)
     return PullResult(pipeline, target, merged.status, merged, created)

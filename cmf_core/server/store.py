@@ -7,18 +7,43 @@ Every call goes through :class:`ServerStore`, which holds a lock: MLMD store
 objects are not thread-safe, and merges must not interleave (two pushes that
 both create the same artifact would otherwise race on MLMD's unique names).
 
-A push is applied whole or not at all:
+A push is applied whole or not at all.  The payload is validated completely
+before the first write (``merge_pipeline`` does that, and a pushed ``exec_uuid``
+must name an execution of the payload).  The merge then makes many MLMD calls,
+each its own transaction, so a failure after the first write (MLMD refusing a
+property whose type clashes with the stored one, a dropped connection, any
+exception) is undone:
 
-* the payload is validated completely before the first write (``merge_pipeline``
-  does that, and a pushed ``exec_uuid`` must name an execution of the payload);
 * SQLite: the database file is copied before the merge and put back if the merge
-  raises, so a merge that fails half-way (MLMD commits one transaction per call)
-  leaves the store exactly as it was;
-* PostgreSQL: ML Metadata opens its own connection and offers no transaction that
-  spans several calls, so there is no snapshot to restore.  What is relied on there
-  is validate-first (bad payloads never reach the database) and idempotence: the
-  merge matches records by uuid/name, so pushing the same payload again completes
-  a merge that an infrastructure failure interrupted, without duplicating anything.
+  raises.  No transaction is open between MLMD calls, so the copy is consistent.
+* PostgreSQL: compensation in ONE SQL transaction (:class:`_Undo`), run through
+  psycopg on a connection of its own.  Before the merge, one query reads the highest id of every table with ids
+  (types, artifacts, executions, contexts, events, attributions, associations)
+  and an image of ``typeproperty``.  The merge writes through :class:`_Guarded`,
+  which, before a call that changes an existing artifact, execution or context,
+  saves that record's row and property rows (as the SQL that puts them back),
+  and notes a parent-context link it adds between existing contexts; writes it
+  cannot account for are refused.  If the merge raises, one transaction deletes
+  every row above the marks (with their properties, event paths and links) and
+  the noted links, and puts the saved rows and ``typeproperty`` back as they
+  were, update times included (``pull_all(last_sync_time)`` does not see them
+  as changed).  Only the order PostgreSQL lists rows in may differ, as after
+  any update MLMD makes.  MLMD's connection is then reopened (it never
+  reconnects by itself, and may be what failed).  If the undo cannot run (the
+  database is unreachable), it is retried before every later call, which fails
+  until it succeeds: nothing reads the partial push meanwhile.
+
+  The marks are right because this server is the database's only writer and
+  writes under the lock.  Why compensation rather than the alternatives:
+  ``put_lineage_subgraph`` is one transaction, but it associates every execution
+  and attributes every artifact it is given to every context it is given, and
+  creates neither types nor parent-context links, so a push of several stages
+  (or one that adds a url to an existing artifact, which must not gain an
+  attribution to this pipeline) cannot be one call without changing the shape
+  of the records.  A dry run into a scratch store would find MLMD's refusals
+  only, never an infrastructure failure, and the undo covers refusals too.
+
+  Not covered (as on SQLite): the server process dying in the middle of a merge.
 """
 from __future__ import annotations
 
@@ -26,9 +51,10 @@ import json
 import os
 import shutil
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
@@ -87,6 +113,145 @@ class _Query(CmfQuery):
         self._type_names: Dict[str, Dict[int, str]] = {}
 
 
+# -- PostgreSQL undo -----------------------------------------------------------------------------------
+
+_NODES = ("artifact", "execution", "context")  # tables of records; ``<table>property`` keyed by ``<table>_id``
+_MARKED = ("type", *_NODES, "event", "attribution", "association")  # tables whose ids the merge extends
+
+
+def _image(table: str, where: str) -> str:
+    """A query for the SQL that puts the rows of ``table`` matching ``where`` back as they are now.
+
+    PostgreSQL writes that SQL itself (``format``'s ``%L`` quotes the rows' JSON), so every column
+    (bytea, doubles, NULLs) comes back exactly as stored.
+    """
+    return (f"(SELECT format('DELETE FROM {table} WHERE {where}; INSERT INTO {table} SELECT * FROM "
+            f"json_populate_recordset(NULL::{table}, %L)', coalesce(json_agg(t), '[]')) FROM {table} t WHERE {where})")
+
+
+_BEGIN = ("SELECT json_build_object('marks', json_build_object("
+          + ", ".join(f"'{t}', (SELECT coalesce(max(id), 0) FROM {t})" for t in _MARKED)
+          + "), 'typeproperty', " + _image("typeproperty", "TRUE") + ")")
+
+
+def _sql(config: PostgresConfig, sql: str) -> Any:
+    """Run ``sql`` (statements joined by ``;``) in ONE transaction on a connection of its own (psycopg);
+    return the first value of the first statement's first row, if it has one.
+
+    Without parameters psycopg sends the text as it is (``%L`` stays ``format``'s); libpq takes the
+    password from the config, else ``PGPASSWORD``/``.pgpass``.
+    """
+    import psycopg
+
+    try:
+        with psycopg.connect(host=config.host, port=config.port, user=config.user, dbname=config.dbname,
+                             password=config.password or None, connect_timeout=10) as connection:
+            cursor = connection.execute(sql.encode())  # committed when the block ends, rolled back if it raises
+            row = cursor.fetchone() if cursor.description else None
+    except psycopg.Error as exc:
+        raise CmfError(f"PostgreSQL at {config.host}:{config.port} failed: {exc}") from None
+    return row[0] if row else None
+
+
+def _unchanged(node: Any, stored: Any) -> bool:
+    """Whether writing ``node`` leaves ``stored`` as it is (MLMD then writes nothing, not even the update time)."""
+    mine, theirs = type(node)(), type(node)()
+    mine.CopyFrom(node)
+    theirs.CopyFrom(stored)
+    for message in (mine, theirs):
+        for name in ("type", "create_time_since_epoch", "last_update_time_since_epoch"):
+            message.ClearField(name)
+    return mine == theirs
+
+
+class _Undo:
+    """How to take one merge into PostgreSQL back: the ids before it, and the existing rows it changes."""
+
+    def __init__(self, config: PostgresConfig) -> None:
+        self.config = config
+        begin = _sql(config, _BEGIN)  # psycopg turns the json into a dict
+        self.marks: Dict[str, int] = begin["marks"]
+        self.restore: List[str] = [begin["typeproperty"]]  # SQL that puts changed rows back
+        self.saved: Dict[str, Set[int]] = {table: set() for table in _NODES}
+        self.links: List[Tuple[int, int]] = []  # parent-context links added between existing contexts
+
+    def before_update(self, store: metadata_store.MetadataStore, table: str, nodes: Sequence[Any]) -> None:
+        """Save the rows of the existing ``nodes`` (artifacts, executions or contexts) that writing them changes.
+
+        A record is saved once, before its first change, so what is saved is its state before the merge.
+        """
+        ids = [n.id for n in nodes if n.HasField("id") and n.id <= self.marks[table] and n.id not in self.saved[table]]
+        if not ids:
+            return
+        stored = {s.id: s for s in getattr(store, f"get_{table}s_by_id")(ids)}
+        ids = sorted({n.id for n in nodes if n.id in stored and not _unchanged(n, stored[n.id])})
+        if ids:
+            listed = ",".join(map(str, ids))
+            self.restore.append(_sql(self.config, f"SELECT {_image(table, f'id IN ({listed})')} || ';' || "
+                                                   f"{_image(table + 'property', f'{table}_id IN ({listed})')}"))
+            self.saved[table].update(ids)
+
+    def rollback(self) -> None:
+        """Delete what the merge inserted and put back what it changed, in one transaction (repeatable)."""
+        m = self.marks
+        statements = [
+            f"DELETE FROM eventpath WHERE event_id > {m['event']}",
+            f"DELETE FROM event WHERE id > {m['event']}",
+            f"DELETE FROM attribution WHERE id > {m['attribution']}",
+            f"DELETE FROM association WHERE id > {m['association']}",
+            f"DELETE FROM parentcontext WHERE context_id > {m['context']} OR parent_context_id > {m['context']}",
+            *(f"DELETE FROM parentcontext WHERE context_id = {child} AND parent_context_id = {parent}"
+              for child, parent in self.links),
+            *(f"DELETE FROM {t}property WHERE {t}_id > {m[t]}; DELETE FROM {t} WHERE id > {m[t]}" for t in _NODES),
+            f"DELETE FROM parenttype WHERE type_id > {m['type']} OR parent_type_id > {m['type']}",
+            f"DELETE FROM type WHERE id > {m['type']}",
+            *self.restore,
+        ]
+        _sql(self.config, ";\n".join(statements) + ";")
+
+
+class _Guarded:
+    """The MLMD store as a merge into PostgreSQL sees it: writes that may change existing records tell
+    :class:`_Undo` first; type writes only insert (``typeproperty`` is imaged whole); other writes are refused."""
+
+    _PASSED = {"put_artifact_type", "put_execution_type", "put_context_type"}
+
+    def __init__(self, store: metadata_store.MetadataStore, undo: _Undo) -> None:
+        self._store = store
+        self._undo = undo
+
+    def __getattr__(self, name: str) -> Callable:
+        if name.startswith("get_") or name in self._PASSED:
+            return getattr(self._store, name)
+        raise AttributeError(f"{name} is not a write the PostgreSQL undo accounts for")
+
+    def put_artifacts(self, artifacts: Sequence[pb.Artifact]) -> List[int]:
+        self._undo.before_update(self._store, "artifact", artifacts)
+        return self._store.put_artifacts(artifacts)
+
+    def put_executions(self, executions: Sequence[pb.Execution]) -> List[int]:
+        self._undo.before_update(self._store, "execution", executions)
+        return self._store.put_executions(executions)
+
+    def put_contexts(self, contexts: Sequence[pb.Context]) -> List[int]:
+        self._undo.before_update(self._store, "context", contexts)
+        return self._store.put_contexts(contexts)
+
+    def put_lineage_subgraph(self, executions: Sequence[pb.Execution], artifacts: Sequence[pb.Artifact],
+                             contexts: Sequence[pb.Context], event_edges: Sequence[Tuple], **options: Any) -> Tuple:
+        for table, nodes in (("execution", executions), ("artifact", artifacts), ("context", contexts)):
+            self._undo.before_update(self._store, table, nodes)
+        return self._store.put_lineage_subgraph(executions, artifacts, contexts, event_edges, **options)
+
+    def put_parent_contexts(self, links: Sequence[pb.ParentContext]) -> None:
+        mark = self._undo.marks["context"]
+        for link in links:
+            if link.child_id <= mark and link.parent_id <= mark and link.parent_id not in {
+                    c.id for c in self._store.get_parent_contexts_by_context(link.child_id)}:
+                self._undo.links.append((link.child_id, link.parent_id))
+        self._store.put_parent_contexts(links)
+
+
 def _rows(frame) -> List[Dict[str, Any]]:
     return json.loads(frame.to_json(orient="records")) if len(frame) else []
 
@@ -104,6 +269,7 @@ class ServerStore:
         self.sqlite = Path(sqlite).absolute() if sqlite is not None else None
         self.postgres = postgres
         self._lock = threading.Lock()
+        self._pending: Optional[_Undo] = None  # a failed push not undone yet
         self._store = self._open()
 
     def describe(self) -> str:
@@ -122,31 +288,49 @@ class ServerStore:
         except mlmd_errors.StatusError as exc:
             raise CmfError(f"cannot open the PostgreSQL store {self.describe()}: {exc}") from None
 
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the lock, with a failed push that could not be undone yet undone first."""
+        with self._lock:
+            self._settle()
+            yield
+
+    def _settle(self) -> None:
+        """Undo the pending failed push, then reopen MLMD (its connection may be what failed); raises if it cannot.
+
+        The undo stays pending until both succeed, and running it again is harmless.
+        """
+        if self._pending is not None:
+            self._pending.rollback()
+            self._store = self._open()
+            self._pending = None
+
     # -- writes ---------------------------------------------------------------------------------------
 
     def push(self, payload: Any, pipeline_name: Optional[str] = None, exec_uuid: Optional[str] = None) -> MergeResult:
         """Merge the pipeline ``pipeline_name`` of an export (only the execution ``exec_uuid`` if given).
 
         Raises :class:`MergeError` for a malformed payload (nothing written) and
-        :class:`StoreRefused` when MLMD refuses it (rolled back on SQLite).
+        :class:`StoreRefused` when MLMD refuses it (rolled back).
         """
         if isinstance(payload, (str, bytes)):
             try:
                 payload = json.loads(payload)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise MergeError(f"json_payload is not JSON: {exc}") from None
         if exec_uuid is not None:
             pipeline = pipeline_of(payload, pipeline_name)
             if not any(exec_uuid in _uuids(e) for s in pipeline.get("stages", []) for e in s.get("executions", [])):
                 raise MergeError(f"the payload has no execution with uuid {exec_uuid}")
-        with self._lock:
+        with self._locked():
             if self.sqlite is None:
-                return self._merge(payload, pipeline_name, exec_uuid)
+                return self._merge_with_undo(payload, pipeline_name, exec_uuid)
             return self._merge_with_snapshot(payload, pipeline_name, exec_uuid)
 
-    def _merge(self, payload: Any, pipeline_name: Optional[str], exec_uuid: Optional[str]) -> MergeResult:
+    @staticmethod
+    def _merge(store: Any, payload: Any, pipeline_name: Optional[str], exec_uuid: Optional[str]) -> MergeResult:
         try:
-            return merge_pipeline(self._store, payload, exec_uuid=exec_uuid, pipeline_name=pipeline_name)
+            return merge_pipeline(store, payload, exec_uuid=exec_uuid, pipeline_name=pipeline_name)
         except (mlmd_errors.InvalidArgumentError, mlmd_errors.AlreadyExistsError,
                 mlmd_errors.FailedPreconditionError) as exc:
             raise StoreRefused(f"the store refused the payload: {exc}") from None
@@ -160,7 +344,7 @@ class ServerStore:
         snapshot = self.sqlite.with_name(self.sqlite.name + ".snapshot")
         shutil.copyfile(self.sqlite, snapshot)
         try:
-            result = self._merge(payload, pipeline_name, exec_uuid)
+            result = self._merge(self._store, payload, pipeline_name, exec_uuid)
         except BaseException:
             self._store = None  # drop MLMD's connection to the file before it is replaced
             os.replace(snapshot, self.sqlite)
@@ -168,6 +352,20 @@ class ServerStore:
             raise
         snapshot.unlink()
         return result
+
+    def _merge_with_undo(self, payload: Any, pipeline_name: Optional[str], exec_uuid: Optional[str]) -> MergeResult:
+        """Merge into PostgreSQL through :class:`_Guarded`; undo it all if the merge raised (caller holds the lock)."""
+        undo = _Undo(self.postgres)
+        try:
+            return self._merge(_Guarded(self._store, undo), payload, pipeline_name, exec_uuid)
+        except BaseException as exc:
+            self._pending = undo
+            try:
+                self._settle()
+            except CmfError as failure:
+                raise CmfError(f"the push failed ({exc}) and is not undone yet; it will be before the next "
+                               f"request: {failure}") from exc
+            raise
 
     # -- reads ----------------------------------------------------------------------------------------
 
@@ -179,7 +377,7 @@ class ServerStore:
 
     def pull(self, pipeline_name: str, exec_uuid: Optional[str] = None) -> str:
         """The export JSON of the pipeline (only the execution ``exec_uuid`` if given)."""
-        with self._lock:
+        with self._locked():
             query = _Query(self._store)
             self._pipeline_id(query, pipeline_name)
             text = query.dumptojson(pipeline_name, exec_uuid)
@@ -191,17 +389,17 @@ class ServerStore:
 
     def pull_all(self, last_sync_time: int = 0) -> str:
         """Every pipeline as export JSON; with ``last_sync_time`` (ms) only what changed after it."""
-        with self._lock:
+        with self._locked():
             return _Query(self._store).extract_to_json(last_sync_time)
 
     def pipelines(self) -> List[Dict[str, Any]]:
-        with self._lock:
+        with self._locked():
             contexts = self._store.get_contexts_by_type(records.PARENT_CONTEXT)
         return [{"id": c.id, "name": c.name, "create_time_since_epoch": c.create_time_since_epoch,
                  "custom_properties": records.props(c.custom_properties)} for c in contexts]
 
     def executions(self, pipeline_name: str) -> List[Dict[str, Any]]:
-        with self._lock:
+        with self._locked():
             query = _Query(self._store)
             self._pipeline_id(query, pipeline_name)
             return _rows(query.get_all_executions_in_pipeline(pipeline_name))
@@ -212,7 +410,7 @@ class ServerStore:
         Found through events rather than context attribution: an artifact first created by another
         pipeline is linked to this one's executions by events only.
         """
-        with self._lock:
+        with self._locked():
             query = _Query(self._store)
             pipeline_id = self._pipeline_id(query, pipeline_name)
             execution_ids = [e.id for stage in self._store.get_children_contexts_by_context(pipeline_id)

@@ -23,7 +23,12 @@ Two groups of tests run against it:
   overwrites, :class:`~cmf_core.errors.ObjectNotFound`, thread safety;
 * engine-level tests drive ``cmf_core.api.artifact_push``/``artifact_pull``
   over a workspace logged with :class:`cmflib.cmf.Cmf`: round trips, skipping,
-  missing and corrupt remote objects, an interrupted push resumed, dry runs.
+  missing and corrupt remote objects, an interrupted push resumed, dry runs;
+* fault tests run the engine through a :class:`~cmf_core.testing.faults.FaultyStore`
+  around the backend's store: dropped connections and refusals are retried,
+  a permanent failure fails its object only and at once, corrupted or truncated
+  downloads are never placed, an interrupted pull resumes.  Each records the
+  faults it injected as the test property ``faults_injected`` (``--junitxml``).
 
 The kit sets up its own environment (a private ``HOME``, a git identity,
 ``DVC_NO_ANALYTICS``), so it needs no ``conftest.py`` from cmf.  Its fixtures
@@ -38,18 +43,21 @@ import os
 import random
 import shutil
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import pytest
 
 from cmf_core import layout
 from cmf_core.errors import BackendError, ObjectNotFound
 from cmf_core.hookspecs import ObjectStore
+from cmf_core.testing.faults import Fault, FaultyStore
 
-__all__ = ["BackendConformance", "WrappedStore", "fail_after", "fail_on", "Sink", "Dataset", "PIPELINE"]
+__all__ = ["BackendConformance", "Fault", "FaultyStore", "WrappedStore", "fail_after", "fail_on", "Sink", "Dataset",
+           "PIPELINE"]
 
 PIPELINE = "conformance"
 
@@ -92,61 +100,9 @@ class Sink(io.RawIOBase):
         return self.digest.hexdigest()
 
 
-class WrappedStore(ObjectStore):
-    """An :class:`ObjectStore` that delegates to ``inner`` and lets a test watch or break it.
-
-    ``before_put(src, key)``, ``before_get(key, dst)`` and ``before_exists(keys)``
-    run before the call is delegated and may raise to inject a fault.  Calls
-    that succeeded are recorded (thread-safe) in ``put_keys``, ``got_keys`` and
-    ``exists_calls``.  ``close()`` is recorded in ``closed`` but does not close
-    ``inner`` unless ``close_inner=True``: the test that made the inner store
-    usually still needs it.
-    """
-
-    def __init__(self, inner: ObjectStore, *,
-                 before_put: Optional[Callable[[Path, str], None]] = None,
-                 before_get: Optional[Callable[[str, BinaryIO], None]] = None,
-                 before_exists: Optional[Callable[[Sequence[str]], None]] = None,
-                 close_inner: bool = False) -> None:
-        self.inner = inner
-        self.before_put = before_put
-        self.before_get = before_get
-        self.before_exists = before_exists
-        self.close_inner = close_inner
-        self.put_keys: List[str] = []
-        self.got_keys: List[str] = []
-        self.exists_calls: List[List[str]] = []
-        self.closed = 0
-        self._lock = threading.Lock()
-
-    def exists(self, keys: Sequence[str]) -> Set[str]:
-        keys = list(keys)
-        if self.before_exists:
-            self.before_exists(keys)
-        found = self.inner.exists(keys)
-        with self._lock:
-            self.exists_calls.append(keys)
-        return found
-
-    def put(self, src: Path, key: str) -> None:
-        if self.before_put:
-            self.before_put(src, key)
-        self.inner.put(src, key)
-        with self._lock:
-            self.put_keys.append(key)
-
-    def get(self, key: str, dst: BinaryIO) -> None:
-        if self.before_get:
-            self.before_get(key, dst)
-        self.inner.get(key, dst)
-        with self._lock:
-            self.got_keys.append(key)
-
-    def close(self) -> None:
-        with self._lock:
-            self.closed += 1
-        if self.close_inner:
-            self.inner.close()
+#: The fault-injecting wrapper under the name backends' tests already use; with no fault plan it only
+#: runs the ``before_*`` hooks and records the calls that succeeded (see :mod:`cmf_core.testing.faults`).
+WrappedStore = FaultyStore
 
 
 def fail_after(count: int, error: Callable[[str], BaseException] = BackendError) -> Callable[..., None]:
@@ -375,11 +331,11 @@ class BackendConformance:
         return sink.value
 
     @staticmethod
-    def log(*paths: str, pipeline: str = PIPELINE) -> None:
-        """Log ``paths`` as outputs of one execution of ``pipeline`` (mlmd file ``mlmd`` in the current directory)."""
+    def log(*paths: str, pipeline: str = PIPELINE, mlmd: str = "mlmd") -> None:
+        """Log ``paths`` (relative to the mlmd file's folder) as outputs of one execution of ``pipeline``."""
         from cmflib.cmf import Cmf
 
-        cmf = Cmf(filepath="mlmd", pipeline_name=pipeline)
+        cmf = Cmf(filepath=mlmd, pipeline_name=pipeline)
         cmf.create_context("produce")
         cmf.create_execution("Produce")
         for path in paths:
@@ -674,3 +630,110 @@ class BackendConformance:
         cache = workspace / ".dvc" / "cache"
         cached = [p.relative_to(cache).as_posix() for p in cache.rglob("*") if p.is_file()] if cache.exists() else []
         assert cached == [], "a dry run must not write into the DVC cache"
+
+    # -- engine level under injected faults ---------------------------------------------------------
+
+    @pytest.fixture
+    def quick_retries(self, monkeypatch) -> None:
+        """Retry after ~10 ms instead of ~0.2 s, so that tests of transient faults stay fast."""
+        from cmf_core import transfer
+
+        monkeypatch.setattr(transfer, "BACKOFF", 0.01)
+
+    @staticmethod
+    def assert_no_partial_files(workspace: Path) -> None:
+        """Nothing half-written is left in the workspace or the DVC cache."""
+        from cmf_core import transfer
+
+        cache = workspace / ".dvc" / "cache"
+        leftovers = list(workspace.rglob(f"*{transfer.PARTIAL}")) + list(cache.rglob(".tmp-*"))
+        assert leftovers == [], "partial files left behind"
+
+    #: a push or pull of two small files with one failing object takes well under this; retrying that object
+    #: would alone sleep at least 1.5 s (0.1 + 0.2 + 0.4 + 0.8, the shortest backoff of four retries)
+    NO_RETRY_SECONDS = 1.5
+
+    @staticmethod
+    def file_key(ds: Dataset, rel: str) -> str:
+        return layout.key(hashlib.md5(ds.files[rel]).hexdigest())
+
+    def test_transient_faults_are_retried_until_push_and_pull_succeed(self, workspace, store, quick_retries,
+                                                                      record_property):
+        ds = self.files_and_folder(workspace)
+        pushing = FaultyStore(store, Fault.drop(1, ops="exists"), Fault.fail_first(2, ops="put"),
+                              Fault.drop(1, ops="put"), Fault.delay(0.05, times=3))
+        pushed = self.push(store=pushing)
+        assert pushed.ok, self.failed_names(pushed)
+        assert (pushed.moved, pushed.skipped) == (len(ds.all_keys), 0)
+        assert pushing.count("exists") == 2, "a dropped listing is asked again"
+        assert pushing.count("put") == len(ds.all_keys) + 3, "every refused or dropped upload is tried again"
+        ds.forget()
+        pulling = FaultyStore(store, Fault.drop(2, ops="get", keys=ds.data_keys), Fault.fail_first(1, ops="get"))
+        pulled = self.pull(store=pulling)
+        assert pulled.ok, self.failed_names(pulled)
+        assert pulling.count("get") == pulled.moved + len(ds.manifests) + 3, "every failed download is tried again"
+        ds.assert_in_place()
+        self.assert_no_partial_files(workspace)
+        injected = pushing.injected + pulling.injected
+        assert injected == {"drop": 4, "fail": 3, "delay": 3}
+        record_property("faults_injected", sum(injected.values()))
+
+    def test_a_permanent_fault_fails_only_its_object_and_at_once(self, workspace, store, record_property):
+        ds = self.two_files(workspace)
+        a_key, b_key = self.file_key(ds, "data/a.csv"), self.file_key(ds, "data/b.bin")
+        pushing = FaultyStore(store, Fault.fail_first(None, permanent=True, ops="put", keys=[b_key]))
+        started = time.monotonic()
+        pushed = self.push(store=pushing)
+        assert time.monotonic() - started < self.NO_RETRY_SECONDS, "a permanent failure must not wait for retries"
+        assert [what.split(":")[0] for what, _ in pushed.failed] == ["data/b.bin"], "the failed object is named"
+        assert pushing.count("put", b_key) == 1, "a permanent failure must not be retried"
+        assert store.exists([a_key, b_key]) == {a_key}, "the other objects are still pushed"
+        assert self.push().ok
+        ds.forget()
+        pulling = FaultyStore(store, Fault.fail_first(None, permanent=True, ops="get", keys=[a_key]))
+        started = time.monotonic()
+        pulled = self.pull(store=pulling)
+        assert time.monotonic() - started < self.NO_RETRY_SECONDS, "a permanent failure must not wait for retries"
+        assert [what.split(":")[0] for what, _ in pulled.failed] == ["data/a.csv"], "the failed object is named"
+        assert pulling.count("get", a_key) == 1, "a permanent failure must not be retried"
+        ds.assert_in_place(["data/b.bin"])
+        assert not (workspace / "data" / "a.csv").exists()
+        record_property("faults_injected", sum((pushing.injected + pulling.injected).values()))
+
+    def test_corrupted_and_truncated_downloads_are_never_placed(self, workspace, store, record_property):
+        ds = self.two_files(workspace)
+        assert self.push().ok
+        a_key, b_key = self.file_key(ds, "data/a.csv"), self.file_key(ds, "data/b.bin")
+        listing = set(os.listdir(workspace / "data"))
+        ds.forget()
+        faulty = FaultyStore(store, Fault.corrupt(keys=[a_key]), Fault.truncate(keys=[b_key]))
+        pulled = self.pull(store=faulty)
+        assert faulty.injected["corrupt"] >= 1 and faulty.injected["truncate"] >= 1
+        assert sorted(what.split(":")[0] for what, _ in pulled.failed) == ["data/a.csv", "data/b.bin"]
+        assert all("md5 mismatch" in error for _, error in pulled.failed), pulled.failed
+        assert set(os.listdir(workspace / "data")) == listing - {"a.csv", "b.bin"}, "a bad download was placed"
+        cached = [workspace / ".dvc" / "cache" / key for key in (a_key, b_key)]
+        assert not any(path.exists() for path in cached), "a bad download entered the DVC cache"
+        self.assert_no_partial_files(workspace)
+        again = self.pull()
+        assert again.ok and again.moved == 2, self.failed_names(again)
+        ds.assert_in_place()
+        record_property("faults_injected", sum(faulty.injected.values()))
+
+    def test_interrupted_pull_resumes_with_only_the_missing_objects(self, workspace, store, record_property):
+        ds = self.files_and_folder(workspace)
+        assert self.push().ok
+        ds.forget()
+        gets = fail_after(3, error=KeyboardInterrupt)  # the manifest and two files, then Ctrl-C
+        with pytest.raises(KeyboardInterrupt):
+            self.pull(store=FaultyStore(store, before_get=gets))
+        self.assert_no_partial_files(workspace)
+        placed = {rel for rel in ds.files if (workspace / rel).is_file()}
+        for rel in placed:
+            assert (workspace / rel).read_bytes() == ds.files[rel], f"{rel} was placed incomplete"
+        assert 2 <= len(placed) < len(ds.files)
+        resumed = self.pull()
+        assert resumed.ok, self.failed_names(resumed)
+        assert resumed.moved == len(ds.data_keys) - len(placed), "only the missing objects move again"
+        ds.assert_in_place()
+        record_property("faults_injected", 1)

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -63,6 +64,12 @@ class PostgresServer(Server):
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                          user=self.run_as)
         wait_for_port(self.port, proc=self.proc)
+        ready = [str(self.bindir / "pg_isready"), "-q", "-h", self.host, "-p", str(self.port)]
+        deadline = time.monotonic() + 60
+        while subprocess.run(ready).returncode != 0:  # listening is not yet accepting: it may still start up
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"PostgreSQL on port {self.port} does not accept connections; see {self.log}")
+            time.sleep(0.1)
 
     STOP_SIGNAL = signal.SIGINT  # fast shutdown: clients are disconnected, unlike SIGTERM's wait for them
 
