@@ -8,17 +8,31 @@ For each shape and round, the three contenders run one after the other on the
 same data (order rotated per round); the table gives medians and ratios.
 Also: a no-op re-push of `dir` (everything already on the remote).
 
-    .venv/bin/python bench/transfer.py [--backend local|minioS3|amazonS3] [--rounds 3] [--shapes big,many,dir]
+    .venv/bin/python bench/transfer.py [--backend local|minioS3|amazonS3|sshremote|osdfremote]
+                                       [--rounds 3] [--shapes big,many,dir]
 
-The floor is the raw copy for local (shutil.copyfile per object) and the raw SDK per
-object for S3 (boto3 upload_file/download_file with the default TransferConfig; minio
-fput_object/fget_object), against a `rclone serve s3` the benchmark starts on loopback.
+Results go to bench/results/transfer_<backend>.json.  The floor, per backend (one object
+after the other, into/from the same files/md5/xx/... layout; clients opened before timing):
+  local       shutil.copyfile per object;
+  minioS3,    the raw SDK per object (boto3 upload_file/download_file with the default
+  amazonS3    TransferConfig; minio fput_object/fget_object), against a `rclone serve s3`
+              the benchmark starts on loopback;
+  sshremote   one paramiko SSHClient + open_sftp() session, sftp.put/sftp.get per object
+              (paramiko's defaults: pipelined writes, prefetched reads), against a real
+              OpenSSH sshd on loopback (cmf_core.testing.sshd, key login, known_hosts file);
+              dvc runs with HOME pointed at a private home that trusts the server;
+  osdfremote  a streamed HTTP PUT (file body) / GET (iter_content, 1 MiB) per object with a
+              bearer token through one requests.Session, against Debian's XRootD behind the
+              token-checking Pelican stand-in front (cmf_core.testing.origin); cmf reads the
+              JWT from a token file, dvc uses the copy `cmf init` writes to .dvc/config.local.
+The servers are started by the benchmark and stopped by PID when it ends.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import posixpath
 import shutil
 import statistics
 import subprocess
@@ -77,6 +91,7 @@ class LocalTarget:
     """The local backend: the store is a directory; the floor is shutil.copyfile."""
 
     name = "local"
+    dvc_env: Dict[str, str] = {}
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -102,6 +117,8 @@ class LocalTarget:
 
 class S3Target:
     """minioS3 or amazonS3 against a local `rclone serve s3`; the floor is the raw SDK per object."""
+
+    dvc_env: Dict[str, str] = {}
 
     def __init__(self, root: Path, backend: str) -> None:
         from cmf_core.testing.servers import S3Server
@@ -160,6 +177,118 @@ class S3Target:
         self.server.stop()
 
 
+class SSHTarget:
+    """sshremote against a real sshd on loopback (key login); the floor is one paramiko SFTP session."""
+
+    name = "sshremote"
+
+    def __init__(self, root: Path) -> None:
+        import paramiko
+
+        from cmf_core.testing.sshd import SSHServer
+
+        self.server, self.client = SSHServer(), paramiko.SSHClient()
+        try:
+            self.server.start()
+            self.known_hosts = self.server.trust(self.server.base / "known_hosts")
+            # dvc-ssh (sshfs -> asyncssh, known_hosts=None) checks no host key; trust the server where it would look
+            self.server.trust(root / "home" / ".ssh" / "known_hosts")
+            self.dvc_env = {"HOME": str(root / "home"), "SSH_AUTH_SOCK": ""}
+            self.client.load_host_keys(str(self.known_hosts))
+            self.client.connect("127.0.0.1", self.server.port, self.server.user, allow_agent=False,
+                                key_filename=str(self.server.client_key), look_for_keys=False)
+            self.sftp = self.client.open_sftp()
+        except BaseException:
+            self.close()
+            raise
+        self.dirs: set = set()  # remote folders the floor has made since the last empty()
+
+    def options(self, shape: str) -> Tuple[Dict[str, str], Path]:
+        store = self.server.remote_dir(f"bench-{shape}")
+        return {"path": f"ssh://127.0.0.1:{self.server.port}{store}", "user": self.server.user,
+                "key_file": str(self.server.client_key), "known_hosts": str(self.known_hosts)}, Path(store)
+
+    def floor_put(self, src: Path, key: str, store: Path) -> None:
+        folder = str(store)
+        for part in ["", *posixpath.dirname(key).split("/")]:  # make each missing folder once, as a store must
+            folder = f"{folder}/{part}" if part else folder
+            if folder not in self.dirs:
+                try:
+                    self.sftp.mkdir(folder)
+                except OSError:
+                    pass  # already there
+                self.dirs.add(folder)
+        self.sftp.put(str(src), f"{store}/{key}")
+
+    def floor_get(self, key: str, dst: Path, store: Path) -> None:
+        self.sftp.get(f"{store}/{key}", str(dst))
+
+    def empty(self, store: Path) -> None:
+        clear(store)  # sshd caches no listing: removing the files behind it is enough
+        self.dirs.clear()
+
+    def close(self) -> None:
+        self.client.close()  # also closes the SFTP channel
+        self.server.cleanup()  # stops sshd by PID, removes its keys and remote data
+
+
+class OSDFTarget:
+    """osdfremote: XRootD behind the token-checking Pelican stand-in front; the floor is plain streamed HTTP."""
+
+    name = "osdfremote"
+    dvc_env: Dict[str, str] = {}
+    ISSUER, NAMESPACE = "https://issuer.cmf.invalid", "ns"
+
+    def __init__(self, root: Path) -> None:
+        import requests
+
+        from cmf_core.testing.origin import PelicanStandIn, XRootDOrigin, jwt_token, signing_key
+
+        self.front, self.xrootd, home = None, XRootDOrigin(), root / "osdf"
+        try:
+            self.xrootd.start()
+            home.mkdir()
+            key, public = signing_key(home)
+            self.front = PelicanStandIn("origin", home / "front", upstream=self.xrootd.url, public_key=public,
+                                        issuer=self.ISSUER, namespace=f"/{self.NAMESPACE}")
+            self.front.start()
+            token = jwt_token(key, self.ISSUER, lifetime=12 * 3600)
+            self.token_file = home / "token"
+            self.token_file.write_text(token + "\n")
+            self.session = requests.Session()  # one pool for every floor request
+            self.session.headers.update({"Authorization": f"Bearer {token}", "Accept-Encoding": "identity"})
+        except BaseException:
+            self.close()
+            raise
+
+    def options(self, shape: str) -> Tuple[Dict[str, str], Path]:
+        return ({"path": f"{self.front.url}/{self.NAMESPACE}/bench-{shape}", "access_token": str(self.token_file)},
+                self.xrootd.data / self.NAMESPACE / f"bench-{shape}")
+
+    def url(self, key: str, store: Path) -> str:
+        return f"{self.front.url}/{self.NAMESPACE}/{store.name}/{key}"
+
+    def floor_put(self, src: Path, key: str, store: Path) -> None:
+        with open(src, "rb") as body:  # a file body: requests streams it with its Content-Length
+            self.session.put(self.url(key, store), data=body).raise_for_status()
+
+    def floor_get(self, key: str, dst: Path, store: Path) -> None:
+        with self.session.get(self.url(key, store), stream=True) as resp, open(dst, "wb") as out:
+            resp.raise_for_status()
+            for chunk in resp.iter_content(1 << 20):
+                out.write(chunk)
+
+    def empty(self, store: Path) -> None:
+        clear(store)  # XRootD caches no listing (and cmf asks with HEADs); PUT makes missing folders
+
+    def close(self) -> None:
+        if getattr(self, "session", None):
+            self.session.close()
+        if self.front:
+            self.front.stop()
+        self.xrootd.cleanup()  # stops xrootd by PID and removes its data
+
+
 def bench_shape(target, root: Path, shape: str, rounds: int) -> Dict[str, Dict[str, float]]:
     ws = root / shape
     ws.mkdir()
@@ -196,14 +325,15 @@ def bench_shape(target, root: Path, shape: str, rounds: int) -> Dict[str, Dict[s
             dst.parent.mkdir(parents=True, exist_ok=True)
             target.floor_get(str(obj.relative_to(cache)), dst, store)
 
+    dvc_env = {**os.environ, **target.dvc_env}
     pushers = {
         "cmf": lambda: api.artifact_push(shape, progress=False),
-        "dvc": lambda: subprocess.run([DVC, "push", "-q"], check=True),
+        "dvc": lambda: subprocess.run([DVC, "push", "-q"], check=True, env=dvc_env),
         "floor": floor_push,
     }
     pullers = {
         "cmf": lambda: api.artifact_pull(shape, progress=False),
-        "dvc": lambda: subprocess.run([DVC, "pull", "-q"], check=True),
+        "dvc": lambda: subprocess.run([DVC, "pull", "-q"], check=True, env=dvc_env),
         "floor": floor_pull,
     }
     times: Dict[str, Dict[str, List[float]]] = {"push": {k: [] for k in pushers},
@@ -231,14 +361,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--shapes", default="big,many,dir")
-    parser.add_argument("--backend", default="local", choices=["local", "minioS3", "amazonS3"])
+    parser.add_argument("--backend", default="local",
+                        choices=["local", "minioS3", "amazonS3", "sshremote", "osdfremote"])
     args = parser.parse_args()
     for key, value in {"DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "b@x",
                        "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "b@x"}.items():
         os.environ.setdefault(key, value)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        target = LocalTarget(Path(tmp)) if args.backend == "local" else S3Target(Path(tmp), args.backend)
+        targets = {"local": LocalTarget, "sshremote": SSHTarget, "osdfremote": OSDFTarget}
+        target = targets[args.backend](Path(tmp)) if args.backend in targets else S3Target(Path(tmp), args.backend)
         try:
             for shape in args.shapes.split(","):
                 results[shape] = bench_shape(target, Path(tmp), shape, args.rounds)

@@ -21,9 +21,11 @@ everything else happens here, once for every backend:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
+import queue
 import random
 import shutil
 import sys
@@ -41,6 +43,7 @@ from cmf_core.metadata import store as records
 
 RETRIES = 5
 BACKOFF = 0.2  # seconds before the first retry; doubled each time, with jitter
+GIVE_UP_IN_A_ROW = 3  # objects in a row that exhausted their retries: the remote is down, the rest is not tried
 MAX_MANIFEST = 256 << 20  # a .dir manifest larger than this is refused
 PARTIAL = ".cmf-partial"
 NO_FILE_TYPES = {"Metrics"}
@@ -186,7 +189,16 @@ def _member_targets(root: Path, entries: Iterable[layout.Entry]) -> Iterator[Tup
 
 
 class HashingWriter(io.RawIOBase):
-    """A write-only, non-seekable stream that hashes what it receives and writes it to files."""
+    """A write-only, non-seekable stream that writes what it receives to files and hashes it.
+
+    The first :attr:`INLINE` bytes are hashed as they come.  Past that, a thread of its own hashes
+    (``hashlib`` lets go of the GIL) while the next bytes arrive from the network: md5 runs at about
+    the speed of a loopback download, so one after the other a big object would take twice as long.
+    :meth:`hexdigest` waits for the thread; :meth:`close` stops it whatever happened.
+    """
+
+    INLINE = 8 << 20
+    AHEAD = 8  # chunks waiting to be hashed at most (8 MiB with the backends' 1 MiB chunks)
 
     def __init__(self, outputs: Sequence[BinaryIO], on_bytes: Callable[[int], None]) -> None:
         super().__init__()
@@ -194,18 +206,46 @@ class HashingWriter(io.RawIOBase):
         self.outputs = outputs
         self.count = 0
         self.on_bytes = on_bytes
+        self._chunks: Optional["queue.Queue[Optional[bytes]]"] = None
+        self._hasher: Optional[threading.Thread] = None
 
     def writable(self) -> bool:
         return True
 
     def write(self, data) -> int:
         view = memoryview(data)
-        self.digest.update(view)
         for out in self.outputs:
             out.write(view)
+        if self._chunks is None and self.count + len(view) <= self.INLINE:
+            self.digest.update(view)
+        else:
+            if self._chunks is None:
+                self._chunks = queue.Queue(self.AHEAD)
+                self._hasher = threading.Thread(target=self._hash, name="cmf-md5", daemon=True)
+                self._hasher.start()
+            self._chunks.put(data if isinstance(data, bytes) else bytes(view))  # a copy unless immutable
         self.count += len(view)
         self.on_bytes(len(view))
         return len(view)
+
+    def _hash(self) -> None:
+        for chunk in iter(self._chunks.get, None):
+            self.digest.update(chunk)
+
+    def hexdigest(self) -> str:
+        """The md5 of everything written (once the hashing thread has caught up)."""
+        self._stop()
+        return self.digest.hexdigest()
+
+    def close(self) -> None:
+        self._stop()
+        super().close()
+
+    def _stop(self) -> None:
+        if self._hasher is not None:
+            self._chunks.put(None)
+            self._hasher.join()
+            self._hasher = None
 
 
 def _partial(path: Path) -> Path:
@@ -487,7 +527,10 @@ class Engine:
             self.store.get(obj.key, writer)
 
         def attempt() -> int:
-            return self._stream(obj, fetch, [cached], progress)
+            try:
+                return self._stream(obj, fetch, [cached], progress)
+            except _Mismatch:  # a stream cut short or garbled on the way: fetched once more, then refused
+                return self._stream(obj, fetch, [cached], progress)
 
         return _retrying(attempt, f"downloading {obj.artifact}")
 
@@ -500,12 +543,13 @@ class Engine:
             for tmp in partials.values():
                 self._folder(tmp)
                 handles.append(_create(tmp))
-            writer = HashingWriter(handles, progress.add_bytes)
-            fill(writer)
+            with contextlib.closing(HashingWriter(handles, progress.add_bytes)) as writer:
+                fill(writer)
+                md5 = writer.hexdigest()
             for handle in handles:
                 handle.close()
-            if writer.digest.hexdigest() != obj.md5:
-                raise _Mismatch(f"md5 mismatch: got {writer.digest.hexdigest()}, expected {obj.md5}")
+            if md5 != obj.md5:
+                raise _Mismatch(f"md5 mismatch: got {md5}, expected {obj.md5}")
             _place(partials, read_only=extra)
             return writer.count
         except BaseException:
@@ -523,9 +567,10 @@ class Engine:
         if not objects:
             return failed
         progress = Progress(label, len(objects), self.progress_enabled)
+        breaker = _Breaker()
         try:
             with ThreadPoolExecutor(max_workers=min(self.jobs, len(objects))) as pool:
-                futures = {pool.submit(work, obj, progress): obj for obj in objects}
+                futures = {pool.submit(breaker.call, work, obj, progress): obj for obj in objects}
                 try:
                     for future in as_completed(futures):
                         obj = futures[future]
@@ -547,6 +592,35 @@ class Engine:
 
 class _Mismatch(Exception):
     """Downloaded or cached bytes whose md5 is not the object's."""
+
+
+class _NotTried(CmfError):
+    """An object skipped because the remote stopped answering (the run fails fast instead of retrying each)."""
+
+
+class _Breaker:
+    """Trips once :data:`GIVE_UP_IN_A_ROW` objects in a row (as they finish, in any thread) exhausted their
+    retries on transient errors: the remote is down, and the objects not started yet are not tried."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.in_a_row = 0
+        self.reason: Optional[str] = None
+
+    def call(self, work: Callable[[Obj, Progress], int], obj: Obj, progress: Progress) -> int:
+        if self.reason is not None:
+            raise _NotTried(f"not tried: {GIVE_UP_IN_A_ROW} objects in a row failed before it ({self.reason})")
+        try:
+            moved = work(obj, progress)
+        except TransientError as exc:
+            with self.lock:
+                self.in_a_row += 1
+                if self.in_a_row >= GIVE_UP_IN_A_ROW and self.reason is None:
+                    self.reason = str(exc)
+            raise
+        with self.lock:
+            self.in_a_row = 0
+        return moved
 
 
 class _LimitedBuffer(io.RawIOBase):
@@ -578,6 +652,6 @@ def _describe(exc: BaseException) -> str:
         return f"corrupt object on the remote, nothing placed: {exc}"
     if isinstance(exc, ObjectNotFound):
         return f"not on the remote ({exc.key})"
-    if isinstance(exc, BackendError):
+    if isinstance(exc, (BackendError, _NotTried)):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"

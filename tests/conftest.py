@@ -99,12 +99,8 @@ def s3_server(tmp_path_factory):
     """One ``rclone serve s3`` for the whole test session, stopped by PID at the end."""
     from cmf_core.testing.servers import S3Server
 
-    server = S3Server(tmp_path_factory.mktemp("s3"))
-    server.start()
-    try:
+    with S3Server(tmp_path_factory.mktemp("s3")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -112,12 +108,8 @@ def tls_s3_server(tmp_path_factory):
     """``rclone serve s3`` over https with a self-signed certificate (``.pem["cert"]`` is its CA bundle)."""
     from cmf_core.testing.servers import S3Server
 
-    server = S3Server(tmp_path_factory.mktemp("s3-tls"), tls=True)
-    server.start()
-    try:
+    with S3Server(tmp_path_factory.mktemp("s3-tls"), tls=True) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -78,12 +78,8 @@ class Target:
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory) -> Iterator[S3Server]:
     """An S3 server of this module's own: tests here kill it, which must not disturb the session's server."""
-    server = S3Server(tmp_path_factory.mktemp("s3-killed"))
-    server.start()
-    try:
+    with S3Server(tmp_path_factory.mktemp("s3-killed")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -93,12 +89,8 @@ def sshd() -> Iterator[Server]:
         pytest.skip("needs root and openssh-server to run a test sshd")
     from cmf_core.testing.sshd import SSHServer
 
-    server = SSHServer()
-    try:
-        server.start()
+    with SSHServer() as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture

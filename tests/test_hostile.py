@@ -468,12 +468,8 @@ def test_the_json_import_refuses_a_malformed_export_and_changes_nothing(importer
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[MetadataServer]:
     """A real ``cmf server`` (no auth, 2 MB body limit), stopped by PID."""
-    srv = MetadataServer(tmp_path_factory.mktemp("server"), max_body_mb=2)
-    srv.start()
-    try:
+    with MetadataServer(tmp_path_factory.mktemp("server"), max_body_mb=2) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def push(srv: MetadataServer, body: bytes) -> requests.Response:

@@ -77,12 +77,8 @@ class Federation:
 
 @pytest.fixture(scope="module")
 def xrootd() -> Iterator[XRootDOrigin]:
-    server = XRootDOrigin()
-    try:
-        server.start()
+    with XRootDOrigin() as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 def stand_in(role: str, home: Path, **kwargs) -> PelicanStandIn:

@@ -23,7 +23,7 @@ from typing import Dict, Iterator, List, Tuple
 
 import pytest
 
-from backends.amazon_s3 import CREDENTIAL_LOGGERS
+from cmf_backends.amazon_s3 import CREDENTIAL_LOGGERS
 from cmf_core import config
 from cmf_core.testing import BackendConformance, Dataset
 from cmf_core.testing.metadata_server import MetadataServer
@@ -87,22 +87,14 @@ def _fresh_log_levels() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def metadata_server(tmp_path_factory) -> Iterator[MetadataServer]:
     """A metadata server with auth on: it accepts only ACCEPTED_SERVER_TOKEN."""
-    server = MetadataServer(tmp_path_factory.mktemp("metadata-server"), tokens=[ACCEPTED_SERVER_TOKEN])
-    server.start()
-    try:
+    with MetadataServer(tmp_path_factory.mktemp("metadata-server"), tokens=[ACCEPTED_SERVER_TOKEN]) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
 def sshd() -> Iterator[SSHServer]:
-    server = SSHServer()
-    try:
-        server.start()
+    with SSHServer() as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -111,12 +103,8 @@ def osdf_origin(tmp_path_factory) -> Iterator[PelicanStandIn]:
     home = tmp_path_factory.mktemp("osdf-origin")
     accepted = home / "accepted-tokens"
     accepted.write_text("some-other-token\n")
-    server = PelicanStandIn("origin", home, upstream=f"http://127.0.0.1:{free_port()}", tokens=accepted)
-    server.start()
-    try:
+    with PelicanStandIn("origin", home, upstream=f"http://127.0.0.1:{free_port()}", tokens=accepted) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def backend_options(repo_type: str, request, tmp_path: Path) -> Tuple[Dict[str, str], List[str]]:

@@ -54,12 +54,8 @@ def stable(data):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One open server (no auth, 2 MB body limit) for the module, stopped by PID."""
-    srv = MetadataServer(tmp_path_factory.mktemp("server"), max_body_mb=2)
-    srv.start()
-    try:
+    with MetadataServer(tmp_path_factory.mktemp("server"), max_body_mb=2) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")

@@ -33,12 +33,8 @@ class Injected(Exception):
 @pytest.fixture(scope="module")
 def postgres(tmp_path_factory):
     """One PostgreSQL server for the module, accepting connections; stopped by PID."""
-    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
-    server.start()
-    try:
+    with PostgresServer(tmp_path_factory.mktemp("postgres")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

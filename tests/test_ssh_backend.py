@@ -35,34 +35,18 @@ pytestmark = [
 ]
 
 
-def _server() -> SSHServer:
-    server = SSHServer()
-    try:
-        server.start()
-    except BaseException:
-        server.cleanup()
-        raise
-    return server
-
-
 @pytest.fixture(scope="module")
 def sshd() -> Iterator[SSHServer]:
     """One sshd for the module, stopped by PID (and its directory removed) at the end."""
-    server = _server()
-    try:
+    with SSHServer() as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture
 def own_sshd() -> Iterator[SSHServer]:
     """A server of the test's own, for tests that change its host key or stop it."""
-    server = _server()
-    try:
+    with SSHServer() as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -204,3 +204,56 @@ def test_cli_exit_status_and_failures_named(logged, cmf):
     assert "cmf: error: data/dir:" in pulled.err
     dry = cmf("artifact", "push", "-p", "p", "--dry-run")
     assert dry.code == 1  # the deleted dir is not in the cache: named, not silently skipped
+
+
+def test_a_remote_that_went_down_fails_the_rest_fast_and_says_so_once(workspace, cmf, monkeypatch):
+    """After GIVE_UP_IN_A_ROW objects in a row exhausted their retries, the others are not tried (a pull of
+    thousands of files must not retry each against a dead server for hours), and the CLI counts them."""
+    from cmf_core.testing.faults import Fault, FaultyStore
+
+    for i in range(12):
+        write(workspace / "data" / f"f{i:02d}.txt", f"file {i}\n")
+    logger = Cmf(filepath="mlmd", pipeline_name="p")
+    logger.create_execution("E")
+    for i in range(12):
+        logger.log_dataset(f"data/f{i:02d}.txt", "output")
+    logger.finalize()
+    assert api.artifact_push("p").ok
+    shutil.rmtree(workspace / "data")
+    shutil.rmtree(workspace / ".dvc" / "cache")
+    open_store = plugins.open_store
+    stores = []
+
+    def dead(remote, loaded=None):
+        stores.append(FaultyStore(open_store(remote, loaded), Fault.drop(None, ops="get")))
+        return stores[-1]
+
+    monkeypatch.setattr(plugins, "open_store", dead)
+    done = cmf("artifact", "pull", "-p", "p", "-j", "1")
+    assert done.code == 1
+    assert stores[0].count("get") == transfer.GIVE_UP_IN_A_ROW * transfer.RETRIES, "the rest were never tried"
+    lines = done.err.splitlines()
+    assert sum("gave up after" in line and "not tried" not in line for line in lines) == transfer.GIVE_UP_IN_A_ROW
+    assert sum("not tried" in line for line in lines) == 6, "5 listed, then one line counting the others"
+    assert lines[-1].startswith("cmf: error: and 4 more objects: not tried: 3 objects in a row failed")
+    assert "12 failed" in done.out and not [p for p in (workspace / "data").rglob("*") if p.is_file()]
+
+
+def test_hashing_writer_hashes_big_streams_in_a_thread_and_stops_it(tmp_path):
+    """Past its inline part the md5 is computed by a thread while bytes still arrive; the digest is the
+    same, the files get every byte, and the thread ends with the digest, or when a failed stream closes it."""
+    import threading
+
+    data = os.urandom(transfer.HashingWriter.INLINE + 3 * (1 << 20) + 12345)
+    with open(tmp_path / "out", "wb") as out:
+        writer = transfer.HashingWriter([out], lambda n: None)
+        for start in range(0, len(data), 700_001):  # chunks that straddle the inline limit
+            writer.write(data[start:start + 700_001])
+        assert [t for t in threading.enumerate() if t.name == "cmf-md5"], "big streams are hashed by a thread"
+        assert writer.hexdigest() == hashlib.md5(data).hexdigest()
+    assert (tmp_path / "out").read_bytes() == data
+    assert not [t for t in threading.enumerate() if t.name == "cmf-md5"]
+    broken = transfer.HashingWriter([], lambda n: None)
+    broken.write(data)
+    broken.close()  # what the engine does when a download fails half-way
+    assert not [t for t in threading.enumerate() if t.name == "cmf-md5"]

@@ -8,8 +8,9 @@
   unauthenticated connections beyond ``MaxStartups`` (10 by default), so the
   cap stays below it.  A connection that fails is discarded, never reused.
 * **Speed**: uploads are pipelined (no wait for each write's ack) and downloads
-  prefetched; requests are as large as the server's ``limits@openssh.com``
-  allow (up to :data:`MAX_REQUEST`), instead of paramiko's 32 KiB.
+  of more than one request prefetched; requests are as large as the server's
+  ``limits@openssh.com`` allow (up to :data:`MAX_REQUEST`), instead of
+  paramiko's 32 KiB.
 * **Atomic puts**: ``.<name>.<uuid>.tmp`` beside the target, then ``posix_rename``.
 """
 from __future__ import annotations
@@ -256,15 +257,19 @@ class SFTPStore(ObjectStore):
                 dst.write(chunk)  # outside _errors: a local write error stays what it is
 
     def _chunks(self, sftp: paramiko.SFTPClient, path: str, key: str) -> Iterator[bytes]:
+        """The object's bytes: open, fstat, then exactly ``size`` bytes (no read to find the end), so a small
+        object costs four round trips; a larger one is prefetched (paramiko sends all reads at once, from a
+        thread of its own: not worth it for one read)."""
         with self._errors(path, key), sftp.open(path, "rb") as remote:
             remote.MAX_REQUEST_SIZE = self._request
-            size = remote.stat().st_size or 0
-            if size:
-                remote.prefetch(size)
-            while True:
-                chunk = remote.read(self._request)  # one prefetched reply: paramiko joins no pieces
+            left = remote.stat().st_size or 0
+            if left > self._request:
+                remote.prefetch(left)
+            while left > 0:
+                chunk = remote.read(min(left, self._request))  # one reply: paramiko joins no pieces
                 if not chunk:
-                    return
+                    return  # shorter than its size said: the engine's md5 check refuses it
+                left -= len(chunk)
                 yield chunk
 
     def close(self) -> None:

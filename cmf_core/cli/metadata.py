@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from typing import Any, Dict, List, Sequence
+from collections import Counter
+from typing import Any, Dict, List, Sequence, Tuple
 
 import click
 
@@ -119,6 +120,22 @@ def _size(count: int) -> str:
     return ""
 
 
+SAME_ERROR_SHOWN = 5  # failures with one reason listed one by one; beyond, a count
+
+
+def _report_failures(failed: Sequence[Tuple[str, str]]) -> None:
+    """One line per failed object, except that an error shared by many (the objects not tried once the
+    remote went down) is listed for the first few, then counted."""
+    totals = Counter(error for _, error in failed)
+    shown: Counter = Counter()
+    for what, error in failed:
+        shown[error] += 1
+        if shown[error] <= SAME_ERROR_SHOWN:
+            click.echo(f"cmf: error: {what}: {error}", err=True)
+        elif shown[error] == SAME_ERROR_SHOWN + 1:
+            click.echo(f"cmf: error: and {totals[error] - SAME_ERROR_SHOWN} more objects: {error}", err=True)
+
+
 def _report(result, as_json: bool) -> None:
     verb = {"push": "pushed", "pull": "pulled"}[result.direction]
     if as_json:
@@ -134,8 +151,7 @@ def _report(result, as_json: bool) -> None:
     if not as_json:
         for artifact, reason in result.not_files:
             click.echo(f"  not moved: {artifact} ({reason})")
-    for what, error in result.failed:
-        click.echo(f"cmf: error: {what}: {error}", err=True)
+    _report_failures(result.failed)
     if not result.ok:
         raise click.exceptions.Exit(1)
 

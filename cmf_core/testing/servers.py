@@ -51,6 +51,22 @@ class Server:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for_port(self.port, proc=self.proc)
 
+    def __enter__(self) -> "Server":
+        """``with SomeServer(...) as server:`` starts it, and stops it (:meth:`cleanup`) whatever happens."""
+        try:
+            self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        """Stop the server; servers with files of their own remove them too."""
+        self.stop()
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
