@@ -55,9 +55,10 @@ MIN_PART = 8 * MIB
 TARGET_PARTS = 9_000            # aim below S3's limit of 10,000 parts per upload
 DOWNLOAD_HEAD = 8 * MIB         # objects up to this size come in one streamed GET
 DOWNLOAD_PART = 8 * MIB         # then ranges of this size: CONCURRENCY of them (64 MiB) may wait in memory
-CONCURRENCY = 8                 # parts in flight per object, up or down
+CONCURRENCY = 8                 # ranges in flight per object
+UPLOAD_THREADS = 10             # parts of one object uploaded at once, as s3transfer's default
 RANGE_ATTEMPTS = 2              # a range whose body breaks off is fetched again once, not the whole object
-POOL = 128                      # connections of the client and of the GET pool: jobs x CONCURRENCY, opened lazily
+POOL = 128                      # connections of the client and of the GET pool: jobs x parts, opened lazily
 PRESIGNED_SECONDS = 3600        # lifetime of the signed URL of one GET: the request must start within it
 CLIENT_CONFIG = Config(
     max_pool_connections=POOL,
@@ -134,7 +135,7 @@ class AmazonS3Store(ObjectStore):
                     self.client.put_object(Bucket=self.where.bucket, Key=self.where.name(key), Body=body)
                 return
             config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=part_size(size),
-                                    max_concurrency=CONCURRENCY, preferred_transfer_client="classic")
+                                    max_concurrency=UPLOAD_THREADS, preferred_transfer_client="classic")
             self.client.upload_file(str(src), self.where.bucket, self.where.name(key), Config=config)
 
     def get(self, key: str, dst: BinaryIO) -> None:
