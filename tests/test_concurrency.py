@@ -16,6 +16,8 @@ Each process waits for a "go" file before it starts work, so that they really ru
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -231,3 +233,20 @@ def test_concurrent_pulls_into_one_workspace_place_every_file(tmp_path, monkeypa
     assert first.moved and not second.moved and second.skipped, "one pulled, the other waited and found all in place"
     ds.assert_in_place()
     BackendConformance.assert_no_partial_files(ws)
+
+
+def test_a_writer_keeps_logging_into_an_mlmd_file_that_a_metadata_pull_replaced(tmp_path, monkeypatch):
+    """``cmf metadata pull`` renames a merged copy over the mlmd file (under its write lock); a ``Cmf`` opened
+    before goes on logging into the new file, not into the replaced one, where its records would be lost."""
+    ws = init(tmp_path / "ws", tmp_path, "local", {"path": str(tmp_path / "store")})
+    monkeypatch.chdir(ws)
+    writer = Cmf(filepath="mlmd", pipeline_name="shared")
+    writer.create_context(pipeline_stage="train")
+    writer.create_execution(execution_type="Before")
+    with records.write_lock("mlmd"):  # what the pull does: a merged copy, renamed over the file
+        shutil.copyfile("mlmd", ".mlmd.pull")
+        os.replace(".mlmd.pull", "mlmd")
+    writer.create_execution(execution_type="After")
+    store = records.open_store("mlmd", create=False)
+    assert sorted(t.name for t in store.get_execution_types()) == ["After", "Before"]
+    assert len(store.get_executions()) == 2 and len(store.get_contexts()) == 2, "the ids carried over"

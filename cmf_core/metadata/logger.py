@@ -37,7 +37,7 @@ import time
 import uuid
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Set, TypeVar
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
@@ -86,9 +86,19 @@ def _locked(method: Method) -> Method:
     @functools.wraps(method)
     def run(self, *args: Any, **kwargs: Any) -> Any:
         with self.lock:
+            (self if isinstance(self, Cmf) else self.writer)._follow_replaced_file()
             return method(self, *args, **kwargs)
 
     return run  # type: ignore[return-value]
+
+
+def _identity(path: str) -> Optional[Tuple[int, int]]:
+    """Which file ``path`` is (device and inode), or ``None`` if there is none."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _event_kind(event: str) -> str:
@@ -137,6 +147,7 @@ class Cmf:
         with self.lock:  # a new file gets its schema, and the pipeline its context, once
             self.store = records.open_store(filepath)
             self.types = records.Types(self.store)
+            self._identity = _identity(filepath)
             self.parent_context = records.get_or_create_context(self.store, self.types, records.PARENT_CONTEXT,
                                                                 self.pipeline_name, custom_properties)
         self.child_context: Optional[pb.Context] = None
@@ -149,6 +160,15 @@ class Cmf:
         self._session_executions: Set[int] = set()
         if self.driver:
             self.driver.pipeline(self.pipeline_name, self.parent_context.id, custom_properties or {})
+
+    def _follow_replaced_file(self) -> None:
+        """Reopen the mlmd file if it was replaced since (``cmf metadata pull`` renames a merged copy over
+        it, ids kept), so that records go into the file and not into the replaced one, which is gone."""
+        identity = _identity(self.filepath)
+        if identity is not None and identity != self._identity:
+            self.store = records.open_store(self.filepath)
+            self.types = records.Types(self.store)
+            self._identity = identity
 
     # -- set-up helpers ---------------------------------------------------------------------------
 
