@@ -148,8 +148,8 @@ def test_part_size_keeps_huge_files_under_10000_parts():
     assert -(-500 * 10**9 // amazon_store.part_size(500 * 10**9)) <= 9_000
 
 
-def http_gets(store, monkeypatch) -> List[str]:
-    """Record the Range header of every GET the store sends through its urllib3 pool."""
+def http_requests(store, monkeypatch) -> List[str]:
+    """Record the method and Range header of every request the store sends through its urllib3 pool."""
     ranges: List[str] = []
     send = store.http.request
 
@@ -168,7 +168,7 @@ def test_big_objects_move_in_parallel_parts(store, tmp_path, monkeypatch):
     monkeypatch.setattr(amazon_store, "DOWNLOAD_PART", MIB)  # 20 GETs: more than the 10 parts that deadlock s3transfer
     operations: List[str] = []
     store.client.meta.events.register("before-call.s3.*", lambda model, **_: operations.append(model.name))
-    ranges = http_gets(store, monkeypatch)
+    ranges = http_requests(store, monkeypatch)
     src = tmp_path / "big"
     data = random_bytes(20 * MIB + 123, "multipart")
     src.write_bytes(data)
@@ -212,7 +212,7 @@ def test_small_object_is_one_get(store, tmp_path, monkeypatch):
     src.write_bytes(b"small object")
     key = layout.key(hashlib.md5(b"small object").hexdigest())
     store.put(src, key)
-    requests = http_gets(store, monkeypatch)
+    requests = http_requests(store, monkeypatch)
     sink = Sink()
     store.get(key, sink)
     assert sink.value == b"small object" and requests == [f"GET bytes=0-{amazon_store.DOWNLOAD_HEAD - 1}"]
@@ -231,13 +231,17 @@ def test_big_object_pushed_by_dvc_is_pulled_by_cmf(amazon_ws, cmf, monkeypatch):
     assert_in_place(amazon_ws, files)
 
 
-def test_small_objects_are_one_put(store, tmp_path):
+def test_small_objects_are_one_put(store, tmp_path, monkeypatch):
     seen: List[str] = []
     store.client.meta.events.register("before-call.s3.*", lambda model, **_: seen.append(model.name))
+    requests = http_requests(store, monkeypatch)
     src = tmp_path / "small"
     src.write_bytes(b"small")
     store.put(src, layout.key(hashlib.md5(b"small").hexdigest()))
-    assert seen == ["PutObject"]
+    assert requests == ["PUT None"] and not seen, "one PUT to a presigned URL, no SDK call"
+    sink = Sink()
+    store.get(layout.key(hashlib.md5(b"small").hexdigest()), sink)
+    assert sink.value == b"small"
 
 
 def test_exists_lists_instead_of_asking_per_key(store, tmp_path):
@@ -419,6 +423,19 @@ def test_throttling_and_5xx_are_transient(store, monkeypatch):
         body=io.BytesIO(busy), status=500, preload_content=False))
     with pytest.raises(TransientError, match="InternalError"):
         store.get(key, Sink())
+
+
+def test_a_refused_put_names_the_bucket_and_retries_only_when_transient(store, tmp_path, monkeypatch, s3_bucket):
+    src = tmp_path / "obj"
+    src.write_bytes(b"refused")
+    key = layout.key(hashlib.md5(b"refused").hexdigest())
+    for status, code, kind in ((403, "AccessDenied", BackendError), (503, "SlowDown", TransientError)):
+        body = f"<Error><Code>{code}</Code><Message>no</Message></Error>".encode()
+        monkeypatch.setattr(store.http, "request", lambda *a, **k: urllib3.HTTPResponse(
+            body=io.BytesIO(body), status=status, preload_content=False))
+        with pytest.raises(kind) as raised:
+            store.put(src, key)
+        assert s3_bucket in str(raised.value) and (kind is TransientError) == isinstance(raised.value, TransientError)
 
 
 def test_errors_name_the_bucket_and_endpoint(store, s3_server, s3_bucket):

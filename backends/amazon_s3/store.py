@@ -1,20 +1,21 @@
 """The amazonS3 object store: one boto3 client, shared by every transfer thread.
 
 * ``exists`` lists prefixes (:func:`cmf_core.s3.existing`), never one HEAD per key;
-* ``put`` is one ``put_object`` below :data:`MULTIPART_THRESHOLD` (``upload_file``
-  would build a transfer manager, its threads and futures for every small file:
-  twice the CPU per object), and ``upload_file`` with parallel multipart parts
+* ``put`` is one PUT below :data:`MULTIPART_THRESHOLD` (``upload_file`` would
+  build a transfer manager, its threads and futures for every small file: twice
+  the CPU per object), and ``upload_file`` with parallel multipart parts
   from there on, sized by :func:`part_size` so that even objects of terabytes
   stay under S3's 10,000 parts;
 * ``get`` asks for the first :data:`DOWNLOAD_HEAD` bytes (all of most objects:
   one GET, no HEAD) and streams them into the engine's non-seekable writer;
   the size in that answer starts parallel ranged GETs of the rest at once,
   written in order after the head, at most ``CONCURRENCY`` ranges in memory.
-  Each GET is a URL presigned by the boto3 client (its credentials, chain and
-  region) and sent through a urllib3 pool (:func:`cmf_core.s3.http_pool`):
-  a ``get_object`` call spends about 1.5 ms of CPU per request on botocore's
-  event hooks, header parsing and signing, presigning and urllib3 about 0.6 ms,
-  which is what a pull of thousands of small files is made of.
+  Each GET (and each one-PUT upload) goes to a URL presigned by the boto3 client
+  (its credentials, chain and region) through a urllib3 pool
+  (:func:`cmf_core.s3.http_pool`): a ``get_object`` call spends about 1.5 ms of
+  CPU per request on botocore's event hooks, header parsing and signing,
+  presigning and urllib3 about 0.6 ms, which is what moving thousands of small
+  files is made of.
 
 Why not ``download_fileobj``: response checksums must stay off, because some
 servers (rclone) send the whole object's CRC with every range, which botocore
@@ -129,11 +130,14 @@ class AmazonS3Store(ObjectStore):
 
     def put(self, src: Path, key: str) -> None:
         size = src.stat().st_size
+        if size < MULTIPART_THRESHOLD:  # one PUT: upload_file would set up a transfer manager per file
+            with open(src, "rb") as body:
+                response = self._presigned("PUT", key, body=body, headers={"Content-Length": str(size)})
+            if response.status != 200:
+                raise self._refused(response, key)
+            s3.release(response)
+            return
         with self._translated(key):
-            if size < MULTIPART_THRESHOLD:  # one PUT: upload_file would set up a transfer manager per file
-                with open(src, "rb") as body:
-                    self.client.put_object(Bucket=self.where.bucket, Key=self.where.name(key), Body=body)
-                return
             config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=part_size(size),
                                     max_concurrency=UPLOAD_THREADS, preferred_transfer_client="classic")
             self.client.upload_file(str(src), self.where.bucket, self.where.name(key), Config=config)
@@ -157,23 +161,32 @@ class AmazonS3Store(ObjectStore):
 
     # -- helpers -----------------------------------------------------------------------------------
 
-    def _ranged(self, key: str, first: int, last: int) -> Optional[urllib3.BaseHTTPResponse]:
-        """The open response to a presigned GET of bytes ``first..last`` (``None`` if the object is empty)."""
+    def _presigned(self, method: str, key: str, **request: object) -> urllib3.BaseHTTPResponse:
+        """The open response to ``method`` (GET or PUT) on the URL the client presigns for ``key``."""
+        operation = {"GET": "get_object", "PUT": "put_object"}[method]
         with self._translated(key):
             url = self.client.generate_presigned_url(
-                "get_object", Params={"Bucket": self.where.bucket, "Key": self.where.name(key)},
+                operation, Params={"Bucket": self.where.bucket, "Key": self.where.name(key)},
                 ExpiresIn=PRESIGNED_SECONDS)
         with self._unreachable():
-            response = self.http.request("GET", url, headers={"Range": f"bytes={first}-{last}"},
-                                         preload_content=False, decode_content=False)
-        if response.status in (200, 206):
-            return response
+            return self.http.request(method, url, preload_content=False, decode_content=False, **request)
+
+    def _refused(self, response: urllib3.BaseHTTPResponse, key: str, fetching: bool = False) -> CmfError:
+        """The cmf error for an S3 error answer (its XML body names the code)."""
         body = response.data.decode("utf-8", "replace")
         s3.release(response)
-        if response.status == 416:
-            return None
         code, message = s3.parse_error_body(body)
-        raise s3.error(code, response.status, self.where, key, message or "", fetching=True)
+        return s3.error(code, response.status, self.where, key, message or "", fetching=fetching)
+
+    def _ranged(self, key: str, first: int, last: int) -> Optional[urllib3.BaseHTTPResponse]:
+        """The open response to a presigned GET of bytes ``first..last`` (``None`` if the object is empty)."""
+        response = self._presigned("GET", key, headers={"Range": f"bytes={first}-{last}"})
+        if response.status in (200, 206):
+            return response
+        if response.status == 416:
+            s3.release(response)
+            return None
+        raise self._refused(response, key, fetching=True)
 
     def _write_in_order(self, key: str, head: urllib3.BaseHTTPResponse, rest: List[Tuple[int, int]],
                         dst: BinaryIO) -> None:
