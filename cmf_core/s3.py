@@ -27,7 +27,7 @@ from cmf_core.hookspecs import InitOption
 if TYPE_CHECKING:
     import urllib3
 
-__all__ = ["Location", "error", "parse_error_body", "unreachable", "TLS_OPTIONS", "tls_setting", "tls_verify",
+__all__ = ["Location", "error", "parse_error_body", "unreachable", "http_failure", "TLS_OPTIONS", "tls_setting", "tls_verify",
            "http_pool", "release", "ENV_CREDENTIALS", "env_credentials", "existing"]
 
 # -- where objects live ---------------------------------------------------------------------------
@@ -117,6 +117,16 @@ def unreachable(where: Location, exc: BaseException, tls: bool = False) -> Backe
     return TransientError(f"cannot reach {where.endpoint} (bucket '{where.bucket}'): {reason}")
 
 
+def http_failure(where: Location, exc: BaseException) -> BackendError:
+    """:func:`unreachable` for a urllib3 error of the :func:`http_pool`: judged by the error of its last
+    try (a ``MaxRetryError`` names the URL, and a presigned URL holds a signature: never shown)."""
+    import urllib3
+
+    if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
+        exc = exc.reason
+    return unreachable(where, exc, tls=isinstance(exc, urllib3.exceptions.SSLError))
+
+
 # -- TLS --------------------------------------------------------------------------------------------
 
 TLS_OPTIONS: Tuple[InitOption, ...] = (
@@ -153,12 +163,16 @@ def tls_verify(options: Mapping[str, str]) -> Union[bool, str]:
 def http_pool(endpoint: str, verify: Union[bool, str], size: int, connect_timeout: float,
               read_timeout: float) -> "urllib3.PoolManager":
     """A thread-safe urllib3 pool for ``endpoint``: TLS as :func:`tls_verify` says, through the proxy
-    that ``HTTP(S)_PROXY`` names unless ``NO_PROXY`` exempts the host (as boto3 and DVC do), and
-    without retries: the engine retries what :func:`error` calls transient."""
+    that ``HTTP(S)_PROXY`` names unless ``NO_PROXY`` exempts the host (as boto3 and DVC do).
+
+    A request whose connection fails or breaks off is sent once more at once (a kept-alive connection
+    the server has closed meanwhile; S3 GETs and PUTs may be repeated, and urllib3 rewinds a file
+    body), as botocore does; error answers and everything after are the engine's to retry."""
     import urllib3
 
+    once = urllib3.Retry(total=1, connect=1, read=1, status=0, other=0, redirect=False)
     settings = dict(maxsize=size, timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
-                    retries=False, cert_reqs="CERT_REQUIRED" if verify else "CERT_NONE",
+                    retries=once, cert_reqs="CERT_REQUIRED" if verify else "CERT_NONE",
                     ca_certs=verify if isinstance(verify, str) else None)  # None: the system's CAs
     url = urlsplit(endpoint)
     proxy = urllib.request.getproxies().get(url.scheme)

@@ -242,7 +242,7 @@ class AmazonS3Store(ObjectStore):
         try:
             yield
         except urllib3.exceptions.HTTPError as exc:
-            raise s3.unreachable(self.where, exc, tls=isinstance(exc, urllib3.exceptions.SSLError)) from None
+            raise s3.http_failure(self.where, exc) from None
 
     def _list(self, prefix: str) -> Iterator[str]:
         """Every key under ``prefix`` (relative to the remote's prefix), page by page."""

@@ -28,7 +28,8 @@ def part_size(size: int) -> int:
 class MinioStore(ObjectStore):
     """Objects at ``prefix/<key>`` in a bucket, moved by the minio SDK.
 
-    urllib3 retries are off: the engine retries what :mod:`cmf_core.s3` calls transient.
+    The pool (:func:`cmf_core.s3.http_pool`) sends a request once more when its connection breaks;
+    the engine retries what :mod:`cmf_core.s3` calls transient.
     """
 
     def __init__(self, where: s3.Location, access_key: str, secret_key: str, *,
@@ -47,7 +48,7 @@ class MinioStore(ObjectStore):
     def _errors(self, key: Optional[str] = None, fetching: bool = False) -> Iterator[None]:
         """Turn SDK and connection errors into cmf errors that name the bucket and endpoint."""
         from minio.error import InvalidResponseError, S3Error, ServerError
-        from urllib3.exceptions import HTTPError, SSLError
+        from urllib3.exceptions import HTTPError
 
         try:
             yield
@@ -61,7 +62,7 @@ class MinioStore(ObjectStore):
             code, message = s3.parse_error_body(getattr(exc, "_body", None))
             raise s3.error(code, getattr(exc, "_code", None), self.where, key, message or "", fetching) from None
         except HTTPError as exc:
-            raise s3.unreachable(self.where, exc, tls=isinstance(exc, SSLError)) from None
+            raise s3.http_failure(self.where, exc) from None
 
     def _names(self, prefix: str) -> Iterator[str]:
         """Every key under ``prefix`` (a folder of keys ending in ``/``, or ``""``)."""
