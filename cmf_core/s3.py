@@ -165,12 +165,14 @@ def http_pool(endpoint: str, verify: Union[bool, str], size: int, connect_timeou
     """A thread-safe urllib3 pool for ``endpoint``: TLS as :func:`tls_verify` says, through the proxy
     that ``HTTP(S)_PROXY`` names unless ``NO_PROXY`` exempts the host (as boto3 and DVC do).
 
-    A request whose connection fails or breaks off is sent once more at once (a kept-alive connection
-    the server has closed meanwhile; S3 GETs and PUTs may be repeated, and urllib3 rewinds a file
-    body), as botocore does; error answers and everything after are the engine's to retry."""
+    A request whose connection fails or breaks off, or that is answered 500/502/503/504, is sent once
+    more (a kept-alive connection the server has closed meanwhile, a busy server; S3 GETs and PUTs may
+    be repeated, and urllib3 rewinds a file body), as botocore does; what fails again goes to the
+    engine, which retries with backoff what :func:`error` calls transient."""
     import urllib3
 
-    once = urllib3.Retry(total=1, connect=1, read=1, status=0, other=0, redirect=False)
+    once = urllib3.Retry(total=1, connect=1, read=1, status=1, other=0, redirect=False,
+                         status_forcelist=(500, 502, 503, 504), raise_on_status=False)
     settings = dict(maxsize=size, timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
                     retries=once, cert_reqs="CERT_REQUIRED" if verify else "CERT_NONE",
                     ca_certs=verify if isinstance(verify, str) else None)  # None: the system's CAs

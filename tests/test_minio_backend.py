@@ -455,3 +455,33 @@ def test_http_pool_goes_through_the_proxy_the_environment_names(monkeypatch):
     assert not isinstance(s3.http_pool("https://minio.internal:9000", True, 2, 1, 1), urllib3.ProxyManager)
     assert not isinstance(s3.http_pool("http://s3.example.org", True, 2, 1, 1), urllib3.ProxyManager), \
         "an http endpoint uses HTTP_PROXY, which is not set"
+
+
+def test_http_pool_sends_a_request_once_more_after_a_busy_answer():
+    """A 503 (or a dropped connection) is retried once inside the pool, as botocore does; a second one is
+    the answer, for the engine's own retries with backoff."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answers: List[int] = [503, 200]
+
+    class Busy(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(answers.pop(0) if answers else 500)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/bucket/key"
+    try:
+        pool = s3.http_pool(url, True, 2, 5, 5)
+        assert pool.request("GET", url).status == 200 and not answers
+        answers.extend([503, 503])
+        assert pool.request("GET", url).status == 503 and not answers, "busy twice: the answer is returned"
+    finally:
+        server.shutdown()
+        server.server_close()
