@@ -12,6 +12,7 @@ from typing import Dict, List, Optional
 import pytest
 
 from cmf_core.cli import main
+from cmf_core.testing import Dataset
 
 CMF = shutil.which("cmf", path=str(Path(sys.executable).parent)) or "cmf"
 
@@ -150,3 +151,10 @@ def one_error_line(err: str) -> str:
     assert len(lines) == 1, f"expected one error line, got {lines}"
     assert lines[0].startswith("cmf: error:"), lines[0]
     return lines[0]
+
+
+def logged_sample(ws: Path, count: int = 3) -> Dataset:
+    """A file and a folder of ``count`` files (random bytes), logged in ``ws`` as outputs of PIPELINE."""
+    files = {"data/a.csv": b"id,value\n1,2\n"}
+    files.update({f"folder/part {i}.bin": os.urandom(1000 + i) for i in range(count)})
+    return Dataset.write(ws, files, ["data/a.csv", "folder"]).log()

@@ -175,8 +175,7 @@ def logged(ws: Path, own: str) -> Dataset:
     files = {f"shared/part {i}.bin": hashlib.sha512(f"shared {i}".encode()).digest() * 2000 for i in range(12)}
     files.update({f"{own}/part {i}.bin": hashlib.sha512(f"{own} {i}".encode()).digest() * 2000 for i in range(4)})
     ds = Dataset.write(ws, files, ["shared", own])
-    BackendConformance.log(*ds.artifacts, mlmd=str(ws / "mlmd"))
-    return ds.logged()
+    return ds.log(mlmd=str(ws / "mlmd"))
 
 
 def test_concurrent_pushes_to_one_remote_store_every_object_once(tmp_path, remote, record_property):

@@ -22,6 +22,7 @@ from cmf_core.errors import BackendError, ConfigError, ObjectNotFound, Transient
 from cmf_core.testing import PIPELINE, BackendConformance, Dataset, WrappedStore
 from cmf_core.testing.servers import S3Server
 from tests.conftest import clone_workspace, one_error_line
+from tests.conftest import logged_sample as logged
 
 DVC = shutil.which("dvc", path=str(Path(sys.executable).parent)) or "dvc"
 KEYS = {"access_key_id": S3Server.ACCESS_KEY, "secret_key": S3Server.SECRET_KEY}
@@ -34,15 +35,6 @@ def options(server: S3Server, bucket: str, prefix: str = "some/prefix", **extra:
 
 def init(ws: Path, tmp_path: Path, opts: Dict[str, object]) -> None:
     api.init("minioS3", opts, git_remote_url=str(tmp_path / "origin.git"), workspace=ws)
-
-
-def logged(ws: Path, count: int = 3) -> Dataset:
-    """A file and a folder of ``count`` files, logged as outputs of pipeline PIPELINE."""
-    files = {"data/a.csv": b"id,value\n1,2\n"}
-    files.update({f"folder/part {i}.bin": os.urandom(1000 + i) for i in range(count)})
-    ds = Dataset.write(ws, files, ["data/a.csv", "folder"])
-    BackendConformance.log(*ds.artifacts)
-    return ds.logged()
 
 
 def dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess:

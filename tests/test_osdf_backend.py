@@ -35,6 +35,7 @@ from cmf_core.testing import PIPELINE, BackendConformance, Dataset, Sink
 from cmf_core.testing.origin import (PelicanStandIn, XRootDOrigin, ca_bundle, jwt_token, self_signed,
                                      signing_key)
 from cmf_core.testing.servers import free_port
+from tests.conftest import logged_sample as logged
 from tests.conftest import one_error_line
 
 ISSUER = "https://issuer.cmf.invalid"
@@ -117,14 +118,6 @@ def fresh(request) -> str:
 
 def init(ws: Path, tmp_path: Path, options: Dict[str, object]) -> None:
     api.init("osdfremote", options, git_remote_url=str(tmp_path / "origin.git"), workspace=ws)
-
-
-def logged(ws: Path, count: int = 3) -> Dataset:
-    files = {"data/a.csv": b"id,value\n1,2\n"}
-    files.update({f"folder/part {i}.bin": os.urandom(2000 + i) for i in range(count)})
-    ds = Dataset.write(ws, files, ["data/a.csv", "folder"])
-    BackendConformance.log(*ds.artifacts)
-    return ds.logged()
 
 
 def open_store(ws: Path):
@@ -216,7 +209,9 @@ def test_a_wrong_token_is_refused_with_one_clear_line(ws, tmp_path, federation, 
     assert forged not in done.err + done.out
 
 
-def test_a_wrong_token_fails_a_pull_too(ws, tmp_path, federation, request, cmf):
+def pushed_then_forgotten(ws: Path, tmp_path: Path, federation, request, cmf) -> Path:
+    """A workspace on the origin and cache with a token file; its data pushed, then deleted locally.
+    Returns the token file (re-read whenever the remote opens)."""
     name = fresh(request)
     token_file = federation.token_file(tmp_path)
     init(ws, tmp_path, {"path": federation.origin_url(name), "cache": federation.cache_url(name),
@@ -224,6 +219,11 @@ def test_a_wrong_token_fails_a_pull_too(ws, tmp_path, federation, request, cmf):
     ds = logged(ws)
     assert cmf("artifact", "push", "-p", PIPELINE).code == 0
     ds.forget()
+    return token_file
+
+
+def test_a_wrong_token_fails_a_pull_too(ws, tmp_path, federation, request, cmf):
+    token_file = pushed_then_forgotten(ws, tmp_path, federation, request, cmf)
     token_file.write_text("not-a-token-the-servers-know\n")  # the file is re-read whenever the remote opens
     done = cmf("artifact", "pull", "-p", PIPELINE)
     assert done.code != 0
@@ -241,13 +241,7 @@ def test_no_token_at_all_is_refused_with_a_hint(ws, tmp_path, federation, reques
 
 
 def test_an_expired_token_is_refused_before_any_request(ws, tmp_path, federation, request, cmf):
-    name = fresh(request)
-    token_file = federation.token_file(tmp_path)
-    init(ws, tmp_path, {"path": federation.origin_url(name), "cache": federation.cache_url(name),
-                        "access_token": str(token_file)})
-    ds = logged(ws)
-    assert cmf("artifact", "push", "-p", PIPELINE).code == 0
-    ds.forget()
+    token_file = pushed_then_forgotten(ws, tmp_path, federation, request, cmf)
     token_file.write_text(federation.token(lifetime=-120))
     seen = len(federation.front.requests()), len(federation.cache.requests())
     for command in ("push", "pull"):

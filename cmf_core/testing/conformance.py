@@ -176,6 +176,12 @@ class Dataset:
                 ds.manifests[layout.key(layout.manifest_md5(manifest))] = manifest
         return ds
 
+    def log(self, pipeline: str = PIPELINE, mlmd: str = "mlmd") -> "Dataset":
+        """Log the artifacts as outputs of one execution of ``pipeline`` (:meth:`BackendConformance.log`),
+        then note what logging added (:meth:`logged`)."""
+        BackendConformance.log(*self.artifacts, pipeline=pipeline, mlmd=mlmd)
+        return self.logged()
+
     def logged(self) -> "Dataset":
         """Note the objects that logging added besides ours (they are in the DVC cache now)."""
         cache = self.root / ".dvc" / "cache"
@@ -364,15 +370,13 @@ class BackendConformance:
             "données/sous dossier/ñ 中.txt": "中文\n".encode(),
         }
         ds = Dataset.write(root, files, ["data/a.csv", "data/b.bin", "données"])
-        BackendConformance.log(*ds.artifacts)
-        return ds.logged()
+        return ds.log()
 
     @staticmethod
     def two_files(root: Path) -> Dataset:
         ds = Dataset.write(root, {"data/a.csv": b"a,b\n1,2\n", "data/b.bin": random_bytes(50_000, "two")},
                            ["data/a.csv", "data/b.bin"])
-        BackendConformance.log(*ds.artifacts)
-        return ds.logged()
+        return ds.log()
 
     @staticmethod
     def failed_names(result) -> str:
