@@ -28,13 +28,13 @@ import os
 import queue
 import random
 import shutil
+import stat
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from cmf_core import layout, locks
 from cmf_core.errors import BackendError, CmfError, ObjectNotFound, TransientError
@@ -46,6 +46,7 @@ BACKOFF = 0.2  # seconds before the first retry; doubled each time, with jitter
 GIVE_UP_IN_A_ROW = 3  # objects in a row that exhausted their retries: the remote is down, the rest is not tried
 MAX_MANIFEST = 256 << 20  # a .dir manifest larger than this is refused
 PARTIAL = ".cmf-partial"
+CACHE_MODE = 0o444  # DVC cache files are read-only
 NO_FILE_TYPES = {"Metrics"}
 
 
@@ -155,7 +156,7 @@ class Workspace:
         self.cache = cache
 
     def cache_path(self, md5: str) -> Path:
-        return self.cache / "files" / "md5" / md5[:2] / md5[2:]
+        return Path(f"{self.cache}/files/md5/{md5[:2]}/{md5[2:]}")  # one Path, not four joins: it runs per object
 
     def target(self, relpath: str) -> Path:
         """The workspace path of an artifact, refused if it would land outside the workspace."""
@@ -176,11 +177,16 @@ def _within(real_root: Path, path: Path) -> bool:
 
 
 def _member_targets(root: Path, entries: Iterable[layout.Entry]) -> Iterator[Tuple[layout.Entry, Path]]:
-    """Where each file of a directory goes; a symlink leading out of ``root`` is refused."""
+    """Where each file of a directory goes; a symlink leading out of ``root`` is refused (each folder
+    of the manifest resolved once: thousands of files share a few folders)."""
     real_root = root.resolve()
+    inside: Dict[str, bool] = {}
     for entry in entries:
         path = root / entry.relpath
-        if not _within(real_root, path):
+        folder = entry.relpath.rpartition("/")[0]
+        if folder not in inside:
+            inside[folder] = _within(real_root, path)
+        if not inside[folder]:
             raise layout.ManifestError(f"{entry.relpath!r} leads outside {root} through a symlink")
         yield entry, path
 
@@ -189,7 +195,7 @@ def _member_targets(root: Path, entries: Iterable[layout.Entry]) -> Iterator[Tup
 
 
 class HashingWriter(io.RawIOBase):
-    """A write-only, non-seekable stream that writes what it receives to files and hashes it.
+    """A write-only, non-seekable stream that writes what it receives to files (raw descriptors) and hashes it.
 
     The first :attr:`INLINE` bytes are hashed as they come.  Past that, a thread of its own hashes
     (``hashlib`` lets go of the GIL) while the next bytes arrive from the network: md5 runs at about
@@ -200,7 +206,7 @@ class HashingWriter(io.RawIOBase):
     INLINE = 8 << 20
     AHEAD = 8  # chunks waiting to be hashed at most (8 MiB with the backends' 1 MiB chunks)
 
-    def __init__(self, outputs: Sequence[BinaryIO], on_bytes: Callable[[int], None]) -> None:
+    def __init__(self, outputs: Sequence[int], on_bytes: Callable[[int], None]) -> None:
         super().__init__()
         self.digest = hashlib.md5()
         self.outputs = outputs
@@ -214,8 +220,8 @@ class HashingWriter(io.RawIOBase):
 
     def write(self, data) -> int:
         view = memoryview(data)
-        for out in self.outputs:
-            out.write(view)
+        for fd in self.outputs:
+            _write_all(fd, view)
         if self._chunks is None and self.count + len(view) <= self.INLINE:
             self.digest.update(view)
         else:
@@ -248,31 +254,49 @@ class HashingWriter(io.RawIOBase):
             self._hasher = None
 
 
-def _partial(path: Path) -> Path:
-    return path.with_name(f".{path.name}{PARTIAL}")
+def _partial(path: Path) -> str:
+    """The temp file beside ``path`` that becomes it once complete (a str: this runs per object)."""
+    folder, name = os.path.split(path)
+    return f"{folder}/.{name}{PARTIAL}"
 
 
-def _place(partials: Dict[Path, Path], read_only: Iterable[Path] = ()) -> None:
+def _file_size(path: Path) -> Optional[int]:
+    """The size of the regular file at ``path``; ``None`` when there is none (one stat, not two)."""
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
+def _place(partials: Dict[Path, str]) -> None:
     for final, tmp in partials.items():  # the temp file is beside ``final``: its folder exists
-        if final in read_only:
-            os.chmod(tmp, 0o444)
         os.replace(tmp, final)
 
 
-def _create(tmp: Path) -> BinaryIO:
-    """A new, empty temp file at ``tmp`` for writing: never through a symlink planted there (``"xb"`` refuses
-    to follow it); a leftover file or link of an interrupted run is removed first."""
+def _create(tmp: str, mode: int = 0o666) -> int:
+    """A new, empty temp file at ``tmp``, open for writing (a raw descriptor: every object pays for each
+    system call).  Never through a symlink planted there (``O_EXCL`` refuses to follow it); a leftover
+    file or link of an interrupted run is removed first.  ``mode`` 0o444 makes a read-only DVC cache
+    file: still writable through this descriptor, no chmod needed."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     try:
-        return open(tmp, "xb")
+        return os.open(tmp, flags, mode)
     except FileExistsError:
         _discard([tmp])
-        return open(tmp, "xb")
+        return os.open(tmp, flags, mode)
 
 
-def _discard(partials: Iterable[Path]) -> None:
+def _write_all(fd: int, data) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _discard(partials: Iterable[str]) -> None:
     for tmp in partials:
         try:
-            tmp.unlink()
+            os.unlink(tmp)
         except FileNotFoundError:
             pass
 
@@ -333,13 +357,13 @@ class Engine:
         self.jobs = max(1, jobs)
         self.progress_enabled = progress
         self.dry_run = False
-        self._folders: Set[Path] = set()  # folders this run has made or found: one mkdir each, not one per file
+        self._folders: Set[str] = set()  # folders this run has made or found: one mkdir each, not one per file
 
-    def _folder(self, path: Path) -> None:
+    def _folder(self, path: str) -> None:
         """Make sure the folder of ``path`` exists (thread-safe: a second mkdir of a folder is harmless)."""
-        folder = path.parent
+        folder = os.path.dirname(path)
         if folder not in self._folders:
-            folder.mkdir(parents=True, exist_ok=True)
+            os.makedirs(folder, exist_ok=True)
             self._folders.add(folder)
 
     # -- push ---------------------------------------------------------------------------------
@@ -444,10 +468,14 @@ class Engine:
 
     def _write_cache(self, md5: str, data: bytes) -> None:
         target = self.ws.cache_path(md5)
-        self._folder(target)
         tmp = _partial(target)
-        tmp.write_bytes(data)
-        _place({target: tmp}, read_only=[target])
+        self._folder(tmp)
+        fd = _create(tmp, CACHE_MODE)
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+        _place({target: tmp})
 
     def plan_pull(self, artifacts: Sequence[Artifact], result: TransferResult) -> List[Obj]:
         objects: Dict[str, Obj] = {}
@@ -472,12 +500,11 @@ class Engine:
 
     def _in_place(self, obj: Obj) -> List[Path]:
         """Targets that do not hold the object yet (hashing only files of the right size)."""
-        cached = self.ws.cache_path(obj.md5)
-        size = cached.stat().st_size if cached.is_file() else None
+        size = _file_size(self.ws.cache_path(obj.md5))
         missing = []
         for target in obj.targets:
-            if target.is_file() and (size is None or target.stat().st_size == size) \
-                    and layout.file_md5(target) == obj.md5:
+            found = _file_size(target)
+            if found is not None and (size is None or found == size) and layout.file_md5(target) == obj.md5:
                 continue
             missing.append(target)
         return missing
@@ -503,10 +530,11 @@ class Engine:
         """Files already in place still go into the DVC cache, so ``dvc status`` is clean."""
         cached = self.ws.cache_path(obj.md5)
         if not cached.is_file():
-            self._folder(cached)
             tmp = _partial(cached)
-            shutil.copyfile(obj.targets[0], tmp)
-            _place({cached: tmp}, read_only=[cached])
+            self._folder(tmp)
+            with open(obj.targets[0], "rb") as src, open(_create(tmp, CACHE_MODE), "wb", closefd=True) as dst:
+                shutil.copyfileobj(src, dst, layout.CHUNK)
+            _place({cached: tmp})
 
     def _get(self, obj: Obj, progress: Progress) -> int:
         cached = self.ws.cache_path(obj.md5)
@@ -538,23 +566,23 @@ class Engine:
         """Fill temp files beside every destination, check the md5, then rename them all into place."""
         destinations = extra + obj.targets
         partials = {path: _partial(path) for path in destinations}
-        handles = []
+        fds: List[int] = []
         try:
-            for tmp in partials.values():
+            for path, tmp in partials.items():
                 self._folder(tmp)
-                handles.append(_create(tmp))
-            with contextlib.closing(HashingWriter(handles, progress.add_bytes)) as writer:
+                fds.append(_create(tmp, CACHE_MODE if path in extra else 0o666))
+            with contextlib.closing(HashingWriter(fds, progress.add_bytes)) as writer:
                 fill(writer)
                 md5 = writer.hexdigest()
-            for handle in handles:
-                handle.close()
+            while fds:
+                os.close(fds.pop())
             if md5 != obj.md5:
                 raise _Mismatch(f"md5 mismatch: got {md5}, expected {obj.md5}")
-            _place(partials, read_only=extra)
+            _place(partials)
             return writer.count
         except BaseException:
-            for handle in handles:
-                handle.close()
+            for fd in fds:
+                os.close(fd)
             _discard(partials.values())
             raise
 
@@ -562,30 +590,51 @@ class Engine:
 
     def _run(self, label: str, objects: List[Obj], work: Callable[[Obj, Progress], int],
              result: TransferResult) -> List[Obj]:
-        """Run ``work`` on every object in the pool; record outcomes in ``result``; return the failed ones."""
+        """Run ``work`` on every object in ``jobs`` threads; record outcomes in ``result``; return the failed ones.
+
+        The threads take the next object from one shared iterator and hand back ``(obj, bytes, error)``:
+        no future per object, which thousands of small files would pay for.  On Ctrl-C (or a bug) the
+        threads take nothing more and finish the object they hold, so no temp file is left behind."""
         failed: List[Obj] = []
         if not objects:
             return failed
         progress = Progress(label, len(objects), self.progress_enabled)
         breaker = _Breaker()
-        try:
-            with ThreadPoolExecutor(max_workers=min(self.jobs, len(objects))) as pool:
-                futures = {pool.submit(breaker.call, work, obj, progress): obj for obj in objects}
+        todo, taking, stop = iter(objects), threading.Lock(), threading.Event()
+        finished: "queue.SimpleQueue[Tuple[Obj, int, Optional[BaseException]]]" = queue.SimpleQueue()
+
+        def worker() -> None:
+            while not stop.is_set():
+                with taking:
+                    obj = next(todo, None)
+                if obj is None:
+                    return
                 try:
-                    for future in as_completed(futures):
-                        obj = futures[future]
-                        try:
-                            result.bytes += future.result()
-                            result.moved += 1
-                        except (CmfError, OSError, _Mismatch) as exc:
-                            result.failed.append((obj.artifact, _describe(exc)))
-                            failed.append(obj)
-                        progress.done()
-                except BaseException:
-                    for future in futures:
-                        future.cancel()
-                    raise
+                    finished.put((obj, breaker.call(work, obj, progress), None))
+                except BaseException as exc:  # noqa: B036 -- handed to the main thread, which decides
+                    finished.put((obj, 0, exc))
+
+        threads = [threading.Thread(target=worker, name=f"cmf-{label}-{i}", daemon=True)
+                   for i in range(min(self.jobs, len(objects)))]
+        try:
+            for thread in threads:
+                thread.start()
+            for _ in objects:
+                obj, moved, error = finished.get()
+                if error is None:
+                    result.bytes += moved
+                    result.moved += 1
+                elif isinstance(error, (CmfError, OSError, _Mismatch)):
+                    result.failed.append((obj.artifact, _describe(error)))
+                    failed.append(obj)
+                else:
+                    raise error
+                progress.done()
         finally:
+            stop.set()
+            for thread in threads:
+                if thread.is_alive():
+                    thread.join()
             progress.close()
         return failed
 

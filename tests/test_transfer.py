@@ -188,7 +188,7 @@ def test_hashing_writer_hashes_big_streams_in_a_thread_and_stops_it(tmp_path):
 
     data = os.urandom(transfer.HashingWriter.INLINE + 3 * (1 << 20) + 12345)
     with open(tmp_path / "out", "wb") as out:
-        writer = transfer.HashingWriter([out], lambda n: None)
+        writer = transfer.HashingWriter([out.fileno()], lambda n: None)
         for start in range(0, len(data), 700_001):  # chunks that straddle the inline limit
             writer.write(data[start:start + 700_001])
         assert [t for t in threading.enumerate() if t.name == "cmf-md5"], "big streams are hashed by a thread"
