@@ -1,4 +1,4 @@
-"""What both S3 backends (minioS3, amazonS3) share, whatever SDK moves the bytes.
+"""What both S3 backends (minioS3, amazonS3) share, whatever SDK signs their requests.
 
 * :class:`Location` -- a bucket, a prefix and an endpoint: object names from
   keys and back, and how messages name the remote;
@@ -8,7 +8,8 @@
   and ``--insecure``, stored as DVC's ``ssl_verify``;
 * :func:`env_credentials` -- stored keys, else the first pair set in the environment;
 * :func:`existing` -- which keys a bucket holds, by listing prefixes, never one HEAD per key;
-* :func:`http_pool` / :func:`release` -- the urllib3 connection pool both backends' GETs go through.
+* :func:`http_pool` / :func:`release` -- the urllib3 connection pool that :mod:`cmf_core.s3_http`
+  sends both backends' presigned requests through.
 """
 from __future__ import annotations
 

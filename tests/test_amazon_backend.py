@@ -20,7 +20,7 @@ import urllib3
 from botocore.stub import Stubber
 
 import cmf_core.transfer
-from cmf_core import api, config, layout, plugins, s3
+from cmf_core import api, config, layout, plugins, s3, s3_http
 from cmf_core.errors import BackendError, TransientError
 from cmf_core.testing import BackendConformance
 from cmf_core.testing.conformance import Sink, random_bytes
@@ -151,21 +151,21 @@ def test_part_size_keeps_huge_files_under_10000_parts():
 def http_requests(store, monkeypatch) -> List[str]:
     """Record the method and Range header of every request the store sends through its urllib3 pool."""
     ranges: List[str] = []
-    send = store.http.request
+    send = store.http.pool.request
 
     def recorded(method, url, headers=None, **kwargs):
         ranges.append(f"{method} {(headers or {}).get('Range')}")
         return send(method, url, headers=headers, **kwargs)
 
-    monkeypatch.setattr(store.http, "request", recorded)
+    monkeypatch.setattr(store.http.pool, "request", recorded)
     return ranges
 
 
 @pytest.mark.timeout(120)
 def test_big_objects_move_in_parallel_parts(store, tmp_path, monkeypatch):
     monkeypatch.setattr(amazon_store, "MULTIPART_THRESHOLD", 8 * MIB)
-    monkeypatch.setattr(amazon_store, "DOWNLOAD_HEAD", 2 * MIB)
-    monkeypatch.setattr(amazon_store, "DOWNLOAD_PART", MIB)  # 20 GETs: more than the 10 parts that deadlock s3transfer
+    monkeypatch.setattr(s3_http, "DOWNLOAD_HEAD", 2 * MIB)
+    monkeypatch.setattr(s3_http, "DOWNLOAD_PART", MIB)  # 20 GETs: more than the 10 parts that deadlock s3transfer
     operations: List[str] = []
     store.client.meta.events.register("before-call.s3.*", lambda model, **_: operations.append(model.name))
     ranges = http_requests(store, monkeypatch)
@@ -188,8 +188,8 @@ def test_big_objects_move_in_parallel_parts(store, tmp_path, monkeypatch):
 def test_a_failing_writer_stops_the_download_and_its_threads(store, tmp_path, monkeypatch):
     import threading
 
-    monkeypatch.setattr(amazon_store, "DOWNLOAD_HEAD", MIB)
-    monkeypatch.setattr(amazon_store, "DOWNLOAD_PART", MIB)
+    monkeypatch.setattr(s3_http, "DOWNLOAD_HEAD", MIB)
+    monkeypatch.setattr(s3_http, "DOWNLOAD_PART", MIB)
     data = random_bytes(12 * MIB, "writer fails")
     src = tmp_path / "obj"
     src.write_bytes(data)
@@ -215,13 +215,13 @@ def test_small_object_is_one_get(store, tmp_path, monkeypatch):
     requests = http_requests(store, monkeypatch)
     sink = Sink()
     store.get(key, sink)
-    assert sink.value == b"small object" and requests == [f"GET bytes=0-{amazon_store.DOWNLOAD_HEAD - 1}"]
+    assert sink.value == b"small object" and requests == [f"GET bytes=0-{s3_http.DOWNLOAD_HEAD - 1}"]
 
 
 def test_big_object_pushed_by_dvc_is_pulled_by_cmf(amazon_ws, cmf, monkeypatch):
     """DVC stores a CRC32 with each object, which rclone sends back with every range: cmf must not trip on it."""
-    monkeypatch.setattr(amazon_store, "DOWNLOAD_HEAD", MIB)
-    monkeypatch.setattr(amazon_store, "DOWNLOAD_PART", MIB)
+    monkeypatch.setattr(s3_http, "DOWNLOAD_HEAD", MIB)
+    monkeypatch.setattr(s3_http, "DOWNLOAD_PART", MIB)
     files = {"data/model.bin": random_bytes(12 * MIB + 5, "dvc big")}
     log(amazon_ws, files)
     sh(DVC, "push", cwd=amazon_ws)
@@ -382,7 +382,7 @@ def test_presigned_gets_verify_tls_too(ws, tls_s3_server, tls_bucket):
     assert api.artifact_push(PIPELINE).ok
     opened = plugins.open_store(config.load(ws).remote)
     try:
-        opened.http = s3.http_pool(tls_s3_server.endpoint, True, 2, 5, 5)  # the system's CAs only
+        opened.http.pool = s3.http_pool(tls_s3_server.endpoint, True, 2, 5, 5)  # the system's CAs only
         with pytest.raises(BackendError, match="TLS to") as refused:
             opened.get(layout.key(hashlib.md5(b"verified").hexdigest()), Sink())
         assert "X-Amz-" not in str(refused.value), "the presigned URL (its signature) is never shown"
@@ -420,7 +420,7 @@ def test_throttling_and_5xx_are_transient(store, monkeypatch):
         with pytest.raises(TransientError, match="SlowDown"):
             store.exists([key])
     busy = b"<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>"
-    monkeypatch.setattr(store.http, "request", lambda *a, **k: urllib3.HTTPResponse(
+    monkeypatch.setattr(store.http.pool, "request", lambda *a, **k: urllib3.HTTPResponse(
         body=io.BytesIO(busy), status=500, preload_content=False))
     with pytest.raises(TransientError, match="InternalError"):
         store.get(key, Sink())
@@ -432,7 +432,7 @@ def test_a_refused_put_names_the_bucket_and_retries_only_when_transient(store, t
     key = layout.key(hashlib.md5(b"refused").hexdigest())
     for status, code, kind in ((403, "AccessDenied", BackendError), (503, "SlowDown", TransientError)):
         body = f"<Error><Code>{code}</Code><Message>no</Message></Error>".encode()
-        monkeypatch.setattr(store.http, "request", lambda *a, **k: urllib3.HTTPResponse(
+        monkeypatch.setattr(store.http.pool, "request", lambda *a, **k: urllib3.HTTPResponse(
             body=io.BytesIO(body), status=status, preload_content=False))
         with pytest.raises(kind) as raised:
             store.put(src, key)

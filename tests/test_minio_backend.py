@@ -17,14 +17,18 @@ from typing import Dict, Iterator, List
 import pytest
 
 import cmf_core.transfer
-from cmf_core import api, config, layout, plugins, s3
+from cmf_core import api, config, layout, plugins, s3, s3_http
 from cmf_core.errors import BackendError, ConfigError, ObjectNotFound, TransientError
 from cmf_core.testing import PIPELINE, BackendConformance, Dataset, WrappedStore
+from cmf_core.testing.conformance import Sink, random_bytes
 from cmf_core.testing.servers import S3Server
 from tests.conftest import clone_workspace, one_error_line
 from tests.conftest import logged_sample as logged
 
+import cmf_backends.minio_s3.store as minio_store
+
 DVC = shutil.which("dvc", path=str(Path(sys.executable).parent)) or "dvc"
+MIB = 1 << 20
 KEYS = {"access_key_id": S3Server.ACCESS_KEY, "secret_key": S3Server.SECRET_KEY}
 
 
@@ -315,6 +319,38 @@ def test_exists_lists_prefixes(store, tmp_path, monkeypatch):
     listed.clear()
     assert store.exists(keys[:3]) == set(keys[:3])
     assert sorted(listed) == sorted({"some/prefix/" + k.rsplit("/", 1)[0] + "/" for k in keys[:3]})
+
+
+def test_small_objects_are_one_presigned_request_and_big_ones_come_in_ranges(store, tmp_path, monkeypatch):
+    """A small file is one PUT and one GET to presigned URLs (no SDK call per object); a big one goes up
+    as the SDK's multipart upload and comes down in parallel ranged GETs, written in order."""
+    monkeypatch.setattr(minio_store, "PART_SIZE", 5 * MIB)  # S3's smallest part
+    monkeypatch.setattr(s3_http, "DOWNLOAD_HEAD", MIB)
+    monkeypatch.setattr(s3_http, "DOWNLOAD_PART", MIB)
+    presigned: List[str] = []
+    send = store.http.pool.request  # the SDK's own calls go to urlopen, not here
+
+    def recorded(method, url, headers=None, **kwargs):
+        assert "X-Amz-Signature=" in url
+        presigned.append(f"{method} {(headers or {}).get('Range')}")
+        return send(method, url, headers=headers, **kwargs)
+
+    monkeypatch.setattr(store.http.pool, "request", recorded)
+    big = 12 * MIB + 5
+    ranges = [f"GET bytes={i * MIB}-{min(i * MIB + MIB, big) - 1}" for i in range(13)]
+    for data, puts, gets in ((b"small", ["PUT None"], ["GET bytes=0-1048575"]),
+                             (random_bytes(big, "big"), [], ranges)):
+        src = tmp_path / "obj"
+        src.write_bytes(data)
+        key = layout.key(hashlib.md5(data).hexdigest())
+        store.put(src, key)
+        assert presigned == puts
+        presigned.clear()
+        sink = Sink(keep=False)
+        store.get(key, sink)
+        assert (sink.size, sink.md5) == (len(data), hashlib.md5(data).hexdigest())
+        assert sorted(presigned) == sorted(gets)
+        presigned.clear()
 
 
 def test_existing_lists_folders_of_a_big_remote_one_by_one():

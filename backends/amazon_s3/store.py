@@ -6,16 +6,10 @@
   the CPU per object), and ``upload_file`` with parallel multipart parts
   from there on, sized by :func:`part_size` so that even objects of terabytes
   stay under S3's 10,000 parts;
-* ``get`` asks for the first :data:`DOWNLOAD_HEAD` bytes (all of most objects:
-  one GET, no HEAD) and streams them into the engine's non-seekable writer;
-  the size in that answer starts parallel ranged GETs of the rest at once,
-  written in order after the head, at most ``CONCURRENCY`` ranges in memory.
-  Each GET (and each one-PUT upload) goes to a URL presigned by the boto3 client
-  (its credentials, chain and region) through a urllib3 pool
-  (:func:`cmf_core.s3.http_pool`): a ``get_object`` call spends about 1.5 ms of
-  CPU per request on botocore's event hooks, header parsing and signing,
-  presigning and urllib3 about 0.6 ms, which is what moving thousands of small
-  files is made of.
+* ``get``, and ``put`` below the threshold, go to URLs presigned by the boto3
+  client (its credentials, chain and region) through :class:`cmf_core.s3_http.SignedHTTP`:
+  a ``get_object`` call spends about 1.5 ms of CPU per request on botocore's
+  event hooks, header parsing and signing; presigning and urllib3 about 0.6 ms.
 
 Why not ``download_fileobj``: response checksums must stay off, because some
 servers (rclone) send the whole object's CRC with every range, which botocore
@@ -32,21 +26,17 @@ that names the bucket and the endpoint.
 from __future__ import annotations
 
 import contextlib
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from itertools import islice
 from pathlib import Path
-from typing import BinaryIO, Deque, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import BinaryIO, Iterator, Optional, Sequence, Set, Union
 
 import boto3
 from boto3.exceptions import Boto3Error, S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-import urllib3
 from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError, HTTPClientError,
                                  IncompleteReadError, NoCredentialsError, PartialCredentialsError, SSLError)
 
-from cmf_core import s3
+from cmf_core import s3, s3_http
 from cmf_core.errors import BackendError, CmfError, TransientError
 from cmf_core.hookspecs import ObjectStore, Remote
 
@@ -54,13 +44,8 @@ MIB = 1 << 20
 MULTIPART_THRESHOLD = 64 * MIB  # files from this size on are uploaded in parallel parts
 MIN_PART = 8 * MIB
 TARGET_PARTS = 9_000            # aim below S3's limit of 10,000 parts per upload
-DOWNLOAD_HEAD = 8 * MIB         # objects up to this size come in one streamed GET
-DOWNLOAD_PART = 8 * MIB         # then ranges of this size: CONCURRENCY of them (64 MiB) may wait in memory
-CONCURRENCY = 8                 # ranges in flight per object
 UPLOAD_THREADS = 10             # parts of one object uploaded at once, as s3transfer's default
-RANGE_ATTEMPTS = 2              # a range whose body breaks off is fetched again once, not the whole object
-POOL = 128                      # connections of the client and of the GET pool: jobs x parts, opened lazily
-PRESIGNED_SECONDS = 3600        # lifetime of the signed URL of one GET: the request must start within it
+POOL = 128                      # connections of the client and of the HTTP pool: jobs x parts, opened lazily
 CLIENT_CONFIG = Config(
     max_pool_connections=POOL,
     retries={"mode": "standard", "total_max_attempts": 2},
@@ -87,8 +72,8 @@ class AmazonS3Store(ObjectStore):
     def __init__(self, client, where: s3.Location, verify: Union[bool, str] = True) -> None:
         self.client = client
         self.where = where
-        self.http = s3.http_pool(where.endpoint, verify, POOL, CLIENT_CONFIG.connect_timeout,
-                                 CLIENT_CONFIG.read_timeout)
+        self.http = s3_http.SignedHTTP(where, self._presign, verify, POOL, CLIENT_CONFIG.connect_timeout,
+                                       CLIENT_CONFIG.read_timeout)
 
     @classmethod
     def open(cls, remote: Remote) -> "AmazonS3Store":
@@ -131,11 +116,7 @@ class AmazonS3Store(ObjectStore):
     def put(self, src: Path, key: str) -> None:
         size = src.stat().st_size
         if size < MULTIPART_THRESHOLD:  # one PUT: upload_file would set up a transfer manager per file
-            with open(src, "rb") as body:
-                response = self._presigned("PUT", key, body=body, headers={"Content-Length": str(size)})
-            if response.status != 200:
-                raise self._refused(response, key)
-            s3.release(response)
+            self.http.put(src, key, size)
             return
         with self._translated(key):
             config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=part_size(size),
@@ -143,106 +124,20 @@ class AmazonS3Store(ObjectStore):
             self.client.upload_file(str(src), self.where.bucket, self.where.name(key), Config=config)
 
     def get(self, key: str, dst: BinaryIO) -> None:
-        head = self._ranged(key, 0, DOWNLOAD_HEAD - 1)
-        if head is None:  # an empty object has no byte 0
-            return
-        received = int(head.headers.get("Content-Length", 0))
-        size = head.headers.get("Content-Range", "").rpartition("/")[2]
-        total = int(size) if size.isdigit() else received
-        rest = [(first, min(first + DOWNLOAD_PART, total) - 1) for first in range(received, total, DOWNLOAD_PART)]
-        try:
-            self._write_in_order(key, head, rest, dst)
-        finally:
-            s3.release(head)
+        self.http.get(key, dst)
 
     def close(self) -> None:
         self.client.close()
-        self.http.clear()
+        self.http.close()
 
     # -- helpers -----------------------------------------------------------------------------------
 
-    def _presigned(self, method: str, key: str, **request: object) -> urllib3.BaseHTTPResponse:
-        """The open response to ``method`` (GET or PUT) on the URL the client presigns for ``key``."""
+    def _presign(self, method: str, key: str) -> str:
         operation = {"GET": "get_object", "PUT": "put_object"}[method]
         with self._translated(key):
-            url = self.client.generate_presigned_url(
+            return self.client.generate_presigned_url(
                 operation, Params={"Bucket": self.where.bucket, "Key": self.where.name(key)},
-                ExpiresIn=PRESIGNED_SECONDS)
-        with self._unreachable():
-            return self.http.request(method, url, preload_content=False, decode_content=False, **request)
-
-    def _refused(self, response: urllib3.BaseHTTPResponse, key: str, fetching: bool = False) -> CmfError:
-        """The cmf error for an S3 error answer (its XML body names the code)."""
-        body = response.data.decode("utf-8", "replace")
-        s3.release(response)
-        code, message = s3.parse_error_body(body)
-        return s3.error(code, response.status, self.where, key, message or "", fetching=fetching)
-
-    def _ranged(self, key: str, first: int, last: int) -> Optional[urllib3.BaseHTTPResponse]:
-        """The open response to a presigned GET of bytes ``first..last`` (``None`` if the object is empty)."""
-        response = self._presigned("GET", key, headers={"Range": f"bytes={first}-{last}"})
-        if response.status in (200, 206):
-            return response
-        if response.status == 416:
-            s3.release(response)
-            return None
-        raise self._refused(response, key, fetching=True)
-
-    def _write_in_order(self, key: str, head: urllib3.BaseHTTPResponse, rest: List[Tuple[int, int]],
-                        dst: BinaryIO) -> None:
-        """Stream ``head`` into ``dst`` while the ranges ``rest`` download, then write them in order."""
-        if not rest:
-            self._stream(head, dst)
-            return
-        pool = ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="cmf-s3-range")
-        try:
-            todo = iter(rest)
-            ahead: Deque[Future] = deque(pool.submit(self._range, key, *r) for r in islice(todo, CONCURRENCY))
-            self._stream(head, dst)
-            while ahead:
-                data = ahead.popleft().result()
-                following = next(todo, None)
-                if following:
-                    ahead.append(pool.submit(self._range, key, *following))
-                dst.write(data)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    def _stream(self, body: urllib3.BaseHTTPResponse, dst: BinaryIO) -> None:
-        chunks = body.stream(MIB)
-        while True:
-            with self._unreachable():
-                chunk = next(chunks, None)
-            if chunk is None:
-                return
-            dst.write(chunk)  # errors of the destination are the caller's: not wrapped
-
-    def _range(self, key: str, first: int, last: int) -> bytes:
-        """Bytes ``first..last`` of ``key``; a body that breaks off is asked for again."""
-        for attempt in range(1, RANGE_ATTEMPTS + 1):
-            response = self._ranged(key, first, last)
-            try:
-                with self._unreachable():
-                    data = response.read() if response is not None else b""
-                break
-            except TransientError:
-                if attempt == RANGE_ATTEMPTS:
-                    raise
-            finally:
-                if response is not None:
-                    s3.release(response)
-        if len(data) != last - first + 1:
-            raise TransientError(f"{self.where.url(key)} on {self.where.endpoint}: got {len(data)} "
-                                 f"bytes for bytes {first}-{last}; did the object change?")
-        return data
-
-    @contextlib.contextmanager
-    def _unreachable(self) -> Iterator[None]:
-        """A connection that fails or breaks off is a transient cmf error (TLS trouble a permanent one)."""
-        try:
-            yield
-        except urllib3.exceptions.HTTPError as exc:
-            raise s3.http_failure(self.where, exc) from None
+                ExpiresIn=s3_http.PRESIGNED_SECONDS)
 
     def _list(self, prefix: str) -> Iterator[str]:
         """Every key under ``prefix`` (relative to the remote's prefix), page by page."""
