@@ -231,7 +231,6 @@ def _transfer(direction: str, pipeline: str, mlmd: str, artifact: Optional[str],
     import time
 
     from cmf_core import transfer
-    from cmf_core.versioning import cache_dir
 
     started = time.monotonic()
     base = Path(mlmd).absolute().parent
@@ -245,7 +244,7 @@ def _transfer(direction: str, pipeline: str, mlmd: str, artifact: Optional[str],
     if own:
         store = plugins.open_store(workspace.remote, loaded)
     try:
-        cache = cache_dir(workspace.root)
+        cache = workspace.cache
         engine = transfer.Engine(transfer.Workspace(base, cache), store, jobs or loaded[1].jobs, progress)
         with contextlib.nullcontext() if dry_run else transfer.lock(cache):
             getattr(engine, direction)(selected, result)

@@ -139,6 +139,7 @@ class WorkspaceConfig:
     neo4j: Dict[str, str] = field(default_factory=dict)
     default_remote: bool = True
     warnings: List[str] = field(default_factory=list)
+    cache: Optional[Path] = None  # the DVC cache directory
 
 
 def _dvc_config(root: Path):
@@ -158,6 +159,13 @@ def read_dvc_levels(root: Path) -> Dict[str, dict]:
         return {level: conf.load_one(level) for level in ("repo", "local")}
     except DvcConfigError as exc:
         raise ConfigError(f"malformed DVC config in {root / '.dvc'}: {exc}") from exc
+
+
+def cache_dir(root: Path, levels: Optional[Dict[str, dict]] = None) -> Path:
+    """The DVC cache directory of the workspace at ``root`` (``.dvc/cache`` unless ``cache.dir`` says otherwise)."""
+    levels = read_dvc_levels(root) if levels is None else levels
+    configured = levels["local"].get("cache", {}).get("dir") or levels["repo"].get("cache", {}).get("dir")
+    return (root / ".dvc" / configured).resolve() if configured else root / ".dvc" / "cache"
 
 
 def _remote_from_dvc(repo_type: str, name: str, levels: Dict[str, dict], warnings: List[str]) -> Remote:
@@ -235,6 +243,7 @@ def load(root: Optional[Path] = None) -> WorkspaceConfig:
         neo4j=neo4j,
         default_remote=name == default_name,
         warnings=warnings,
+        cache=cache_dir(root, levels),
     )
 
 

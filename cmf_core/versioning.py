@@ -23,13 +23,6 @@ from cmf_core import config, layout
 from cmf_core.errors import CmfError
 
 
-def cache_dir(root: Path) -> Path:
-    """The DVC cache directory of the workspace at ``root`` (``.dvc/cache`` unless ``cache.dir`` says otherwise)."""
-    levels = config.read_dvc_levels(root)
-    configured = levels["local"].get("cache", {}).get("dir") or levels["repo"].get("cache", {}).get("dir")
-    return (root / ".dvc" / configured).resolve() if configured else root / ".dvc" / "cache"
-
-
 @dataclass
 class Versioned:
     """The version of a logged file or directory."""
@@ -51,7 +44,7 @@ class Versioner:
 
     def __post_init__(self) -> None:
         self.root = self.root.resolve()
-        self.cache = cache_dir(self.root) / "files" / "md5"
+        self.cache = config.cache_dir(self.root) / "files" / "md5"
 
     @property
     def repo(self):

@@ -231,6 +231,27 @@ def test_big_object_pushed_by_dvc_is_pulled_by_cmf(amazon_ws, cmf, monkeypatch):
     assert_in_place(amazon_ws, files)
 
 
+def test_opening_again_parses_no_botocore_data_again(amazon_ws, monkeypatch):
+    """A program that pushes after every stage opens the store each time: botocore's JSON (S3's model,
+    the endpoints) is parsed once per process, and each store still gets its own credentials."""
+    from botocore.loaders import JSONFileLoader
+
+    plugins.open_store(config.load(amazon_ws).remote).close()
+    parsed: List[str] = []
+    load = JSONFileLoader.load_file
+    monkeypatch.setattr(JSONFileLoader, "load_file", lambda self, path: parsed.append(path) or load(self, path))
+    again = plugins.open_store(config.load(amazon_ws).remote)
+    try:
+        assert again.client.list_objects_v2(Bucket=again.where.bucket)["ResponseMetadata"]["HTTPStatusCode"] == 200
+    finally:
+        again.close()
+    assert parsed == []
+    remote = config.load(amazon_ws).remote
+    remote.secrets["secret_access_key"] = "not-the-secret"
+    with pytest.raises(BackendError, match="refused the credentials"):
+        plugins.open_store(remote)
+
+
 def test_small_objects_are_one_put(store, tmp_path, monkeypatch):
     seen: List[str] = []
     store.client.meta.events.register("before-call.s3.*", lambda model, **_: seen.append(model.name))
