@@ -143,7 +143,11 @@ class ObjectStore:
         """Upload the local file ``src`` to ``key``, replacing what is there.
 
         Where the store allows it, a reader must never see a partial object at
-        ``key`` (upload to a temporary name, then rename).
+        ``key`` (upload to a temporary name, then rename).  ``src`` holds the
+        bytes whose md5 ``key`` names (:func:`cmf_core.layout.content_md5`); a
+        store may have its server check that and refuse a file that does not
+        match (the S3 backends send Content-MD5), so a corrupt local copy never
+        reaches the remote.
         """
         raise NotImplementedError
 

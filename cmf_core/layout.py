@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Dict, Iterable, Iterator, List, Set, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from cmf_core.errors import CmfError
 
@@ -55,6 +55,16 @@ def key(md5: str) -> str:
     if not is_md5(md5):
         raise CmfError(f"not an md5 object id: {md5!r}")
     return f"files/md5/{md5[:2]}/{md5[2:]}"
+
+
+def content_md5(key: str) -> Optional[str]:
+    """The md5 of the bytes stored at ``key`` (a ``.dir`` object's too: its id is the md5 of its
+    bytes), or ``None`` when ``key`` is not an object key of the layout."""
+    head, _, name = key.rpartition("/")
+    if not head.startswith("files/md5/") or len(head) != len("files/md5/xx"):
+        return None
+    md5 = head[-2:] + name
+    return md5.removesuffix(".dir") if is_md5(md5) else None
 
 
 def is_dir_md5(md5: str) -> bool:

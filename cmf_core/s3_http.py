@@ -12,13 +12,17 @@ plus the signing, and moving thousands of small files is made of little else.
   non-seekable writer; the size in that answer starts parallel ranged GETs of
   the rest at once, written in order after the head, at most
   :data:`CONCURRENCY` ranges in memory;
-* :meth:`SignedHTTP.put` is one PUT of a whole file (multipart stays with the SDKs).
+* :meth:`SignedHTTP.put` is one PUT of a whole file (multipart stays with the SDKs),
+  with a ``Content-MD5`` header: the key names the md5 of the bytes, so the
+  server checks for free that what it stores is the object, and a corrupt DVC
+  cache file is refused instead of poisoning the remote for everyone who pulls.
 
 Error answers become cmf errors through :func:`cmf_core.s3.error`; a presigned
 URL holds a signature, so no message ever shows one.
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,8 +32,8 @@ from typing import BinaryIO, Callable, Deque, Iterator, List, Optional, Tuple, U
 
 import urllib3
 
-from cmf_core import s3
-from cmf_core.errors import CmfError, TransientError
+from cmf_core import layout, s3
+from cmf_core.errors import BackendError, CmfError, TransientError
 
 MIB = 1 << 20
 DOWNLOAD_HEAD = 8 * MIB    # objects up to this size come in one streamed GET
@@ -52,11 +56,19 @@ class SignedHTTP:
         self.pool = s3.http_pool(where.endpoint, verify, pool_size, connect_timeout, read_timeout)
 
     def put(self, src: Path, key: str, size: int) -> None:
+        headers = {"Content-Length": str(size)}
+        md5 = layout.content_md5(key)
+        if md5:
+            headers["Content-MD5"] = base64.b64encode(bytes.fromhex(md5)).decode()
         with open(src, "rb") as body:
-            response = self._request("PUT", key, body=body, headers={"Content-Length": str(size)})
-        if response.status != 200:
-            raise self._refused(response, key)
-        s3.release(response)
+            response = self._request("PUT", key, body=body, headers=headers)
+        if response.status == 200:
+            s3.release(response)
+            return
+        code, message = _error_body(response)
+        if code == "BadDigest" and md5:
+            raise self._bad_digest(src, key, md5)
+        raise s3.error(code, response.status, self.where, key, message or "")
 
     def get(self, key: str, dst: BinaryIO) -> None:
         head = self._ranged(key, 0, DOWNLOAD_HEAD - 1)
@@ -82,11 +94,18 @@ class SignedHTTP:
         with self._unreachable():
             return self.pool.request(method, url, preload_content=False, decode_content=False, **request)
 
+    def _bad_digest(self, src: Path, key: str, md5: str) -> CmfError:
+        """The server found that the bytes it got are not ``md5``: a corrupt file stays here, for
+        good; bytes garbled on the way are worth sending again."""
+        if layout.file_md5(src) != md5:
+            return BackendError(f"{src} is corrupt: its md5 is not {md5}, the object it should be; not uploaded "
+                                "(restore it from another copy, or log the file again)")
+        return TransientError(f"{self.where.endpoint} got different bytes than were sent for "
+                              f"{self.where.url(key)} (BadDigest); worth retrying")
+
     def _refused(self, response: urllib3.BaseHTTPResponse, key: str, fetching: bool = False) -> CmfError:
-        """The cmf error for an S3 error answer (its XML body names the code)."""
-        body = response.data.decode("utf-8", "replace")
-        s3.release(response)
-        code, message = s3.parse_error_body(body)
+        """The cmf error for an S3 error answer."""
+        code, message = _error_body(response)
         return s3.error(code, response.status, self.where, key, message or "", fetching=fetching)
 
     def _ranged(self, key: str, first: int, last: int) -> Optional[urllib3.BaseHTTPResponse]:
@@ -154,3 +173,10 @@ class SignedHTTP:
             yield
         except urllib3.exceptions.HTTPError as exc:
             raise s3.http_failure(self.where, exc) from None
+
+
+def _error_body(response: urllib3.BaseHTTPResponse) -> Tuple[Optional[str], Optional[str]]:
+    """``Code`` and ``Message`` of an S3 error answer (its XML body); the response is released."""
+    body = response.data.decode("utf-8", "replace")
+    s3.release(response)
+    return s3.parse_error_body(body)

@@ -208,6 +208,23 @@ def test_a_corrupted_upload_is_refused_by_the_next_pull(workspace, tmp_path):
     ds.assert_in_place(["data/a.csv"])
 
 
+@pytest.mark.parametrize("target", ["amazonS3", "minioS3"], indirect=True)
+def test_s3_refuses_a_corrupt_cache_file_so_the_remote_is_never_poisoned(ws, tmp_path, target):
+    """A one-PUT upload carries the md5 its key names (Content-MD5): a DVC cache file that rotted on disk is
+    refused by the server and named, and never stored where everyone who pulls would get it."""
+    api.init(target.type, target.options, git_remote_url=str(tmp_path / "origin.git"), workspace=ws)
+    ds = Dataset.write(ws, {"data/a.csv": b"id,value\n1,2\n", "data/b.bin": os.urandom(50_000)},
+                       ["data/a.csv", "data/b.bin"]).log()
+    b_key = layout.key(hashlib.md5(ds.files["data/b.bin"]).hexdigest())
+    rotten = config.load(ws).cache / b_key
+    os.chmod(rotten, 0o644)
+    rotten.write_bytes(os.urandom(50_000))
+    pushed = run("push")
+    [(what, error)] = pushed.failed
+    assert what.split(":")[0] == "data/b.bin" and f"{rotten} is corrupt" in error, error
+    assert sorted(target.objects()) == sorted(k for k in ds.all_keys if k != b_key)
+
+
 # -- the wrapper itself ----------------------------------------------------------------------------------
 
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
 import random
 import shutil
@@ -330,6 +331,14 @@ class BackendConformance:
         path.write_bytes(data)
         return path, layout.key(md5)
 
+    def plant(self, store: ObjectStore, key: str, data: bytes, scratch: Path) -> None:
+        """Store ``data`` at ``key`` whatever its md5: how the kit makes a corrupt remote object.  A
+        backend whose ``put`` has the server check the bytes against the key (the S3 backends send
+        Content-MD5) overrides this with a way around that check."""
+        src = scratch / f"planted-{hashlib.md5(data).hexdigest()}"
+        src.write_bytes(data)
+        store.put(src, key)
+
     @staticmethod
     def fetch(store: ObjectStore, key: str) -> bytes:
         sink = Sink()
@@ -419,20 +428,18 @@ class BackendConformance:
         keys = [layout.key(m) for m in md5s] + [layout.key(m + ".dir") for m in md5s]  # 300 keys
         # a present key's sibling (the same md5 with/without .dir) is absent: no prefix matching
         present = {layout.key(m) for m in md5s[0::3]} | {layout.key(m + ".dir") for m in md5s[1::3]}
-        src = scratch / "tiny"
-        src.write_bytes(b"o")
-        for key in sorted(present):
-            store.put(src, key)
+        for i, md5 in enumerate(md5s):  # each with the bytes its key names
+            src = self.source(scratch, f"key {i}".encode())[0]
+            for key in {layout.key(md5), layout.key(md5 + ".dir")} & present:
+                store.put(src, key)
         asked = list(keys)
         random.Random(7).shuffle(asked)
         assert store.exists(asked) == present
 
     def test_put_replaces_an_existing_object(self, store, scratch):
-        key = layout.key(hashlib.md5(b"replace me").hexdigest())
-        old, new = scratch / "old", scratch / "new"
-        old.write_bytes(b"the first, longer version of the object\n" * 100)
-        new.write_bytes(b"second")
-        store.put(old, key)
+        """How a corrupt remote object is repaired: the right bytes put over it, no tail of the old left."""
+        new, key = self.source(scratch, b"second")
+        self.plant(store, key, b"the first, longer and corrupt version of the object\n" * 100, scratch)
         store.put(new, key)
         assert self.fetch(store, key) == b"second", "the new object must replace the old one, with no tail left"
         assert store.exists([key]) == {key}
@@ -447,8 +454,9 @@ class BackendConformance:
                     store.get(key, sink)
                 assert key in str(raised.value), f"the message must name the missing key ({when})"
                 assert sink.size == 0, f"nothing may be written for a missing key ({when})"
-            sibling = md5[:2] + "0" * 30  # same folder as the missing keys
-            store.put(self.source(scratch, b"sibling")[0], layout.key(sibling))
+            sibling = next(data for data in (f"sibling {i}".encode() for i in itertools.count())
+                           if hashlib.md5(data).hexdigest()[:2] == md5[:2])  # in the missing keys' folder
+            store.put(*self.source(scratch, sibling))
 
     def test_concurrent_puts_and_gets_from_8_threads(self, store, scratch):
         objects = {}
@@ -557,9 +565,7 @@ class BackendConformance:
         ds = self.two_files(workspace)
         assert self.push().ok
         bad_key = layout.key(layout.file_md5(workspace / "data" / "b.bin"))
-        wrong = scratch / "wrong"
-        wrong.write_bytes(b"these are not the bytes you pushed")
-        store.put(wrong, bad_key)
+        self.plant(store, bad_key, b"these are not the bytes you pushed", scratch)
         listing = set(os.listdir(workspace / "data"))
         ds.forget()
         pulled = self.pull()
