@@ -431,8 +431,15 @@ class Engine:
             return
         failed = {o.md5 for o in self._run("push", todo_files, self._put, result)}
         # a directory is published only once all its members are on the remote
-        todo_manifests = [m for m in todo_manifests if not (m.members & failed)]
-        self._run("push", todo_manifests, self._put, result)
+        ready = []
+        for manifest in todo_manifests:
+            missing = len(manifest.members & failed)
+            if missing:
+                result.failed.append((manifest.artifact, f"directory not published: {missing} of its "
+                                                         f"{len(manifest.members)} files failed to upload"))
+            else:
+                ready.append(manifest)
+        self._run("push", ready, self._put, result)
 
     def _put(self, obj: Obj, progress: Progress) -> int:
         _retrying(lambda: self.store.put(obj.source, obj.key), f"uploading {obj.artifact}")

@@ -604,6 +604,9 @@ class BackendConformance:
         assert not result.ok
         manifest = ds.manifest_key("données")
         assert store.exists([manifest, member]) == set(), "a .dir manifest was published without all its members"
+        [(directory, reason)] = [(w, e) for w, e in result.failed if not w.startswith("données/")]
+        assert directory.startswith("données") and "directory not published: 1 of its" in reason, \
+            "the directory artifact itself is named as not pushed, beside the file that failed"
         others = [k for k in ds.data_keys if k != member]
         assert store.exists(others) == set(others), "objects that did not fail must still be pushed"
 
