@@ -36,3 +36,12 @@ class ObjectNotFound(BackendError):
     def __init__(self, key: str, where: str = "") -> None:
         self.key = key
         super().__init__(f"object {key} not found" + (f" in {where}" if where else ""))
+
+
+class CorruptSource(BackendError):
+    """A local file to upload whose bytes are not the md5 its key names (a rotted DVC cache file): it is
+    never stored, since everyone who pulls the key would get it."""
+
+    def __init__(self, src: object, md5: str) -> None:
+        super().__init__(f"{src} is corrupt: its md5 is not {md5}, the object it should be; not uploaded "
+                         "(delete it and push again: cmf then uploads the workspace copy if that one is intact)")

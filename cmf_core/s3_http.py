@@ -33,7 +33,7 @@ from typing import BinaryIO, Callable, Deque, Iterator, List, Optional, Tuple, U
 import urllib3
 
 from cmf_core import layout, s3
-from cmf_core.errors import BackendError, CmfError, TransientError
+from cmf_core.errors import CmfError, CorruptSource, TransientError
 
 MIB = 1 << 20
 DOWNLOAD_HEAD = 8 * MIB    # objects up to this size come in one streamed GET
@@ -98,8 +98,7 @@ class SignedHTTP:
         """The server found that the bytes it got are not ``md5``: a corrupt file stays here, for
         good; bytes garbled on the way are worth sending again."""
         if layout.file_md5(src) != md5:
-            return BackendError(f"{src} is corrupt: its md5 is not {md5}, the object it should be; not uploaded "
-                                "(restore it from another copy, or log the file again)")
+            return CorruptSource(src, md5)
         return TransientError(f"{self.where.endpoint} got different bytes than were sent for "
                               f"{self.where.url(key)} (BadDigest); worth retrying")
 

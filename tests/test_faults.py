@@ -209,10 +209,11 @@ def test_a_corrupted_upload_is_refused_by_the_next_pull(workspace, tmp_path):
     ds.assert_in_place(["data/a.csv"])
 
 
-@pytest.mark.parametrize("target", ["amazonS3", "minioS3"], indirect=True)
-def test_s3_refuses_a_corrupt_cache_file_so_the_remote_is_never_poisoned(ws, tmp_path, target):
-    """A one-PUT upload carries the md5 its key names (Content-MD5): a DVC cache file that rotted on disk is
-    refused by the server and named, and never stored where everyone who pulls would get it."""
+@pytest.mark.parametrize("target", ["amazonS3", "minioS3", "sshremote"], indirect=True)
+def test_a_corrupt_cache_file_is_refused_so_the_remote_is_never_poisoned(ws, tmp_path, target):
+    """A DVC cache file that rotted on disk is refused by name and never stored where everyone who pulls
+    would get it: S3 checks the Content-MD5 of a one-PUT upload, sshremote hashes what it sends before
+    renaming the temp file over the key."""
     api.init(target.type, target.options, git_remote_url=str(tmp_path / "origin.git"), workspace=ws)
     ds = Dataset.write(ws, {"data/a.csv": b"id,value\n1,2\n", "data/b.bin": os.urandom(50_000)},
                        ["data/a.csv", "data/b.bin"]).log()

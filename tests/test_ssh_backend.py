@@ -7,7 +7,9 @@ the known_hosts entry it needs (``sshd.trust(...)``).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import posixpath
 import shutil
 import stat
 import subprocess
@@ -107,7 +109,16 @@ def host_fingerprint(server: SSHServer) -> str:
 # -- the conformance kit, with a key and with a password --------------------------------------------
 
 
-class TestSSHKeyAuth(BackendConformance):
+class SSHKit(BackendConformance):
+    def plant(self, store, key, data, scratch):
+        """Around the md5 check of cmf's puts: the bytes written over one of the store's SFTP sessions."""
+        target = f"{store.root}/{key}"
+        with store._session() as sftp:
+            store._ensure_dir(sftp, posixpath.dirname(target))
+            sftp.putfo(io.BytesIO(data), target)
+
+
+class TestSSHKeyAuth(SSHKit):
     large_file_mb = 32
 
     @pytest.fixture
@@ -115,7 +126,7 @@ class TestSSHKeyAuth(BackendConformance):
         return "sshremote", key_options(sshd, known_hosts=str(known_hosts))
 
 
-class TestSSHPasswordAuth(BackendConformance):
+class TestSSHPasswordAuth(SSHKit):
     large_file_mb = 16
 
     @pytest.fixture
@@ -305,10 +316,10 @@ def test_exists_lists_each_folder_once_and_never_stats_keys(ws, tmp_path, sshd, 
     init(ws, tmp_path, key_options(sshd, known_hosts=str(known_hosts)))
     store = store_of(ws)
     keys = [layout.key(hashlib.md5(str(i).encode()).hexdigest()) for i in range(400)]
-    src = tmp_path / "obj"
-    src.write_bytes(b"x")
     try:
-        for key in keys[:5]:
+        for i, key in enumerate(keys[:5]):
+            src = tmp_path / str(i)
+            src.write_bytes(str(i).encode())
             store.put(src, key)
         calls = {"listdir": 0, "stat": 0, "lstat": 0}
         for name in calls:

@@ -11,12 +11,14 @@
   of more than one request prefetched; requests are as large as the server's
   ``limits@openssh.com`` allow (up to :data:`MAX_REQUEST`), instead of
   paramiko's 32 KiB.
-* **Atomic puts**: ``.<name>.<uuid>.tmp`` beside the target, then ``posix_rename``.
+* **Atomic, verified puts**: ``.<name>.<uuid>.tmp`` beside the target, renamed over it only
+  when the bytes sent have the md5 the key names.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import posixpath
 import queue
 import socket
@@ -30,7 +32,7 @@ import paramiko
 from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
 
 from cmf_core import layout
-from cmf_core.errors import BackendError, CmfError, ObjectNotFound, TransientError
+from cmf_core.errors import BackendError, CmfError, CorruptSource, ObjectNotFound, TransientError
 from cmf_core.hookspecs import ObjectStore
 
 from .hostkeys import RefusePolicy, UnknownHostKey, changed_host_key_message, known_hosts_name, unknown_host_message
@@ -223,8 +225,10 @@ class SFTPStore(ObjectStore):
             return layout.listed(keys, list_folder)
 
     def put(self, src: Path, key: str) -> None:
-        """Upload to ``.<name>.<uuid>.tmp`` beside the target (pipelined), then ``posix_rename`` it."""
+        """Upload to ``.<name>.<uuid>.tmp`` beside the target (pipelined), then ``posix_rename`` it -- only
+        if the bytes sent are the md5 the key names: a corrupt local file never takes the key."""
         target = self._path(key)
+        md5, digest = layout.content_md5(key), hashlib.md5()
         folder, name = posixpath.split(target)
         tmp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
         with open(src, "rb") as local, self._session() as sftp:
@@ -242,7 +246,10 @@ class SFTPStore(ObjectStore):
                         remote.MAX_REQUEST_SIZE = self._request
                         remote.set_pipelined(True)
                         for block in iter(lambda: local.read(self._request), b""):
+                            digest.update(block)
                             remote.write(block)  # one SFTP write request each, answered later
+                    if md5 and digest.hexdigest() != md5:
+                        raise CorruptSource(src, md5)
                     sftp.posix_rename(tmp, target)
             except BaseException:
                 with contextlib.suppress(Exception):
