@@ -116,7 +116,7 @@ class SFTPStore(ObjectStore):
             kind, msg = sftp._request(CMD_EXTENDED, "limits@openssh.com")  # no public API for extensions
             if kind != CMD_EXTENDED_REPLY:
                 return DEFAULT_REQUEST
-            _packet, most_read, most_write = msg.get_int64(), msg.get_int64(), msg.get_int64()
+            _, most_read, most_write = msg.get_int64(), msg.get_int64(), msg.get_int64()  # max packet, read, write
         except Exception:  # an optimisation only: any trouble means the size every server takes
             return DEFAULT_REQUEST
         return max(DEFAULT_REQUEST, min(most_read or MAX_REQUEST, most_write or MAX_REQUEST, MAX_REQUEST))

@@ -86,7 +86,7 @@ def _locked(method: Method) -> Method:
     @functools.wraps(method)
     def run(self, *args: Any, **kwargs: Any) -> Any:
         with self.lock:
-            (self if isinstance(self, Cmf) else self.writer)._follow_replaced_file()
+            self._follow_replaced_file()
             return method(self, *args, **kwargs)
 
     return run  # type: ignore[return-value]
@@ -534,6 +534,9 @@ class DataSlice:
         self.props: Dict[str, Dict[str, Any]] = {}
         self.data_parent = ""
         self.lock = writer.lock
+
+    def _follow_replaced_file(self) -> None:
+        self.writer._follow_replaced_file()
 
     def add_data(self, path: str, custom_properties: Optional[Dict[str, Any]] = None) -> None:
         """Add a file (by its path) to the slice, with its md5 and optional properties."""
