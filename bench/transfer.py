@@ -11,8 +11,9 @@ Also: a no-op re-push of `dir` (everything already on the remote).
     .venv/bin/python bench/transfer.py [--backend local|minioS3|amazonS3|sshremote|osdfremote]
                                        [--rounds 3] [--shapes big,many,dir]
 
-Results go to bench/results/transfer_<backend>.json.  The floor, per backend (one object
-after the other, into/from the same files/md5/xx/... layout; clients opened before timing):
+Results go to bench/results/transfer_<backend>.json: the medians, and under "rounds" every
+round's time.  The floor, per backend (one object after the other, into/from the same
+files/md5/xx/... layout; clients opened before timing):
   local       shutil.copyfile per object;
   minioS3,    the raw SDK per object (boto3 upload_file/download_file with the default
   amazonS3    TransferConfig; minio fput_object/fget_object), against a `rclone serve s3`
@@ -354,6 +355,7 @@ def bench_shape(target, root: Path, shape: str, rounds: int) -> Dict[str, Dict[s
     os.chdir(root)
     result = {op: {name: statistics.median(values) for name, values in by.items()} for op, by in times.items()}
     result["noop_push"] = {"cmf": noop}
+    result["rounds"] = times  # every round's time, in the JSON only: the medians hide how the rounds differ
     return result
 
 
