@@ -43,5 +43,4 @@ class CorruptSource(BackendError):
     never stored, since everyone who pulls the key would get it."""
 
     def __init__(self, src: object, md5: str) -> None:
-        super().__init__(f"{src} is corrupt: its md5 is not {md5}, the object it should be; not uploaded "
-                         "(delete it and push again: cmf then uploads the workspace copy if that one is intact)")
+        super().__init__(f"{src} is corrupt: its md5 is not {md5}, the object it should be; not uploaded")

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from cmf_core import layout, locks
-from cmf_core.errors import BackendError, CmfError, ObjectNotFound, TransientError
+from cmf_core.errors import BackendError, CmfError, CorruptSource, ObjectNotFound, TransientError
 from cmf_core.hookspecs import ObjectStore
 from cmf_core.metadata import store as records
 
@@ -57,6 +57,7 @@ class Obj:
     md5: str
     artifact: str
     source: Optional[Path] = None
+    workspace_copy: Optional[Path] = None  # push: the workspace file, which can heal a corrupt cache file
     targets: List[Path] = field(default_factory=list)
     size: int = 0
     members: frozenset = frozenset()  # for a .dir manifest: the md5s of its files
@@ -390,7 +391,7 @@ class Engine:
                 if source is None:
                     result.failed.append((art.name, "not in the DVC cache and not in the workspace with that md5"))
                 else:
-                    files.setdefault(art.md5, Obj(art.md5, art.name, source, size=source.stat().st_size))
+                    files.setdefault(art.md5, Obj(art.md5, art.name, source, where, size=source.stat().st_size))
                 continue
             manifest = self.ws.cache_path(art.md5)
             if not manifest.is_file():
@@ -407,7 +408,8 @@ class Engine:
                 if source is None:
                     missing.append(entry.relpath)
                 else:
-                    members.append(Obj(entry.md5, f"{art.path}/{entry.relpath}", source, size=source.stat().st_size))
+                    members.append(Obj(entry.md5, f"{art.path}/{entry.relpath}", source, where / entry.relpath,
+                                       size=source.stat().st_size))
             if missing:
                 result.failed.append((art.name, f"{len(missing)} files missing from the DVC cache, e.g. {missing[0]}"))
                 continue
@@ -442,9 +444,35 @@ class Engine:
         self._run("push", ready, self._put, result)
 
     def _put(self, obj: Obj, progress: Progress) -> int:
-        _retrying(lambda: self.store.put(obj.source, obj.key), f"uploading {obj.artifact}")
+        def upload() -> None:
+            self.store.put(obj.source, obj.key)
+
+        try:
+            _retrying(upload, f"uploading {obj.artifact}")
+        except CorruptSource as exc:  # the backend found the DVC cache file rotten: healed from the workspace copy
+            if not self._heal_cache(obj):
+                raise BackendError(f"{exc}, and the workspace holds no intact copy") from None
+            _retrying(upload, f"uploading {obj.artifact}")
         progress.add_bytes(obj.size)
         return obj.size
+
+    def _heal_cache(self, obj: Obj) -> bool:
+        """Replace a corrupt DVC cache file with the workspace copy when that one has the right md5."""
+        copy = obj.workspace_copy
+        if obj.source != self.ws.cache_path(obj.md5) or copy is None or _file_size(copy) is None \
+                or layout.file_md5(copy) != obj.md5:
+            return False
+        self._cache_copy(copy, obj.md5)
+        return True
+
+    def _cache_copy(self, src: Path, md5: str) -> None:
+        """Put a copy of ``src`` at the cache path of ``md5``, read-only, through a temp file."""
+        cached = self.ws.cache_path(md5)
+        tmp = _partial(cached)
+        self._folder(tmp)
+        with open(src, "rb") as source, open(_create(tmp, CACHE_MODE), "wb", closefd=True) as out:
+            shutil.copyfileobj(source, out, layout.CHUNK)
+        _place({cached: tmp})
 
     # -- pull ---------------------------------------------------------------------------------
 
@@ -535,13 +563,8 @@ class Engine:
 
     def _ensure_cached(self, obj: Obj) -> None:
         """Files already in place still go into the DVC cache, so ``dvc status`` is clean."""
-        cached = self.ws.cache_path(obj.md5)
-        if not cached.is_file():
-            tmp = _partial(cached)
-            self._folder(tmp)
-            with open(obj.targets[0], "rb") as src, open(_create(tmp, CACHE_MODE), "wb", closefd=True) as dst:
-                shutil.copyfileobj(src, dst, layout.CHUNK)
-            _place({cached: tmp})
+        if not self.ws.cache_path(obj.md5).is_file():
+            self._cache_copy(obj.targets[0], obj.md5)
 
     def _get(self, obj: Obj, progress: Progress) -> int:
         cached = self.ws.cache_path(obj.md5)

@@ -210,21 +210,27 @@ def test_a_corrupted_upload_is_refused_by_the_next_pull(workspace, tmp_path):
 
 
 @pytest.mark.parametrize("target", ["amazonS3", "minioS3", "sshremote"], indirect=True)
-def test_a_corrupt_cache_file_is_refused_so_the_remote_is_never_poisoned(ws, tmp_path, target):
-    """A DVC cache file that rotted on disk is refused by name and never stored where everyone who pulls
-    would get it: S3 checks the Content-MD5 of a one-PUT upload, sshremote hashes what it sends before
-    renaming the temp file over the key."""
+def test_a_corrupt_cache_file_is_healed_from_the_workspace_or_refused(ws, tmp_path, target):
+    """A DVC cache file that rotted on disk never reaches the remote, where everyone who pulls would get it
+    (S3 checks the Content-MD5 of a one-PUT upload; sshremote hashes what it sends before renaming its temp
+    file over the key).  An intact workspace copy heals the cache and goes up instead; with none, the
+    object is refused by name."""
     api.init(target.type, target.options, git_remote_url=str(tmp_path / "origin.git"), workspace=ws)
-    ds = Dataset.write(ws, {"data/a.csv": b"id,value\n1,2\n", "data/b.bin": os.urandom(50_000)},
-                       ["data/a.csv", "data/b.bin"]).log()
-    b_key = layout.key(hashlib.md5(ds.files["data/b.bin"]).hexdigest())
-    rotten = config.load(ws).cache / b_key
-    os.chmod(rotten, 0o644)
-    rotten.write_bytes(os.urandom(50_000))
+    files = {"data/a.csv": b"id,value\n1,2\n", "data/b.bin": os.urandom(50_000), "folder/c.bin": os.urandom(30_000)}
+    ds = Dataset.write(ws, files, ["data/a.csv", "data/b.bin", "folder"]).log()
+    cache = config.load(ws).cache
+    keys = {rel: layout.key(hashlib.md5(data).hexdigest()) for rel, data in files.items()}
+    for rel in ("data/b.bin", "folder/c.bin"):
+        os.chmod(cache / keys[rel], 0o644)
+        (cache / keys[rel]).write_bytes(os.urandom(len(files[rel])))
+    (ws / "data" / "b.bin").write_bytes(b"edited since it was logged")  # b.bin has no intact copy left
     pushed = run("push")
     [(what, error)] = pushed.failed
-    assert what.split(":")[0] == "data/b.bin" and f"{rotten} is corrupt" in error, error
-    assert sorted(target.objects()) == sorted(k for k in ds.all_keys if k != b_key)
+    assert what.split(":")[0] == "data/b.bin", pushed.failed
+    assert f"{cache / keys['data/b.bin']} is corrupt" in error and "no intact copy" in error, error
+    assert sorted(target.objects()) == sorted(k for k in ds.all_keys if k != keys["data/b.bin"])
+    healed = cache / keys["folder/c.bin"]
+    assert healed.read_bytes() == files["folder/c.bin"] and not os.stat(healed).st_mode & 0o222
 
 
 # -- the wrapper itself ----------------------------------------------------------------------------------
