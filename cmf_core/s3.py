@@ -28,8 +28,8 @@ from cmf_core.hookspecs import InitOption
 if TYPE_CHECKING:
     import urllib3
 
-__all__ = ["Location", "error", "parse_error_body", "unreachable", "http_failure", "TLS_OPTIONS", "tls_setting", "tls_verify",
-           "http_pool", "release", "ENV_CREDENTIALS", "env_credentials", "existing"]
+__all__ = ["Location", "error", "parse_error_body", "unreachable", "http_failure", "TLS_OPTIONS", "tls_setting",
+           "tls_verify", "http_pool", "release", "ENV_CREDENTIALS", "env_credentials", "existing"]
 
 # -- where objects live ---------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from cmf_core import layout, locks
 from cmf_core.errors import BackendError, CmfError, CorruptSource, ObjectNotFound, TransientError
@@ -462,17 +462,8 @@ class Engine:
         if obj.source != self.ws.cache_path(obj.md5) or copy is None or _file_size(copy) is None \
                 or layout.file_md5(copy) != obj.md5:
             return False
-        self._cache_copy(copy, obj.md5)
+        self._write_cache(obj.md5, copy)
         return True
-
-    def _cache_copy(self, src: Path, md5: str) -> None:
-        """Put a copy of ``src`` at the cache path of ``md5``, read-only, through a temp file."""
-        cached = self.ws.cache_path(md5)
-        tmp = _partial(cached)
-        self._folder(tmp)
-        with open(src, "rb") as source, open(_create(tmp, CACHE_MODE), "wb", closefd=True) as out:
-            shutil.copyfileobj(source, out, layout.CHUNK)
-        _place({cached: tmp})
 
     # -- pull ---------------------------------------------------------------------------------
 
@@ -501,16 +492,22 @@ class Engine:
             self._write_cache(art.md5, data)
         return entries
 
-    def _write_cache(self, md5: str, data: bytes) -> None:
-        target = self.ws.cache_path(md5)
-        tmp = _partial(target)
+    def _write_cache(self, md5: str, content: Union[bytes, Path]) -> None:
+        """Put ``content`` (bytes, or a file's) at the cache path of ``md5``: read-only, through a temp file."""
+        cached = self.ws.cache_path(md5)
+        tmp = _partial(cached)
         self._folder(tmp)
-        fd = _create(tmp, CACHE_MODE)
         try:
-            _write_all(fd, data)
-        finally:
-            os.close(fd)
-        _place({target: tmp})
+            with open(_create(tmp, CACHE_MODE), "wb") as out:
+                if isinstance(content, bytes):
+                    out.write(content)
+                else:
+                    with open(content, "rb") as source:
+                        shutil.copyfileobj(source, out, layout.CHUNK)
+        except BaseException:
+            _discard([tmp])
+            raise
+        _place({cached: tmp})
 
     def plan_pull(self, artifacts: Sequence[Artifact], result: TransferResult) -> List[Obj]:
         objects: Dict[str, Obj] = {}
@@ -564,7 +561,7 @@ class Engine:
     def _ensure_cached(self, obj: Obj) -> None:
         """Files already in place still go into the DVC cache, so ``dvc status`` is clean."""
         if not self.ws.cache_path(obj.md5).is_file():
-            self._cache_copy(obj.targets[0], obj.md5)
+            self._write_cache(obj.md5, obj.targets[0])
 
     def _get(self, obj: Obj, progress: Progress) -> int:
         cached = self.ws.cache_path(obj.md5)

@@ -2,10 +2,9 @@
 
 GETs, and PUTs of files up to :data:`PART_SIZE`, go to URLs the client presigns,
 through :class:`cmf_core.s3_http.SignedHTTP` as for amazonS3: a big object
-comes in parallel ranges (``get_object`` is one stream: a 200 MB pull took 1.7x
-``fget_object``'s time, now 1.1x), a small one costs the CPU of a ``get_object``
-call.  Bigger files are multipart uploads by the SDK, :data:`PARALLEL_PARTS`
-parts at a time."""
+comes in parallel ranges (``get_object`` is one stream, and a 200 MB pull took
+1.7x ``fget_object``'s time), a small one costs the CPU of a ``get_object`` call.
+Bigger files are multipart uploads by the SDK, :data:`PARALLEL_PARTS` parts at a time."""
 from __future__ import annotations
 
 import contextlib
@@ -33,7 +32,7 @@ def part_size(size: int) -> int:
 
 
 class MinioStore(ObjectStore):
-    """Objects at ``prefix/<key>`` in a bucket, moved by the minio SDK.
+    """Objects at ``prefix/<key>`` in a bucket: requests signed by the minio SDK, multipart uploads made by it.
 
     The pool (:func:`cmf_core.s3.http_pool`) sends a request once more when its connection breaks;
     the engine retries what :mod:`cmf_core.s3` calls transient.
