@@ -10,8 +10,9 @@ plus the signing, and moving thousands of small files is made of little else.
 * :meth:`SignedHTTP.get` asks for the first :data:`DOWNLOAD_HEAD` bytes (all of
   most objects: one GET, no HEAD) and streams them into the engine's
   non-seekable writer; the size in that answer starts parallel ranged GETs of
-  the rest at once, written in order after the head, at most
-  :data:`CONCURRENCY` ranges in memory;
+  the rest at once (at most :data:`CONCURRENCY`, each holding at most
+  :data:`DOWNLOAD_PART` bytes), and each range is written in order, piece by
+  piece as it arrives, so that the engine's md5 keeps pace with the network;
 * :meth:`SignedHTTP.put` is one PUT of a whole file (multipart stays with the SDKs),
   with a ``Content-MD5`` header: the key names the md5 of the bytes, so the
   server checks for free that what it stores is the object, and a corrupt DVC
@@ -24,8 +25,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import queue
+import threading
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 from typing import BinaryIO, Callable, Deque, Iterator, List, Optional, Tuple, Union
@@ -39,8 +42,11 @@ MIB = 1 << 20
 DOWNLOAD_HEAD = 8 * MIB    # objects up to this size come in one streamed GET
 DOWNLOAD_PART = 8 * MIB    # then ranges of this size: CONCURRENCY of them (64 MiB) may wait in memory
 CONCURRENCY = 8            # ranges in flight per object
-RANGE_ATTEMPTS = 2         # a range whose body breaks off is fetched again once, not the whole object
+RANGE_ATTEMPTS = 2         # a range whose body breaks off is asked once more for its missing bytes
 PRESIGNED_SECONDS = 3600   # lifetime of a signed URL: the request must start within it
+
+#: what a range's downloader hands the writer: bytes, then ``None`` (done) or the error that stopped it
+Piece = Union[bytes, None, BaseException]
 
 #: ``presign(method, key)``: the URL that lets ``method`` (GET or PUT) on ``key``, signed by the SDK.
 Presigner = Callable[[str, str], str]
@@ -108,33 +114,56 @@ class SignedHTTP:
         return s3.error(code, response.status, self.where, key, message or "", fetching=fetching)
 
     def _ranged(self, key: str, first: int, last: int) -> Optional[urllib3.BaseHTTPResponse]:
-        """The open response to a GET of bytes ``first..last`` (``None`` if the object is empty)."""
+        """The open response to a GET of bytes ``first..last``, checked by its ``Content-Range`` (rclone
+        answers a range with 200, not 206).  From byte 0 a server may send the whole object (it ignores
+        ``Range``) or, for an empty object, answer 416 (then ``None``); further on, only the range will do."""
         response = self._request("GET", key, headers={"Range": f"bytes={first}-{last}"})
-        if response.status in (200, 206):
+        if response.status not in (200, 206, 416):
+            raise self._refused(response, key, fetching=True)
+        answered = response.headers.get("Content-Range", "")
+        if response.status != 416 and (answered.startswith(f"bytes {first}-") or not (first or answered)):
             return response
-        if response.status == 416:
-            s3.release(response)
+        s3.release(response)
+        if first == 0 and response.status == 416:  # an empty object has no byte 0
             return None
-        raise self._refused(response, key, fetching=True)
+        raise self._changed(key, first, last)
+
+    def _changed(self, key: str, first: int, last: int) -> TransientError:
+        return TransientError(f"{self.where.url(key)} on {self.where.endpoint}: bytes {first}-{last} are not "
+                              f"there as they were a moment ago; did the object change?")
 
     def _write_in_order(self, key: str, head: urllib3.BaseHTTPResponse, rest: List[Tuple[int, int]],
                         dst: BinaryIO) -> None:
-        """Stream ``head`` into ``dst`` while the ranges ``rest`` download, then write them in order."""
+        """Stream ``head`` into ``dst`` while the ranges ``rest`` download, then each range in order.
+
+        A range goes to ``dst`` piece by piece as it arrives, not once complete: the md5 that the engine
+        computes in order can then keep pace with the network instead of waiting for whole ranges."""
         if not rest:
             self._stream(head, dst)
             return
         pool = ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="cmf-s3-range")
+        stop = threading.Event()
+
+        def start(first: int, last: int) -> "queue.SimpleQueue[Piece]":
+            pieces: "queue.SimpleQueue[Piece]" = queue.SimpleQueue()
+            pool.submit(self._range, key, first, last, pieces, stop)
+            return pieces
+
         try:
             todo = iter(rest)
-            ahead: Deque[Future] = deque(pool.submit(self._range, key, *r) for r in islice(todo, CONCURRENCY))
+            ahead: Deque[queue.SimpleQueue] = deque(start(*r) for r in islice(todo, CONCURRENCY))
             self._stream(head, dst)
             while ahead:
-                data = ahead.popleft().result()
+                pieces = ahead.popleft()
                 following = next(todo, None)
                 if following:
-                    ahead.append(pool.submit(self._range, key, *following))
-                dst.write(data)
+                    ahead.append(start(*following))
+                for piece in iter(pieces.get, None):
+                    if isinstance(piece, BaseException):
+                        raise piece
+                    dst.write(piece)
         finally:
+            stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _stream(self, body: urllib3.BaseHTTPResponse, dst: BinaryIO) -> None:
@@ -146,24 +175,33 @@ class SignedHTTP:
                 return
             dst.write(chunk)  # errors of the destination are the caller's: not wrapped
 
-    def _range(self, key: str, first: int, last: int) -> bytes:
-        """Bytes ``first..last`` of ``key``; a body that breaks off is asked for again."""
-        for attempt in range(1, RANGE_ATTEMPTS + 1):
-            response = self._ranged(key, first, last)
-            try:
-                with self._unreachable():
-                    data = response.read() if response is not None else b""
-                break
-            except TransientError:
-                if attempt == RANGE_ATTEMPTS:
-                    raise
-            finally:
-                if response is not None:
+    def _range(self, key: str, first: int, last: int, pieces: "queue.SimpleQueue[Piece]",
+               stop: threading.Event) -> None:
+        """Put bytes ``first..last`` of ``key`` into ``pieces`` as they arrive, then ``None`` (or the
+        error that ended it).  A body that breaks off is asked again once, for the bytes still missing."""
+        try:
+            got = first
+            for attempt in range(1, RANGE_ATTEMPTS + 1):
+                response = self._ranged(key, got, last)
+                try:
+                    with self._unreachable():
+                        while got <= last and not stop.is_set():
+                            piece = response.read(min(MIB, last - got + 1), decode_content=False)
+                            if not piece:
+                                break
+                            pieces.put(piece)
+                            got += len(piece)
+                    break
+                except TransientError:
+                    if attempt == RANGE_ATTEMPTS:
+                        raise
+                finally:
                     s3.release(response)
-        if len(data) != last - first + 1:
-            raise TransientError(f"{self.where.url(key)} on {self.where.endpoint}: got {len(data)} "
-                                 f"bytes for bytes {first}-{last}; did the object change?")
-        return data
+            if got <= last and not stop.is_set():
+                raise self._changed(key, got, last)
+            pieces.put(None)
+        except BaseException as exc:  # noqa: B036 -- handed to the thread that writes, which raises it
+            pieces.put(exc)
 
     @contextlib.contextmanager
     def _unreachable(self) -> Iterator[None]:

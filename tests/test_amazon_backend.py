@@ -211,6 +211,49 @@ def test_a_failing_writer_stops_the_download_and_its_threads(store, tmp_path, mo
     assert not [t for t in threading.enumerate() if t.name.startswith("cmf-s3-range")]
 
 
+def test_a_range_that_breaks_off_is_asked_again_for_what_is_missing(store, tmp_path, monkeypatch):
+    """Ranges reach the writer piece by piece as they arrive; a body that breaks off after some pieces
+    is resumed from the first byte that did not come, so nothing is written twice or left out."""
+    import urllib3
+
+    monkeypatch.setattr(s3_http, "DOWNLOAD_HEAD", MIB)
+    monkeypatch.setattr(s3_http, "DOWNLOAD_PART", 4 * MIB)
+    data = random_bytes(9 * MIB + 7, "breaks off")
+    src = tmp_path / "obj"
+    src.write_bytes(data)
+    key = layout.key(hashlib.md5(data).hexdigest())
+    store.put(src, key)
+    send = store.http.pool.request
+    asked: List[str] = []
+
+    class BreaksOff:
+        """The first range's answer: one piece of its body, then the connection is gone."""
+
+        def __init__(self, response) -> None:
+            self.response, self.reads = response, 0
+
+        def __getattr__(self, name: str):
+            return getattr(self.response, name)
+
+        def read(self, amt=None, **kwargs) -> bytes:
+            self.reads += 1
+            if self.reads == 2:
+                raise urllib3.exceptions.ProtocolError("Connection broken: peer closed")
+            return self.response.read(amt, **kwargs)
+
+    def request(method, url, headers=None, **kwargs):
+        asked.append(headers["Range"])
+        response = send(method, url, headers=headers, **kwargs)
+        return BreaksOff(response) if headers["Range"] == f"bytes={MIB}-{5 * MIB - 1}" else response
+
+    monkeypatch.setattr(store.http.pool, "request", request)
+    sink = Sink()
+    store.get(key, sink)
+    assert sink.value == data
+    assert sorted(asked) == sorted([f"bytes=0-{MIB - 1}", f"bytes={MIB}-{5 * MIB - 1}", f"bytes={2 * MIB}-{5 * MIB - 1}",
+                                    f"bytes={5 * MIB}-{9 * MIB - 1}", f"bytes={9 * MIB}-{9 * MIB + 6}"])
+
+
 def test_small_object_is_one_get(store, tmp_path, monkeypatch):
     src = tmp_path / "small"
     src.write_bytes(b"small object")
