@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import urllib.request
@@ -172,6 +173,7 @@ def http_pool(endpoint: str, verify: Union[bool, str], size: int, connect_timeou
     engine, which retries with backoff what :func:`error` calls transient."""
     import urllib3
 
+    keep_debug_off("urllib3.connectionpool")  # its request lines show a presigned URL's access key id
     once = urllib3.Retry(total=1, connect=1, read=1, status=1, other=0, redirect=False,
                          status_forcelist=(500, 502, 503, 504), raise_on_status=False)
     settings = dict(maxsize=size, timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
@@ -182,6 +184,14 @@ def http_pool(endpoint: str, verify: Union[bool, str], size: int, connect_timeou
     if proxy and not urllib.request.proxy_bypass(url.hostname or ""):
         return urllib3.ProxyManager(proxy, **settings)
     return urllib3.PoolManager(**settings)
+
+
+def keep_debug_off(*loggers: str) -> None:
+    """Loggers whose DEBUG records would show credentials stay at INFO, unless a level was set for one
+    by name: a program that turns on DEBUG for everything does not get the keys in its logs."""
+    for name in loggers:
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(logging.INFO)
 
 
 def release(response: "urllib3.BaseHTTPResponse") -> None:

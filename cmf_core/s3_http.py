@@ -1,11 +1,14 @@
-"""S3 objects moved over plain HTTP to presigned URLs: what both S3 backends do with their bytes.
+"""S3 objects moved over plain HTTP, signed by the SDKs: what both S3 backends do with their bytes.
 
-Each backend's SDK only signs (boto3's ``generate_presigned_url``, minio's
-``get_presigned_url``: its credentials, chain and region); the request itself
-goes through one thread-safe urllib3 pool (:func:`cmf_core.s3.http_pool`).  An
-SDK call per object costs about 1.5 ms (boto3) or 0.5 ms (minio) of CPU on
-event hooks, header building and signing; a presigned request about 0.35 ms
-plus the signing, and moving thousands of small files is made of little else.
+Each backend's SDK only signs (its credentials, chain and region); the request
+itself goes through one thread-safe urllib3 pool (:func:`cmf_core.s3.http_pool`).
+An SDK call per object costs about 1.5 ms (boto3) or 0.5 ms (minio) of CPU on
+event hooks, header building and signing; a signed request about 0.3 ms, and
+moving thousands of small files is made of little else.  A GET is signed in its
+headers, to a short URL that :class:`Addressing` builds: urllib3 re-encodes the
+long query of a presigned URL one character at a time in Python, which cost
+0.16 ms per request, more than the signature itself.  A PUT goes to a presigned
+URL (its body is not hashed for the signature).
 
 * :meth:`SignedHTTP.get` asks for the first :data:`DOWNLOAD_HEAD` bytes (all of
   most objects: one GET, no HEAD) and streams them into the engine's
@@ -29,9 +32,11 @@ import queue
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import BinaryIO, Callable, Deque, Iterator, List, Optional, Tuple, Union
+from typing import BinaryIO, Callable, Deque, Dict, Iterator, List, Optional, Tuple, Union
+from urllib.parse import parse_qs, quote
 
 import urllib3
 
@@ -48,17 +53,42 @@ PRESIGNED_SECONDS = 3600   # lifetime of a signed URL: the request must start wi
 #: what a range's downloader hands the writer: bytes, then ``None`` (done) or the error that stopped it
 Piece = Union[bytes, None, BaseException]
 
-#: ``presign(method, key)``: the URL that lets ``method`` (GET or PUT) on ``key``, signed by the SDK.
-Presigner = Callable[[str, str], str]
+#: ``sign(method, key, headers)``: the URL for ``method`` (GET or PUT) on ``key``, signed by the SDK: a GET's
+#: signature is added to ``headers``, a PUT's is in the URL (presigned).
+Signer = Callable[[str, str, Dict[str, str]], str]
+
+PROBE = "cmf-address-probe"  # the object name an SDK presigns once to show its addressing; nothing is sent
+
+
+@dataclass(frozen=True)
+class Addressing:
+    """Where a bucket's objects are, and the region their requests are signed for.
+
+    Read once from a URL the SDK presigned for :data:`PROBE`: the SDK has chosen virtual-host or
+    path addressing, the endpoint and the region, and the URL of any object differs only in its name."""
+
+    base: str    # the URL of an object, up to its name
+    region: str
+
+    @classmethod
+    def read(cls, presigned: str) -> "Addressing":
+        url, _, query = presigned.partition("?")
+        credential = parse_qs(query).get("X-Amz-Credential", [""])[0].split("/")  # key/date/region/s3/aws4_request
+        if not url.endswith("/" + PROBE) or len(credential) != 5:
+            raise ValueError(f"not a SigV4 presigned URL for {PROBE}: {url}")
+        return cls(url[: -len(PROBE)], credential[2])
+
+    def url(self, name: str) -> str:
+        return self.base + quote(name, safe="/~")
 
 
 class SignedHTTP:
-    """GETs and one-PUT uploads of the objects at ``where``, to URLs that ``presign`` signs."""
+    """GETs and one-PUT uploads of the objects at ``where``, signed by ``sign``."""
 
-    def __init__(self, where: s3.Location, presign: Presigner, verify: Union[bool, str], pool_size: int,
+    def __init__(self, where: s3.Location, sign: Signer, verify: Union[bool, str], pool_size: int,
                  connect_timeout: float, read_timeout: float) -> None:
         self.where = where
-        self.presign = presign
+        self.sign = sign
         self.pool = s3.http_pool(where.endpoint, verify, pool_size, connect_timeout, read_timeout)
 
     def put(self, src: Path, key: str, size: int) -> None:
@@ -67,7 +97,7 @@ class SignedHTTP:
         if md5:
             headers["Content-MD5"] = base64.b64encode(bytes.fromhex(md5)).decode()
         with open(src, "rb") as body:
-            response = self._request("PUT", key, body=body, headers=headers)
+            response = self._request("PUT", key, headers, body=body)
         if response.status == 200:
             s3.release(response)
             return
@@ -94,11 +124,12 @@ class SignedHTTP:
 
     # -- helpers -----------------------------------------------------------------------------------
 
-    def _request(self, method: str, key: str, **request: object) -> urllib3.BaseHTTPResponse:
-        """The open response to ``method`` on the presigned URL of ``key``."""
-        url = self.presign(method, key)
+    def _request(self, method: str, key: str, headers: Dict[str, str], **request: object) -> urllib3.BaseHTTPResponse:
+        """The open response to ``method`` on ``key``, signed."""
+        url = self.sign(method, key, headers)
         with self._unreachable():
-            return self.pool.request(method, url, preload_content=False, decode_content=False, **request)
+            return self.pool.request(method, url, headers=headers, preload_content=False, decode_content=False,
+                                     **request)
 
     def _bad_digest(self, src: Path, key: str, md5: str) -> CmfError:
         """The server found that the bytes it got are not ``md5``: a corrupt file stays here, for
@@ -117,7 +148,7 @@ class SignedHTTP:
         """The open response to a GET of bytes ``first..last``, checked by its ``Content-Range`` (rclone
         answers a range with 200, not 206).  From byte 0 a server may send the whole object (it ignores
         ``Range``) or, for an empty object, answer 416 (then ``None``); further on, only the range will do."""
-        response = self._request("GET", key, headers={"Range": f"bytes={first}-{last}"})
+        response = self._request("GET", key, {"Range": f"bytes={first}-{last}"})
         if response.status not in (200, 206, 416):
             raise self._refused(response, key, fetching=True)
         answered = response.headers.get("Content-Range", "")

@@ -233,9 +233,12 @@ def test_no_secret_leaves_the_git_ignored_files(repo_type, ws, tmp_path, request
 
 
 @pytest.mark.parametrize("repo_type", ["minioS3", "amazonS3"])
-def test_a_working_s3_push_and_pull_log_no_credentials(repo_type, ws, tmp_path, cmf, caplog, s3_server, s3_bucket):
+def test_a_working_s3_push_and_pull_log_no_credentials(repo_type, ws, tmp_path, cmf, caplog, s3_server, s3_bucket,
+                                                       monkeypatch):
     """The requests that succeed carry the credentials too (signed headers, presigned URLs): at DEBUG level,
     whatever the SDKs and urllib3 log of them must not show the keys or the session token."""
+    for name in ("urllib3.connectionpool", "botocore.endpoint", "botocore.auth"):  # as in a fresh process,
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)     # whatever ran before
     caplog.set_level(logging.DEBUG)
     keys = {"access_key_id": s3_server.ACCESS_KEY, "secret_key": s3_server.SECRET_KEY}
     if repo_type == "amazonS3":

@@ -4,7 +4,6 @@ The store itself is in :mod:`.store`, imported only when a transfer opens the re
 """
 from __future__ import annotations
 
-import logging
 from typing import Dict
 
 from cmf_core import checks, s3
@@ -30,8 +29,8 @@ SPEC = BackendSpec(
     jobs=8,
 )
 #: loggers whose DEBUG records hold the access key id and the session token: botocore's request dumps and
-#: canonical requests, urllib3's request lines (the query of a presigned URL)
-CREDENTIAL_LOGGERS = ("botocore.endpoint", "botocore.auth", "urllib3.connectionpool")
+#: canonical requests (urllib3's request lines are kept quiet by :func:`cmf_core.s3.http_pool`)
+CREDENTIAL_LOGGERS = ("botocore.endpoint", "botocore.auth")
 
 
 class AmazonS3Backend(Backend):
@@ -52,9 +51,7 @@ class AmazonS3Backend(Backend):
     def open(self, remote: Remote) -> ObjectStore:
         from .store import AmazonS3Store  # boto3 is imported here, not when `cmf backends` lists us
 
-        for name in CREDENTIAL_LOGGERS:  # unless asked for by name, their DEBUG records stay off
-            if logging.getLogger(name).level == logging.NOTSET:
-                logging.getLogger(name).setLevel(logging.INFO)
+        s3.keep_debug_off(*CREDENTIAL_LOGGERS)
         return AmazonS3Store.open(remote)
 
 

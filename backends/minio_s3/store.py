@@ -1,17 +1,22 @@
 """The minioS3 object store: one ``Minio`` client, and its urllib3 pool, shared by every transfer thread.
 
-GETs, and PUTs of files up to :data:`PART_SIZE`, go to URLs the client presigns,
-through :class:`cmf_core.s3_http.SignedHTTP` as for amazonS3: a big object
-comes in parallel ranges (``get_object`` is one stream, and a 200 MB pull took
-1.7x ``fget_object``'s time), a small one costs the CPU of a ``get_object`` call.
-Bigger files are multipart uploads by the SDK, :data:`PARALLEL_PARTS` parts at a time."""
+GETs, and PUTs of files up to :data:`PART_SIZE`, go through
+:class:`cmf_core.s3_http.SignedHTTP` as for amazonS3: a big object comes in
+parallel ranges (``get_object`` is one stream, and a 200 MB pull took 1.7x
+``fget_object``'s time), a small one costs less CPU than a ``get_object`` call.
+A PUT goes to a URL the client presigns; a GET is signed in its headers by the
+SDK's own SigV4 signer (``minio.signer``), at the URL and for the region that
+the client presigned once.  Bigger files are multipart uploads by the SDK,
+:data:`PARALLEL_PARTS` parts at a time."""
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import math
 from datetime import timedelta
 from pathlib import Path
-from typing import BinaryIO, Iterator, Optional, Sequence, Set, Union
+from typing import BinaryIO, Dict, Iterator, Optional, Sequence, Set, Union
 from urllib.parse import urlsplit
 
 from cmf_core import s3, s3_http
@@ -23,6 +28,7 @@ READ_TIMEOUT = 120.0     # seconds without a byte before a read fails (and the e
 PART_SIZE = 16 << 20     # multipart upload part; files up to this size go in one PUT
 PARALLEL_PARTS = 2       # parts of one file uploaded at once (the engine already runs -j files at once)
 MAX_PARTS = 10_000       # S3's limit per multipart upload
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # the payload hash of a GET
 
 
 def part_size(size: int) -> int:
@@ -42,10 +48,12 @@ class MinioStore(ObjectStore):
                  session_token: Optional[str] = None, verify: Union[bool, str] = True,
                  region: Optional[str] = None) -> None:
         from minio import Minio
+        from minio.credentials import Credentials
 
         self.where = where
         endpoint = urlsplit(where.endpoint)
-        self.http = s3_http.SignedHTTP(where, self._presign, verify, POOL_SIZE, CONNECT_TIMEOUT, READ_TIMEOUT)
+        self.credentials = Credentials(access_key, secret_key, session_token)
+        self.http = s3_http.SignedHTTP(where, self._sign, verify, POOL_SIZE, CONNECT_TIMEOUT, READ_TIMEOUT)
         self.client = Minio(endpoint.netloc, access_key=access_key, secret_key=secret_key,
                             session_token=session_token, secure=endpoint.scheme == "https",
                             region=region, http_client=self.http.pool)
@@ -97,7 +105,27 @@ class MinioStore(ObjectStore):
     def close(self) -> None:
         self.http.close()
 
-    def _presign(self, method: str, key: str) -> str:
-        with self._errors(key):
-            return self.client.get_presigned_url(method, self.where.bucket, self.where.name(key),
+    def _sign(self, method: str, key: str, headers: Dict[str, str]) -> str:
+        from minio.signer import sign_v4_s3
+        from minio.time import to_amz_date, utcnow
+
+        if method == "PUT":
+            return self._presign(method, self.where.name(key))
+        url, date = self._addressing.url(self.where.name(key)), utcnow()
+        parts = urlsplit(url)
+        headers.update({"Host": parts.netloc, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": to_amz_date(date)})
+        if self.credentials.session_token:
+            headers["X-Amz-Security-Token"] = self.credentials.session_token
+        sign_v4_s3(method=method, url=parts, region=self._addressing.region, headers=headers,
+                   credentials=self.credentials, content_sha256=EMPTY_SHA256, date=date)
+        return url
+
+    @functools.cached_property
+    def _addressing(self) -> s3_http.Addressing:
+        return s3_http.Addressing.read(self._presign("GET", s3_http.PROBE))
+
+    def _presign(self, method: str, name: str) -> str:
+        """A URL that lets ``method`` on the object ``name`` (no remote prefix added) for a while."""
+        with self._errors():
+            return self.client.get_presigned_url(method, self.where.bucket, name,
                                                  expires=timedelta(seconds=s3_http.PRESIGNED_SECONDS))
