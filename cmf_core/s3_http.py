@@ -41,7 +41,7 @@ from urllib.parse import parse_qs, quote
 import urllib3
 
 from cmf_core import layout, s3
-from cmf_core.errors import CmfError, CorruptSource, TransientError
+from cmf_core.errors import BackendError, CmfError, CorruptSource, TransientError
 
 MIB = 1 << 20
 DOWNLOAD_HEAD = 8 * MIB    # objects up to this size come in one streamed GET
@@ -74,8 +74,8 @@ class Addressing:
     def read(cls, presigned: str) -> "Addressing":
         url, _, query = presigned.partition("?")
         credential = parse_qs(query).get("X-Amz-Credential", [""])[0].split("/")  # key/date/region/s3/aws4_request
-        if not url.endswith("/" + PROBE) or len(credential) != 5:
-            raise ValueError(f"not a SigV4 presigned URL for {PROBE}: {url}")
+        if not url.endswith("/" + PROBE) or len(credential) != 5:  # the URL without its query: no signature shown
+            raise BackendError(f"the S3 SDK presigned {url} in a way cmf cannot use (SigV4 only)")
         return cls(url[: -len(PROBE)], credential[2])
 
     def url(self, name: str) -> str:

@@ -543,3 +543,19 @@ def test_gets_signed_in_headers_reach_objects_under_an_odd_prefix(repo_type, ws,
         assert sink.value == data
     finally:
         opened.close()
+
+
+def test_the_address_of_objects_is_read_from_a_presigned_url():
+    """Virtual-host or path addressing and the signing region come from the SDK's presigned URL; a URL
+    that is not SigV4 (or not for the probe name) is refused with a message that shows no signature."""
+    scope = "X-Amz-Credential=AKIDEXAMPLE%2F20261127%2Feu-west-3%2Fs3%2Faws4_request&X-Amz-Signature=abc123"
+    hosted = s3_http.Addressing.read(f"https://bkt.s3.eu-west-3.amazonaws.com/{s3_http.PROBE}?{scope}")
+    assert (hosted.base, hosted.region) == ("https://bkt.s3.eu-west-3.amazonaws.com/", "eu-west-3")
+    assert hosted.url("team/md5/ab/cd ef+") == "https://bkt.s3.eu-west-3.amazonaws.com/team/md5/ab/cd%20ef%2B"
+    path_style = s3_http.Addressing.read(f"http://127.0.0.1:9000/bkt/{s3_http.PROBE}?{scope}")
+    assert path_style.base == "http://127.0.0.1:9000/bkt/"
+    for refused in (f"https://bkt.s3.amazonaws.com/{s3_http.PROBE}?AWSAccessKeyId=AKIDEXAMPLE&Signature=abc123",
+                    f"https://bkt.s3.amazonaws.com/other?{scope}"):
+        with pytest.raises(BackendError, match="SigV4 only") as error:
+            s3_http.Addressing.read(refused)
+        assert "abc123" not in str(error.value) and "AKIDEXAMPLE" not in str(error.value)
