@@ -42,6 +42,8 @@ def s3_url(value: str, option: str = "url") -> Tuple[str, str]:
     prefix = prefix.strip("/")
     if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
         raise ConfigError(f"{flag(option)}: prefix {prefix!r} has an empty, '.' or '..' segment")
+    if not prefix.isascii():  # DVC's config file (configobj) is written as ASCII and refuses it
+        raise ConfigError(f"{flag(option)}: prefix {prefix!r} is not ASCII, which DVC's config cannot hold")
     return bucket, prefix
 
 

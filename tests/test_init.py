@@ -124,6 +124,8 @@ BAD_INPUTS = [
      "--url must look like s3://bucket"),
     (["init", "minioS3", "--url", "s3://B_ad", "--endpoint-url", "http://h:9000", "--git-remote-url", "u"],
      "not a valid bucket name"),
+    (["init", "amazonS3", "--url", "s3://bkt/daten/größe", "--git-remote-url", "u"],
+     "prefix 'daten/größe' is not ASCII, which DVC's config cannot hold"),
     (["init", "minioS3", "--url", "s3://bkt", "--endpoint-url", "h:9000", "--git-remote-url", "u"],
      "--endpoint-url must look like"),
     (["init", "minioS3", "--url", "s3://bkt", "--endpoint-url", "http://h", "--access-key-id", "k",
