@@ -245,7 +245,8 @@ def _transfer(direction: str, pipeline: str, mlmd: str, artifact: Optional[str],
         store = plugins.open_store(workspace.remote, loaded)
     try:
         cache = workspace.cache
-        engine = transfer.Engine(transfer.Workspace(base, cache), store, jobs or loaded[1].jobs, progress)
+        reopen = (lambda: plugins.open_store(workspace.remote, loaded)) if own else None
+        engine = transfer.Engine(transfer.Workspace(base, cache), store, jobs or loaded[1].jobs, progress, reopen)
         with contextlib.nullcontext() if dry_run else transfer.lock(cache):
             getattr(engine, direction)(selected, result)
     finally:

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
-from cmf_core import layout, locks
+from cmf_core import fanout, layout, locks
 from cmf_core.errors import BackendError, CmfError, CorruptSource, ObjectNotFound, TransientError
 from cmf_core.hookspecs import ObjectStore
 from cmf_core.metadata import store as records
@@ -80,6 +80,7 @@ class TransferResult:
     not_files: List[Tuple[str, str]] = field(default_factory=list)
     dry_run: bool = False
     planned: List[str] = field(default_factory=list)
+    processes: int = 1  # processes that shared the work (see cmf_core.fanout)
 
     @property
     def ok(self) -> bool:
@@ -352,9 +353,13 @@ def lock(cache: Path) -> locks.FileLock:
 class Engine:
     """Moves the objects of selected artifacts between a workspace and an ObjectStore."""
 
-    def __init__(self, workspace: Workspace, store: ObjectStore, jobs: int, progress: Optional[bool] = None):
+    def __init__(self, workspace: Workspace, store: ObjectStore, jobs: int, progress: Optional[bool] = None,
+                 reopen: Optional[Callable[[], ObjectStore]] = None):
+        """``reopen`` opens another store like ``store``: given, a run of many objects may be shared with
+        forked processes (each needs connections of its own)."""
         self.ws = workspace
         self.store = store
+        self.reopen = reopen
         self.jobs = max(1, jobs)
         self.progress_enabled = progress
         self.dry_run = False
@@ -620,29 +625,29 @@ class Engine:
         """Run ``work`` on every object in ``jobs`` threads; record outcomes in ``result``; return the failed ones.
 
         The threads take the next object from one shared iterator and hand back ``(obj, bytes, error)``:
-        no future per object, which thousands of small files would pay for.  On Ctrl-C (or a bug) the
-        threads take nothing more and finish the object they hold, so no temp file is left behind."""
+        no future per object, which thousands of small files would pay for.  A run of many objects is
+        shared with forked processes (:mod:`cmf_core.fanout`), whose outcomes arrive the same way.  On
+        Ctrl-C (or a bug) nobody takes another object and each finishes the one it holds, so no temp
+        file is left behind."""
         failed: List[Obj] = []
         if not objects:
             return failed
+        count = fanout.processes(len(objects), self.jobs) if self.reopen is not None else 1
+        per_process = -(-self.jobs // count)  # threads in each process: -j in all
+        mine, *theirs = fanout.shares(objects, count)
+        helpers: List[fanout.Helper] = []
+        for share in theirs:  # forked before the progress bar, which may start a thread (tqdm's monitor)
+            try:
+                helpers.append(fanout.Helper(share, lambda share, report: self._serve(label, share, work, report,
+                                                                                      per_process)))
+            except OSError:  # no process to be had: this one moves that share too
+                mine += share
+        result.processes = max(result.processes, 1 + len(helpers))
         progress = Progress(label, len(objects), self.progress_enabled)
-        breaker = _Breaker()
-        todo, taking, stop = iter(objects), threading.Lock(), threading.Event()
         finished: "queue.SimpleQueue[Tuple[Obj, int, Optional[BaseException]]]" = queue.SimpleQueue()
-
-        def worker() -> None:
-            while not stop.is_set():
-                with taking:
-                    obj = next(todo, None)
-                if obj is None:
-                    return
-                try:
-                    finished.put((obj, breaker.call(work, obj, progress), None))
-                except BaseException as exc:  # noqa: B036 -- handed to the main thread, which decides
-                    finished.put((obj, 0, exc))
-
-        threads = [threading.Thread(target=worker, name=f"cmf-{label}-{i}", daemon=True)
-                   for i in range(min(self.jobs, len(objects)))]
+        stop, completed = threading.Event(), False
+        threads = (self._workers(label, mine, work, progress, finished, stop, per_process)
+                   + [helper.reader(finished, progress.add_bytes) for helper in helpers])
         try:
             for thread in threads:
                 thread.start()
@@ -657,13 +662,60 @@ class Engine:
                 else:
                     raise error
                 progress.done()
+            completed = True
         finally:
             stop.set()
+            for helper in helpers if not completed else ():
+                helper.interrupt()
             for thread in threads:
                 if thread.is_alive():
                     thread.join()
             progress.close()
         return failed
+
+    def _workers(self, label: str, objects: List[Obj], work: Callable[[Obj, Progress], int], progress: Progress,
+                 finished: "queue.SimpleQueue", stop: threading.Event, count: int) -> List[threading.Thread]:
+        """``count`` threads (not started) that run ``work`` on ``objects`` and put each outcome in ``finished``."""
+        breaker = _Breaker()
+        todo, taking = iter(objects), threading.Lock()
+
+        def worker() -> None:
+            while not stop.is_set():
+                with taking:
+                    obj = next(todo, None)
+                if obj is None:
+                    return
+                try:
+                    finished.put((obj, breaker.call(work, obj, progress), None))
+                except BaseException as exc:  # noqa: B036 -- handed to the main thread, which decides
+                    finished.put((obj, 0, exc))
+
+        return [threading.Thread(target=worker, name=f"cmf-{label}-{i}", daemon=True)
+                for i in range(min(count, len(objects)))]
+
+    def _serve(self, label: str, share: List[Obj], work: Callable[[Obj, Progress], int],
+               report: fanout.Report, threads_count: int) -> None:
+        """In a forked child: move ``share`` through a store of its own, reporting each outcome."""
+        self.store = self.reopen()
+        try:
+            finished: "queue.SimpleQueue" = queue.SimpleQueue()
+            stop = threading.Event()
+            index = {id(obj): i for i, obj in enumerate(share)}
+            threads = self._workers(label, share, work, Progress(label, 0, False), finished, stop, threads_count)
+            try:
+                for thread in threads:
+                    thread.start()
+                for _ in share:
+                    obj, moved, error = finished.get()
+                    if error is not None and not isinstance(error, (CmfError, OSError, _Mismatch)):
+                        raise error
+                    report(index[id(obj)], moved, None if error is None else _describe(error))
+            finally:
+                stop.set()
+                for thread in threads:
+                    thread.join()
+        finally:
+            self.store.close()
 
 
 class _Mismatch(Exception):

@@ -18,7 +18,7 @@ from typing import Dict, Iterator, List
 import pytest
 
 import cmf_core.transfer
-from cmf_core import api, config, layout, plugins, s3, s3_http
+from cmf_core import api, config, fanout, layout, plugins, s3, s3_http
 from cmf_core.errors import BackendError, ConfigError, ObjectNotFound, TransientError
 from cmf_core.testing import PIPELINE, BackendConformance, Dataset, WrappedStore
 from cmf_core.testing.conformance import Sink, random_bytes
@@ -91,6 +91,20 @@ def test_push_keeps_every_object_under_the_prefix(ws, tmp_path, s3_server, s3_bu
     assert sorted(p.relative_to(s3_server.root / s3_bucket).as_posix() for p in stored) == \
         sorted(f"some/prefix/{key}" for key in ds.all_keys)
     assert all(base in p.parents for p in stored)
+
+
+def test_many_objects_are_shared_by_processes_each_with_a_store_of_its_own(ws, tmp_path, s3_server, s3_bucket,
+                                                                           monkeypatch):
+    monkeypatch.setattr(fanout, "MIN_OBJECTS", 20)
+    monkeypatch.setattr(fanout, "cpus", lambda: 2)
+    init(ws, tmp_path, options(s3_server, s3_bucket))
+    ds = logged(ws, count=40)
+    pushed = api.artifact_push(PIPELINE)
+    assert pushed.ok and pushed.processes == 2, pushed.failed
+    ds.forget()
+    pulled = api.artifact_pull(PIPELINE)
+    assert pulled.ok and pulled.processes == 2 and pulled.moved + pulled.skipped == ds.pull_objects, pulled.failed
+    ds.assert_in_place()
 
 
 def test_dvc_pull_gets_what_cmf_pushed(ws, tmp_path, s3_server, s3_bucket, cmf):
