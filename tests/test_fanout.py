@@ -21,7 +21,7 @@ FILES = 60
 def dataset(workspace, monkeypatch) -> Dataset:
     """A directory of FILES small files and a single file, logged and pushed by two processes."""
     monkeypatch.setattr(fanout, "MIN_OBJECTS", 20)
-    monkeypatch.setattr(fanout, "cpus", lambda: 2)
+    monkeypatch.setattr(fanout, "cpus", lambda: 1)  # two processes per CPU
     monkeypatch.setattr(transfer, "BACKOFF", 0.001)
     files = {f"tree/d{i % 7}/f{i:03d}.bin": os.urandom(500 + i) for i in range(FILES)}
     files["model.bin"] = os.urandom(3000)

@@ -103,7 +103,8 @@ def _transfer_options(command):
         click.option("-e", "--execution_uuid", "--execution-uuid", "execution_uuid", metavar="UUID",
                      help="only the artifacts of this execution"),
         click.option("-j", "--jobs", type=click.IntRange(1, 256), metavar="N",
-                     help="transfers at once (default: the backend's)"),
+                     help="objects in flight (default: the backend's); many objects are shared by "
+                          "two processes per CPU on Linux"),
         click.option("--dry-run", is_flag=True, help="show what would move; move nothing"),
         AS_JSON,
     ]
