@@ -81,17 +81,19 @@ class Helper:
 
         def read() -> None:
             reported = set()
-            with os.fdopen(self.fd, "r", encoding="utf-8") as pipe:
-                for line in pipe:
-                    index, moved, error = json.loads(line)
-                    reported.add(index)
-                    on_bytes(moved)
-                    finished.put((self.share[index], moved, None if error is None else WorkerError(error)))
-            self.status = os.waitpid(self.pid, 0)[1]
-            for index, item in enumerate(self.share):
-                if index not in reported:
-                    finished.put((item, 0, WorkerError(f"not moved: worker process {self.pid} "
-                                                       f"{_ended(self.status)} before it got to it")))
+            try:
+                with os.fdopen(self.fd, "r", encoding="utf-8") as pipe:
+                    for line in pipe:
+                        index, moved, error = json.loads(line)
+                        reported.add(index)
+                        on_bytes(moved)
+                        finished.put((self.share[index], moved, None if error is None else WorkerError(error)))
+            finally:  # whatever happened, every item gets an outcome: the caller waits for each
+                self.status = os.waitpid(self.pid, 0)[1]
+                for index, item in enumerate(self.share):
+                    if index not in reported:
+                        finished.put((item, 0, WorkerError(f"worker process {self.pid} {_ended(self.status)} "
+                                                           "before reporting it; run again to move what is missing")))
 
         return threading.Thread(target=read, name=f"cmf-worker-{self.pid}", daemon=True)
 

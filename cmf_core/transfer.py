@@ -696,7 +696,12 @@ class Engine:
     def _serve(self, label: str, share: List[Obj], work: Callable[[Obj, Progress], int],
                report: fanout.Report, threads_count: int) -> None:
         """In a forked child: move ``share`` through a store of its own, reporting each outcome."""
-        self.store = self.reopen()
+        try:
+            self.store = self.reopen()
+        except CmfError as exc:  # the remote went away since the caller opened it: each object says why
+            for i in range(len(share)):
+                report(i, 0, _describe(exc))
+            return
         try:
             finished: "queue.SimpleQueue" = queue.SimpleQueue()
             stop = threading.Event()

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from cmf_core import api, fanout, transfer
+from cmf_core import api, fanout, plugins, transfer
+from cmf_core.errors import BackendError
 from cmf_core.testing.conformance import Dataset
 
 FILES = 60
@@ -72,7 +73,7 @@ def test_a_worker_killed_mid_pull_fails_what_it_had_not_reported_and_a_rerun_com
     result = api.artifact_pull("p", jobs=2)
     assert not result.ok and result.processes == 2
     died = [error for _, error in result.failed]
-    assert died and all("was killed by signal 9" in error for error in died), died
+    assert died and all("was killed by signal 9 before reporting it" in error for error in died), died
     assert result.moved + result.skipped + len(died) == dataset.pull_objects
 
     monkeypatch.setattr(transfer.Engine, "_get", get)
@@ -80,6 +81,22 @@ def test_a_worker_killed_mid_pull_fails_what_it_had_not_reported_and_a_rerun_com
     assert again.ok and 0 < again.moved <= len(died), again.failed
     dataset.assert_in_place()
     assert not list(workspace.rglob(f"*{transfer.PARTIAL}"))
+
+
+def test_a_worker_that_cannot_open_the_remote_fails_its_share_by_name(dataset, monkeypatch):
+    parent, open_store = os.getpid(), plugins.open_store
+
+    def refused_in_a_child(*args, **kwargs):
+        if os.getpid() != parent:
+            raise BackendError("cannot reach the remote (refused)")
+        return open_store(*args, **kwargs)
+
+    monkeypatch.setattr(plugins, "open_store", refused_in_a_child)
+    dataset.forget()
+    result = api.artifact_pull("p", jobs=2)
+    assert not result.ok and result.processes == 2 and result.moved > 0
+    assert {error for _, error in result.failed} == {"cannot reach the remote (refused)"}
+    assert result.moved + result.skipped + len(result.failed) == dataset.pull_objects
 
 
 def test_ctrl_c_in_the_caller_stops_the_workers_leaves_no_temp_file_and_a_rerun_completes(dataset, workspace,
