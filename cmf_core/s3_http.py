@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import queue
 import threading
 from collections import deque
@@ -53,9 +54,11 @@ PRESIGNED_SECONDS = 3600   # lifetime of a signed URL: the request must start wi
 #: what a range's downloader hands the writer: bytes, then ``None`` (done) or the error that stopped it
 Piece = Union[bytes, None, BaseException]
 
-#: ``sign(method, key, headers)``: the URL for ``method`` (GET or PUT) on ``key``, signed by the SDK: a GET's
-#: signature is added to ``headers``, a PUT's is in the URL (presigned).
-Signer = Callable[[str, str, Dict[str, str]], str]
+#: ``presign(method, name)``: a URL the SDK signed for ``method`` (GET or PUT) on the object ``name`` of
+#: the bucket (no remote prefix added)
+Presigner = Callable[[str, str], str]
+#: ``sign_headers(method, url, region, headers)``: the SDK's SigV4 signature of that request, added to ``headers``
+HeaderSigner = Callable[[str, str, str, Dict[str, str]], None]
 
 PROBE = "cmf-address-probe"  # the object name an SDK presigns once to show its addressing; nothing is sent
 
@@ -83,13 +86,19 @@ class Addressing:
 
 
 class SignedHTTP:
-    """GETs and one-PUT uploads of the objects at ``where``, signed by ``sign``."""
+    """GETs and one-PUT uploads of the objects at ``where``: a PUT to the URL ``presign`` gives, a GET to
+    the short URL of :attr:`addressing`, signed in its headers by ``sign_headers``."""
 
-    def __init__(self, where: s3.Location, sign: Signer, verify: Union[bool, str], pool_size: int,
-                 connect_timeout: float, read_timeout: float) -> None:
+    def __init__(self, where: s3.Location, presign: Presigner, sign_headers: HeaderSigner,
+                 verify: Union[bool, str], pool_size: int, connect_timeout: float, read_timeout: float) -> None:
         self.where = where
-        self.sign = sign
+        self.presign = presign
+        self.sign_headers = sign_headers
         self.pool = s3.http_pool(where.endpoint, verify, pool_size, connect_timeout, read_timeout)
+
+    @functools.cached_property
+    def addressing(self) -> Addressing:
+        return Addressing.read(self.presign("GET", PROBE))
 
     def put(self, src: Path, key: str, size: int) -> None:
         headers = {"Content-Length": str(size)}
@@ -126,7 +135,12 @@ class SignedHTTP:
 
     def _request(self, method: str, key: str, headers: Dict[str, str], **request: object) -> urllib3.BaseHTTPResponse:
         """The open response to ``method`` on ``key``, signed."""
-        url = self.sign(method, key, headers)
+        name = self.where.name(key)
+        if method == "PUT":  # its body is not hashed for a presigned URL's signature
+            url = self.presign(method, name)
+        else:
+            url = self.addressing.url(name)
+            self.sign_headers(method, url, self.addressing.region, headers)
         with self._unreachable():
             return self.pool.request(method, url, headers=headers, preload_content=False, decode_content=False,
                                      **request)

@@ -656,7 +656,7 @@ class Engine:
                 if error is None:
                     result.bytes += moved
                     result.moved += 1
-                elif isinstance(error, (CmfError, OSError, _Mismatch)):
+                elif isinstance(error, _OBJECT_FAILURES):
                     result.failed.append((obj.artifact, _describe(error)))
                     failed.append(obj)
                 else:
@@ -712,7 +712,7 @@ class Engine:
                     thread.start()
                 for _ in share:
                     obj, moved, error = finished.get()
-                    if error is not None and not isinstance(error, (CmfError, OSError, _Mismatch)):
+                    if error is not None and not isinstance(error, _OBJECT_FAILURES):
                         raise error
                     report(index[id(obj)], moved, None if error is None else _describe(error))
             finally:
@@ -725,6 +725,9 @@ class Engine:
 
 class _Mismatch(Exception):
     """Downloaded or cached bytes whose md5 is not the object's."""
+
+
+_OBJECT_FAILURES = (CmfError, OSError, _Mismatch)  # what fails one object; anything else is a bug, raised
 
 
 class _NotTried(CmfError):

@@ -28,7 +28,6 @@ that names the bucket and the endpoint.
 from __future__ import annotations
 
 import contextlib
-import functools
 from pathlib import Path
 from typing import BinaryIO, Dict, Iterator, Optional, Sequence, Set, Union
 
@@ -95,8 +94,8 @@ class AmazonS3Store(ObjectStore):
         self.client = client
         self.where = where
         self.credentials = credentials  # botocore's (refreshable) credentials of the session
-        self.http = s3_http.SignedHTTP(where, self._sign, verify, POOL, CLIENT_CONFIG.connect_timeout,
-                                       CLIENT_CONFIG.read_timeout)
+        self.http = s3_http.SignedHTTP(where, self._presign, self._sign_headers, verify, POOL,
+                                       CLIENT_CONFIG.connect_timeout, CLIENT_CONFIG.read_timeout)
 
     @classmethod
     def open(cls, remote: Remote) -> "AmazonS3Store":
@@ -158,24 +157,17 @@ class AmazonS3Store(ObjectStore):
 
     # -- helpers -----------------------------------------------------------------------------------
 
-    def _sign(self, method: str, key: str, headers: Dict[str, str]) -> str:
-        if method == "PUT":
-            return self._presign("put_object", self.where.name(key))
-        request = AWSRequest(method=method, url=self._addressing.url(self.where.name(key)), headers=headers)
-        with self._translated(key):
-            S3SigV4Auth(self.credentials.get_frozen_credentials(), "s3", self._addressing.region).add_auth(request)
-        headers.update(request.headers.items())
-        return request.url
-
-    @functools.cached_property
-    def _addressing(self) -> s3_http.Addressing:
-        return s3_http.Addressing.read(self._presign("get_object", s3_http.PROBE))
-
-    def _presign(self, operation: str, name: str) -> str:
-        """A URL that lets ``operation`` on the object ``name`` (no remote prefix added) for a while."""
+    def _presign(self, method: str, name: str) -> str:
+        operation = {"GET": "get_object", "PUT": "put_object"}[method]
         with self._translated():
             return self.client.generate_presigned_url(operation, Params={"Bucket": self.where.bucket, "Key": name},
                                                       ExpiresIn=s3_http.PRESIGNED_SECONDS)
+
+    def _sign_headers(self, method: str, url: str, region: str, headers: Dict[str, str]) -> None:
+        request = AWSRequest(method=method, url=url, headers=headers)
+        with self._translated():
+            S3SigV4Auth(self.credentials.get_frozen_credentials(), "s3", region).add_auth(request)
+        headers.update(request.headers.items())
 
     def _list(self, prefix: str) -> Iterator[str]:
         """Every key under ``prefix`` (relative to the remote's prefix), page by page."""

@@ -11,7 +11,6 @@ the client presigned once.  Bigger files are multipart uploads by the SDK,
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import math
 from datetime import timedelta
@@ -53,7 +52,8 @@ class MinioStore(ObjectStore):
         self.where = where
         endpoint = urlsplit(where.endpoint)
         self.credentials = Credentials(access_key, secret_key, session_token)
-        self.http = s3_http.SignedHTTP(where, self._sign, verify, POOL_SIZE, CONNECT_TIMEOUT, READ_TIMEOUT)
+        self.http = s3_http.SignedHTTP(where, self._presign, self._sign_headers, verify, POOL_SIZE, CONNECT_TIMEOUT,
+                                       READ_TIMEOUT)
         self.client = Minio(endpoint.netloc, access_key=access_key, secret_key=secret_key,
                             session_token=session_token, secure=endpoint.scheme == "https",
                             region=region, http_client=self.http.pool)
@@ -105,27 +105,18 @@ class MinioStore(ObjectStore):
     def close(self) -> None:
         self.http.close()
 
-    def _sign(self, method: str, key: str, headers: Dict[str, str]) -> str:
-        from minio.signer import sign_v4_s3
-        from minio.time import to_amz_date, utcnow
-
-        if method == "PUT":
-            return self._presign(method, self.where.name(key))
-        url, date = self._addressing.url(self.where.name(key)), utcnow()
-        parts = urlsplit(url)
-        headers.update({"Host": parts.netloc, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": to_amz_date(date)})
-        if self.credentials.session_token:
-            headers["X-Amz-Security-Token"] = self.credentials.session_token
-        sign_v4_s3(method=method, url=parts, region=self._addressing.region, headers=headers,
-                   credentials=self.credentials, content_sha256=EMPTY_SHA256, date=date)
-        return url
-
-    @functools.cached_property
-    def _addressing(self) -> s3_http.Addressing:
-        return s3_http.Addressing.read(self._presign("GET", s3_http.PROBE))
-
     def _presign(self, method: str, name: str) -> str:
-        """A URL that lets ``method`` on the object ``name`` (no remote prefix added) for a while."""
         with self._errors():
             return self.client.get_presigned_url(method, self.where.bucket, name,
                                                  expires=timedelta(seconds=s3_http.PRESIGNED_SECONDS))
+
+    def _sign_headers(self, method: str, url: str, region: str, headers: Dict[str, str]) -> None:
+        from minio.signer import sign_v4_s3
+        from minio.time import to_amz_date, utcnow
+
+        parts, date = urlsplit(url), utcnow()
+        headers.update({"Host": parts.netloc, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": to_amz_date(date)})
+        if self.credentials.session_token:
+            headers["X-Amz-Security-Token"] = self.credentials.session_token
+        sign_v4_s3(method=method, url=parts, region=region, headers=headers, credentials=self.credentials,
+                   content_sha256=EMPTY_SHA256, date=date)
