@@ -116,8 +116,14 @@ def export(mlmd: Path, pipeline: str = "p", exec_uuid=None) -> Dict:
 
 
 def server_executions(srv: MetadataServer, pipeline: str) -> List[Dict]:
-    response = requests.get(f"{srv.url}/api/pipelines/{pipeline}/executions", timeout=30)
-    return response.json() if response.status_code == 200 else []
+    """The pipeline's executions on the server, through the read API (``Execution_uuid`` as the export has it)."""
+    response = requests.get(f"{srv.url}/api/pipelines/{pipeline}/executions", params={"size": 500}, timeout=30)
+    items = response.json()["items"] if response.status_code == 200 else []
+    return [{**e, "Execution_uuid": e["uuid"]} for e in items]
+
+
+def server_pipelines(srv: MetadataServer, **headers: str) -> List[str]:
+    return [p["name"] for p in requests.get(f"{srv.url}/api/pipelines", headers=headers, timeout=30).json()["items"]]
 
 
 # -- the original client's requests ---------------------------------------------------------------------
@@ -160,11 +166,10 @@ def test_original_client_requests_are_accepted(client_ws, server, tmp_path):
 def test_read_endpoints(client_ws, server):
     log_pipeline(client_ws, "reads")
     assert api.metadata_push("reads").status == "success"
-    names = [p["name"] for p in requests.get(f"{server.url}/pipelines").json()]
-    assert "reads" in names
-    executions = requests.get(f"{server.url}/api/pipelines/reads/executions").json()
-    assert sorted(e["Context_Type"] for e in executions) == ["reads/prepare", "reads/train"]
-    artifacts = requests.get(f"{server.url}/api/pipelines/reads/artifacts").json()
+    assert "reads" in server_pipelines(server)
+    executions = requests.get(f"{server.url}/api/pipelines/reads/executions").json()["items"]
+    assert sorted(e["stage"] for e in executions) == ["prepare", "train"]
+    artifacts = requests.get(f"{server.url}/api/pipelines/reads/artifacts").json()["items"]
     assert {"Dataset", "Metrics"} <= {a["type"] for a in artifacts}
     assert requests.get(f"{server.url}/api/pipelines/none-such/artifacts").status_code == 404
 
@@ -269,7 +274,7 @@ def test_concurrent_pushes_lose_nothing(tmp_path, server):
         t.join()
     assert statuses == [200] * 40
     assert len(server_executions(server, "crowd")) == 40
-    artifacts = requests.get(f"{server.url}/api/pipelines/crowd/artifacts").json()
+    artifacts = requests.get(f"{server.url}/api/pipelines/crowd/artifacts", params={"size": 500}).json()["items"]
     assert len(artifacts) == 41 and sum(a["name"].startswith("shared.csv:") for a in artifacts) == 1
 
 
@@ -286,7 +291,7 @@ def test_auth_tokens(auth_server, tmp_path, monkeypatch, cmf):
     assert wrong.status_code == 401
     basic = requests.post(url, json=body, headers={"Authorization": f"Basic {TOKEN}"})
     assert basic.status_code == 401
-    right = requests.get(f"{auth_server.url}/pipelines", headers={"Authorization": f"Bearer {TOKEN}"})
+    right = requests.get(f"{auth_server.url}/api/pipelines", headers={"Authorization": f"Bearer {TOKEN}"})
     assert right.status_code == 200
     assert requests.get(f"{auth_server.url}/health").status_code == 200  # liveness needs no token
 
@@ -315,7 +320,7 @@ def test_cors_only_for_the_origins_given(server, auth_server):
     assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "https://ui.example"
     other = requests.options(f"{auth_server.url}/api/mlmd_pull", headers={**preflight, "Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in other.headers
-    off = requests.get(f"{server.url}/pipelines", headers={"Origin": "https://ui.example"})
+    off = requests.get(f"{server.url}/api/pipelines", headers={"Origin": "https://ui.example"})
     assert off.status_code == 200 and "access-control-allow-origin" not in off.headers
 
 
@@ -381,7 +386,7 @@ def test_oversized_body_is_413(server):
 def test_malformed_payload_is_422_with_a_reason(server, body, reason):
     r = requests.post(f"{server.url}/api/mlmd_push", data=body, headers={"Content-Type": "application/json"})
     assert r.status_code == 422 and reason in r.json()["detail"], r.text
-    assert "p" not in [p["name"] for p in requests.get(f"{server.url}/pipelines").json()]
+    assert "p" not in server_pipelines(server)
 
 
 def test_a_merge_that_fails_half_way_is_rolled_back(server):

@@ -9,6 +9,7 @@ import hashlib
 import json
 import threading
 import uuid
+from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import psycopg
@@ -18,6 +19,9 @@ from ml_metadata.metadata_store import metadata_store
 
 from cmf_core.errors import CmfError
 from cmf_core.server import store as server_store
+from cmf_core.server.db import Database
+from cmf_core.server.files import ServerFiles
+from cmf_core.server.reads import Reads
 from cmf_core.server.store import PostgresConfig, ServerStore, StoreRefused
 from cmf_core.testing.metadata_server import PostgresServer, postgres_binaries
 
@@ -200,11 +204,21 @@ def test_a_failure_after_any_write_leaves_the_database_as_it_was(config, tmp_pat
     after = dump(config)
     assert store.push(rich_push(), "rich").status == "exists"
     assert dump(config) == after
-    uuids = [e["Execution_uuid"] for e in store.executions("rich")]
+    executions, artifacts = listed(config, "rich")
+    uuids = [e["uuid"] for e in executions]
     assert sorted(uuids) == sorted({f"{U['prepare']},{U['prepare2']}", U["train"], U["new"], U["shared"],
                                     U["evaluate"], U["other"]})  # "other" shares the stage context rich/shared
-    names = [a["name"] for a in store.artifacts("rich")]
+    names = [a["name"] for a in artifacts]
     assert len(names) == len(set(names)) == 7
+
+
+def listed(config: PostgresConfig, pipeline: str) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+    """The pipeline's executions and artifacts as the read path (the UI and /api) lists them."""
+    reads = Reads(Database(postgres=config), ServerFiles(Path("/nonexistent")))
+    try:
+        return reads.executions(pipeline, size=500)["items"], reads.artifacts(pipeline, size=500)["items"]
+    finally:
+        reads.db.close()
 
 
 def test_a_refusal_by_ml_metadata_is_undone(config):
@@ -315,8 +329,9 @@ def test_concurrent_pushes_some_refused_lose_nothing(config):
     assert len(outcomes) == 40 and all(expected == status for _, expected, status in outcomes)
     accepted = sorted(u for u, _, status in outcomes if status == "success")
     assert len(accepted) == 32
-    assert sorted(e["Execution_uuid"] for e in store.executions("crowd")) == accepted
-    names = [a["name"] for a in store.artifacts("crowd")]
+    executions, artifacts = listed(config, "crowd")
+    assert sorted(e["uuid"] for e in executions) == accepted
+    names = [a["name"] for a in artifacts]
     assert len(names) == 33 and sum(n.startswith("shared.csv:") for n in names) == 1
     assert not [n for n in names if n.startswith("clash/")]
     assert psql(config, "SELECT count(*) FROM artifact") == 33

@@ -79,6 +79,34 @@ def server_command(host: str, port: int, data_dir: Path, store_file: Optional[Pa
                                   access_log=log_level == "debug", timeout_keep_alive=30)).run()
 
 
+@click.command("ui")
+@click.option("--mlmd", "mlmd", type=click.Path(dir_okay=False, path_type=Path), default=Path("mlmd"),
+              show_default=True, help="the mlmd file to show (read-only; new records appear as it changes)")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+def ui_command(mlmd: Path, host: str, port: int) -> None:
+    """Browse a workspace's pipelines in the web UI, read-only, without pushing them anywhere.
+
+    The same pages as 'cmf server': pipelines, executions, artifacts, lineage, compare, step-metric charts.
+    Files (python environments, step metrics, small artifacts) are read from the workspace beside the mlmd file.
+    """
+    import uvicorn
+
+    from cmf_core.metadata.store import check_sqlite
+    from cmf_core.server.app import Settings, create_app
+
+    mlmd = mlmd.absolute()
+    if not mlmd.is_file():
+        raise CmfError(f"no mlmd file at {mlmd}: run cmf ui in a workspace, or give --mlmd FILE")
+    check_sqlite(mlmd)
+    if not _loopback(host):
+        click.echo(f"cmf: warning: serving {mlmd} on {host} to anyone who can reach it (no authentication)", err=True)
+    click.echo(f"cmf ui: {mlmd} (read-only) on http://{host}:{port}", err=True)
+    logging.basicConfig(level="WARNING", format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app = create_app(Settings(None, mlmd.parent, mlmd=mlmd))
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_keep_alive=30)).run()
+
+
 # -- metadata push / pull --------------------------------------------------------------------------------
 
 
@@ -104,7 +132,7 @@ def _report_push(result) -> None:
                    f"executions, {counts.get('artifacts', 0)} artifacts, {counts.get('events', 0)} events created, "
                    f"{counts.get('updated', 0)} updated")
     if result.uploaded:
-        click.echo(f"uploaded {len(result.uploaded)} files (python-env, labels, tensorboard)")
+        click.echo(f"uploaded {len(result.uploaded)} files (python-env, labels, step metrics, tensorboard)")
 
 
 @click.command("pull")
@@ -164,7 +192,7 @@ def repo_pull(pipeline: str, mlmd: str, execution_uuid: Optional[str], jobs: Opt
     click.echo(f"repo pull of {pipeline!r} done: {result.summary()}")
 
 
-COMMANDS = (server_command, repo_group)
+COMMANDS = (server_command, ui_command, repo_group)
 
 
 if __name__ == "__main__":  # ``python -m cmf_core.cli.server``: the server alone

@@ -91,7 +91,7 @@ def props(source: Any) -> Dict[str, Any]:
     return {key: from_value(value) for key, value in source.items()}
 
 
-def _check_sqlite(path: Path) -> None:
+def check_sqlite(path: Path) -> None:
     """Refuse a file that is not an SQLite database before MLMD touches it."""
     if not path.exists() or path.stat().st_size == 0:
         return
@@ -124,7 +124,7 @@ def open_store(path: os.PathLike, create: bool = True) -> metadata_store.Metadat
         raise CmfError(f"mlmd file {path} is empty: not an mlmd file")
     if create and not path.parent.is_dir():
         raise CmfError(f"cannot create mlmd file {path}: {path.parent} is not a directory")
-    _check_sqlite(path)
+    check_sqlite(path)
     config = pb.ConnectionConfig()
     config.sqlite.filename_uri = str(path)
     config.sqlite.connection_mode = (pb.SqliteMetadataSourceConfig.READWRITE_OPENCREATE if create

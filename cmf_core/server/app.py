@@ -11,13 +11,15 @@ Wire format (the original cmf-server's, which the original client speaks):
                                          (HTTP 200, as the original) for an unknown uuid.  Without a
                                          pipeline name: every pipeline (``last_sync_time`` filters)
 ``POST /python-env``, ``POST /label``    multipart ``file``: stored flat under ``env/`` / ``labels/``
+``POST /step-metrics``                   multipart ``file`` named by the md5 of its bytes (else 400; 422 when the
+                                         bytes do not match): stored as ``step_metrics/<md5>``
 ``POST /tensorboard?pipeline_name=P``    multipart ``file``: stored under ``tensorboard/P/<name>``
-``GET /pipelines``                       ``[{"id", "name", ...}]``
-``GET /pipelines/{name}/executions``     execution rows; ``/artifacts`` artifact rows (404 if unknown)
 ``GET /health``                          ``{"status": "ok"}`` (never needs a token)
 =======================================  ==============================================================
 
-Every route is served at ``/`` and under ``/api`` (the original sits behind a proxy at ``/api``).
+Every route above is served at ``/`` and under ``/api`` (the original sits behind a proxy at ``/api``).
+The web UI and its read API (``/``, ``/pipelines/...``, ``/api/pipelines/...``) are in
+:mod:`cmf_core.server.ui`; ``cmf ui`` serves them alone, read-only, over a workspace's mlmd file.
 
 Safety, unlike the original: bearer-token auth when tokens are configured (401 with
 ``WWW-Authenticate: Bearer``, constant-time compare), a request-size limit (413),
@@ -27,30 +29,41 @@ for origins given, and errors as HTTP codes with a JSON ``{"detail": reason}``:
 """
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
 import os
-import shutil
 import tempfile
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, FrozenSet, Iterable, Optional, Tuple
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, FrozenSet, Iterable, Optional, Tuple
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, File, HTTPException, Query, Request, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.gzip import GZipMiddleware
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.concurrency import run_in_threadpool
 
 from cmf_core.errors import CmfError
 from cmf_core.metadata.merge import MergeError
+from cmf_core.server.db import Database
+from cmf_core.server.files import ServerFiles, WorkspaceFiles
+from cmf_core.server.filters import FilterError
+from cmf_core.server.reads import BadRequest, NotFound, Reads
 from cmf_core.server.store import ExecutionNotFound, PipelineNotFound, ServerStore
+from cmf_core.server.ui import CSP, error_page, mount_ui, render, wants_html
 
 __all__ = ["Settings", "create_app", "load_tokens", "check_name", "UnsafeName"]
 
 log = logging.getLogger("cmf.server")
 MB = 1024 * 1024
 #: Paths answered without a token (liveness probes).
-PUBLIC_PATHS = frozenset({"/health", "/api/health"})
+PUBLIC_PATHS = frozenset({"/health", "/api/health", "/login", "/favicon.ico"})
 #: How much of an oversized body is read and thrown away before the 413, so that the client (still
 #: sending) reads the answer instead of a connection reset; beyond it the connection is just closed.
 DRAIN_LIMIT = 64 * MB
@@ -98,13 +111,14 @@ def load_tokens(token_file: Optional[os.PathLike] = None, environ: Optional[Dict
 
 @dataclass
 class Settings:
-    """What ``cmf server`` was started with."""
+    """What ``cmf server`` (or ``cmf ui``: no ``store``, an ``mlmd`` file to read) was started with."""
 
-    store: ServerStore
+    store: Optional[ServerStore]
     data_dir: Path
     tokens: FrozenSet[str] = frozenset()
     max_body_bytes: int = 512 * MB
     cors_origins: Tuple[str, ...] = ()
+    mlmd: Optional[Path] = None  # cmf ui: the workspace's mlmd file, read-only; the wire routes are off
 
 
 # -- ASGI middleware -----------------------------------------------------------------------------------
@@ -122,30 +136,84 @@ async def _send_json(send: Send, status: int, detail: str, headers: Iterable[Tup
     await send({"type": "http.response.body", "body": body})
 
 
+SESSION_COOKIE = "cmf_session"
+
+
+def session_value(token: str) -> str:
+    """The UI's session cookie for ``token``: derived from it, so every server process with the same token file
+    accepts it and the cookie never holds the token itself."""
+    return hmac.new(token.encode(), b"cmf-ui-session", hashlib.sha256).hexdigest()
+
+
+def _one_of(given: bytes, accepted: Iterable[bytes]) -> bool:
+    ok = False
+    for candidate in accepted:  # no early exit: the time taken does not tell which one came close
+        ok |= hmac.compare_digest(given, candidate)
+    return ok
+
+
 class BearerAuth:
-    """Refuse (401) every request without ``Authorization: Bearer <one of tokens>``; compared in constant time."""
+    """Refuse every request without ``Authorization: Bearer <one of tokens>`` or the UI's session cookie;
+    compared in constant time.  A browser asking for a page is sent to the login form; the rest get 401."""
 
     def __init__(self, app, tokens: FrozenSet[str]) -> None:
         self.app = app
         self.tokens = [t.encode() for t in sorted(tokens)]
+        self.sessions = [session_value(t).encode() for t in sorted(tokens)]
 
-    def _allowed(self, header: bytes) -> bool:
-        scheme, _, given = header.partition(b" ")
-        if scheme.lower() != b"bearer" or not given:
+    def _allowed(self, headers: Dict[bytes, bytes]) -> bool:
+        scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
+        if scheme.lower() == b"bearer" and given and _one_of(given.strip(), self.tokens):
+            return True
+        cookies = SimpleCookie()
+        try:
+            cookies.load(headers.get(b"cookie", b"").decode("latin-1"))
+        except CookieError:
             return False
-        ok = False
-        for token in self.tokens:  # no early exit: the time taken does not tell which token came close
-            ok |= hmac.compare_digest(given.strip(), token)
-        return ok
+        session = cookies.get(SESSION_COOKIE)
+        return session is not None and _one_of(session.value.encode("latin-1"), self.sessions)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.tokens or scope["path"] in PUBLIC_PATHS:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not self.tokens or path in PUBLIC_PATHS or path.startswith("/static/"):
             return await self.app(scope, receive, send)
-        header = dict(scope.get("headers") or []).get(b"authorization", b"")
-        if not self._allowed(header):
-            detail = "a bearer token is required" if not header else "the bearer token is not valid"
-            return await _send_json(send, 401, detail, [(b"www-authenticate", b'Bearer realm="cmf"')])
-        return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        if self._allowed(headers):
+            return await self.app(scope, receive, send)
+        if (scope["method"] == "GET" and not path.startswith("/api") and b"authorization" not in headers
+                and b"text/html" in headers.get(b"accept", b"")):
+            query = scope.get("query_string", b"").decode("latin-1")
+            target = "/login?" + urlencode({"next": path + ("?" + query if query else "")})
+            return await send_redirect(send, target)
+        detail = "the bearer token is not valid" if b"authorization" in headers else "a bearer token is required"
+        return await _send_json(send, 401, detail, [(b"www-authenticate", b'Bearer realm="cmf"')])
+
+
+async def send_redirect(send: Send, location: str) -> None:
+    await send({"type": "http.response.start", "status": 303,
+                "headers": [(b"location", location.encode("latin-1")), (b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
+
+
+class SecurityHeaders:
+    """Headers on every answer: a Content-Security-Policy without inline script, no sniffing, no framing."""
+
+    HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
+               (b"referrer-policy", b"same-origin"), (b"x-frame-options", b"DENY")]
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_headers(message: Dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *self.HEADERS]}
+            await send(message)
+
+        return await self.app(scope, receive, with_headers)
 
 
 class BodyLimit:
@@ -199,9 +267,19 @@ def _optional_str(body: Dict[str, Any], key: str) -> Optional[str]:
     return value or None
 
 
-def _save_upload(upload: UploadFile, root: Path, relative: str) -> Path:
+class ChecksumMismatch(MergeError):
+    """An upload whose bytes do not have the md5 it was named by (HTTP 422, like every malformed payload)."""
+
+
+def _is_md5(name: Optional[str]) -> bool:
+    return name is not None and len(name) == 32 and all(c in "0123456789abcdef" for c in name)
+
+
+def _save_upload(upload: UploadFile, root: Path, relative: str, expect_md5: Optional[str] = None) -> Path:
     """Copy an upload (already spooled by the multipart parser) to ``root/relative`` through a temp file,
-    after checking that the resolved target (symlinks followed) stays inside ``root``."""
+    after checking that the resolved target (symlinks followed) stays inside ``root``.  With ``expect_md5``
+    the bytes are hashed while copied and stored only if their md5 is that (else :class:`ChecksumMismatch`,
+    and nothing is left behind)."""
     root = root.resolve()
     target = (root / relative).resolve()
     if root not in target.parents:
@@ -209,8 +287,15 @@ def _save_upload(upload: UploadFile, root: Path, relative: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
     try:
+        digest = hashlib.md5() if expect_md5 is not None else None
         with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(upload.file, out, MB)
+            for chunk in iter(lambda: upload.file.read(MB), b""):
+                out.write(chunk)
+                if digest is not None:
+                    digest.update(chunk)
+        if digest is not None and digest.hexdigest() != expect_md5:
+            raise ChecksumMismatch(f"the uploaded bytes have md5 {digest.hexdigest()}, not {expect_md5} "
+                                   f"as the file is named; nothing stored")
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -218,17 +303,38 @@ def _save_upload(upload: UploadFile, root: Path, relative: str) -> Path:
     return target
 
 
+def _reads(settings: Settings) -> Reads:
+    """The read path: its own connections to the server's store (or to ``cmf ui``'s mlmd file)."""
+    store = settings.store
+    if store is None:
+        return Reads(Database(sqlite=settings.mlmd), WorkspaceFiles(settings.mlmd.absolute().parent))
+    database = Database(sqlite=store.sqlite, gate=store.gate) if store.sqlite else Database(postgres=store.postgres)
+    return Reads(database, ServerFiles(settings.data_dir.absolute()))
+
+
 def create_app(settings: Settings) -> FastAPI:
-    """The server app: routes at ``/`` and ``/api``, wrapped in body-limit, auth and (if asked) CORS."""
+    """The server app: wire routes at ``/`` and ``/api`` (none for ``cmf ui``), the UI and its read API;
+    wrapped in body-limit, auth, security headers, compression and (if asked) CORS."""
     store, data = settings.store, settings.data_dir.absolute()
-    app = FastAPI(title="cmf metadata server", docs_url=None, redoc_url=None, openapi_url=None)
+    reads = _reads(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        reads.db.close()
+
+    app = FastAPI(title="cmf metadata server", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.settings = settings
     router = APIRouter()
 
     @router.get("/health")
     async def health() -> Dict[str, Any]:
-        return {"status": "ok", "store": "sqlite" if store.sqlite else "postgresql",
-                "max_body_bytes": settings.max_body_bytes}
+        kind = "mlmd file (read-only)" if store is None else "sqlite" if store.sqlite else "postgresql"
+        return {"status": "ok", "store": kind, "max_body_bytes": settings.max_body_bytes}
+
+    if store is None:  # cmf ui: only the pages and the read API
+        _finish(app, settings, router, reads, "read-only view of " + str(settings.mlmd))
+        return app
 
     @router.post("/mlmd_push")
     async def mlmd_push(request: Request) -> Dict[str, Any]:
@@ -262,8 +368,8 @@ def create_app(settings: Settings) -> FastAPI:
             return PlainTextResponse("no_exec_uuid")
         return Response(text, media_type="application/json")
 
-    async def _upload(file: UploadFile, relative: str) -> Dict[str, Any]:
-        target = await run_in_threadpool(_save_upload, file, data, relative)
+    async def _upload(file: UploadFile, relative: str, expect_md5: Optional[str] = None) -> Dict[str, Any]:
+        target = await run_in_threadpool(_save_upload, file, data, relative, expect_md5)
         log.info("stored upload %s", target.relative_to(data.resolve()))
         return {"message": f"File '{file.filename}' uploaded successfully", "stored": relative}
 
@@ -275,44 +381,66 @@ def create_app(settings: Settings) -> FastAPI:
     async def label(file: UploadFile = File(...)) -> Dict[str, Any]:
         return await _upload(file, "labels/" + check_name(file.filename, "file name"))
 
+    @router.post("/step-metrics")
+    async def step_metrics(file: UploadFile = File(...)) -> Dict[str, Any]:
+        """A step-metrics parquet file, named by its md5 (the Step_Metrics artifact's uri), for the UI's charts."""
+        if not _is_md5(file.filename):
+            raise UnsafeName(f"a step metrics file must be named by its md5 (32 lowercase hex digits), "
+                             f"not {file.filename!r}")
+        return await _upload(file, "step_metrics/" + file.filename, expect_md5=file.filename)
+
     @router.post("/tensorboard")
     async def tensorboard(pipeline_name: str = Query(...), file: UploadFile = File(...)) -> Dict[str, Any]:
         check_name(pipeline_name, "pipeline name")
         name = check_name(file.filename, "file name", nested=True)
         return await _upload(file, f"tensorboard/{pipeline_name}/{name}")
 
-    @router.get("/pipelines")
-    async def pipelines() -> Any:
-        return await run_in_threadpool(store.pipelines)
+    _finish(app, settings, router, reads, "")
+    return app
 
-    @router.get("/pipelines/{name}/executions")
-    async def executions(name: str) -> Any:
-        return await run_in_threadpool(store.executions, check_name(name, "pipeline name"))
 
-    @router.get("/pipelines/{name}/artifacts")
-    async def artifacts(name: str) -> Any:
-        return await run_in_threadpool(store.artifacts, check_name(name, "pipeline name"))
-
+def _finish(app: FastAPI, settings: Settings, router: APIRouter, reads: Reads, note: str) -> None:
+    """Routes common to ``cmf server`` and ``cmf ui`` (UI, login), error handlers and middleware."""
     app.include_router(router)
     app.include_router(router, prefix="/api")
+    _login_routes(app, settings.tokens)
+    mount_ui(app, reads, note=note)
 
     def handler(status: int):
-        async def handle(request: Request, exc: Exception) -> JSONResponse:
+        async def handle(request: Request, exc: Exception) -> Response:
+            if wants_html(request):
+                return error_page(status, str(exc))
             return JSONResponse({"detail": str(exc)}, status_code=status)
         return handle
 
-    app.add_exception_handler(UnsafeName, handler(400))
-    app.add_exception_handler(PipelineNotFound, handler(404))
-    app.add_exception_handler(MergeError, handler(422))
+    for kind, status in ((UnsafeName, 400), (BadRequest, 400), (FilterError, 400), (PipelineNotFound, 404),
+                         (NotFound, 404), (MergeError, 422)):
+        app.add_exception_handler(kind, handler(status))
 
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if wants_html(request):
+            return error_page(exc.status_code, "there is no such page" if exc.status_code == 404 else str(exc.detail))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        if wants_html(request):
+            return error_page(404, "there is no such page (a part of its address is not valid)")
+        return JSONResponse({"detail": jsonable(exc.errors())}, status_code=422)
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("%s %s failed", request.method, request.url.path)
+        if wants_html(request):
+            return error_page(500, f"the server failed to answer: {type(exc).__name__}; its log has the details")
         return JSONResponse({"detail": f"internal server error: {type(exc).__name__}: {exc}"}, status_code=500)
 
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(Exception, unexpected)
 
     # add_middleware puts the last added outermost: CORS answers preflights before auth, auth runs before a
     # body is read, and the size limit guards what is read
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(BearerAuth, tokens=settings.tokens)
     if settings.cors_origins:
@@ -320,4 +448,38 @@ def create_app(settings: Settings) -> FastAPI:
 
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
-    return app
+
+
+def jsonable(errors: Any) -> Any:
+    return json.loads(json.dumps(errors, default=str))
+
+
+def _login_routes(app: FastAPI, tokens: FrozenSet[str]) -> None:
+    """``/login`` (a form that sets the HttpOnly session cookie) and ``/logout``, when tokens are configured."""
+
+    def safe_next(target: str) -> str:
+        return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
+
+    @app.get("/login")
+    async def login_form(next: str = "/") -> Response:
+        if not tokens:
+            return RedirectResponse(safe_next(next), status_code=303)
+        return render("login.html", next=safe_next(next), error=None, title="cmf")
+
+    @app.post("/login")
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        given, target = str(form.get("token", "")).strip(), safe_next(str(form.get("next", "/")))
+        if not tokens or _one_of(given.encode(), [t.encode() for t in sorted(tokens)]):
+            response = RedirectResponse(target, status_code=303)
+            if tokens:
+                response.set_cookie(SESSION_COOKIE, session_value(given), httponly=True, samesite="strict",
+                                    secure=request.url.scheme == "https", path="/")
+            return response
+        return render("login.html", 401, next=target, error="that token is not valid", title="cmf")
+
+    @app.post("/logout")
+    async def logout() -> Response:
+        response = RedirectResponse("/login" if tokens else "/", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response

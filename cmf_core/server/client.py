@@ -23,6 +23,7 @@ import httpx
 
 from cmf_core import config
 from cmf_core.errors import CmfError
+from cmf_core.layout import file_md5
 from cmf_core.metadata.merge import MergeError, MergeResult, merge_pipeline, pipeline_of
 
 __all__ = ["MetadataClient", "ServerError", "ServerUnavailable", "ServerAuthError", "PushResult", "PullResult",
@@ -30,6 +31,10 @@ __all__ = ["MetadataClient", "ServerError", "ServerUnavailable", "ServerAuthErro
 
 TOKEN_ENV = "CMF_SERVER_TOKEN"
 RETRIES_ENV = "CMF_SERVER_RETRIES"
+STEP_METRICS = "/step-metrics"
+#: The one warning of a push to a server without ``/step-metrics`` (it answers 404 or 405).
+OLD_SERVER = ("the server does not accept step metrics (an older cmf server); "
+              "charts of step metrics will not show there")
 TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=600.0, pool=10.0)
 #: Failures worth another try: nothing (or not all) reached the server, or its answer was lost.
 TRANSIENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
@@ -172,7 +177,8 @@ class MetadataClient:
         return response.text
 
     def upload(self, endpoint: str, name: str, path: Path, pipeline: Optional[str] = None) -> Dict[str, Any]:
-        """Stream one file as multipart ``file`` named ``name`` to ``/python-env``, ``/label`` or ``/tensorboard``."""
+        """Stream one file as multipart ``file`` named ``name`` to ``/python-env``, ``/label``, ``/step-metrics``
+        or ``/tensorboard``."""
         params = {"pipeline_name": pipeline} if pipeline is not None else None
         return self._send(f"upload of {path}", "POST", endpoint, upload=(name, path), params=params).json()
 
@@ -204,35 +210,39 @@ class PullResult:
 
 
 def _referenced_files(export: Dict[str, Any], base: Path) -> Tuple[List[Tuple[str, str, Path]], List[str]]:
-    """(endpoint, upload name, local file) of the python-env files and label CSVs the export names, and
-    warnings for those not found next to the mlmd file (or in the current directory)."""
+    """(endpoint, upload name, local file) of the python-env files, label CSVs and step-metrics files the
+    export names, once per upload name, and warnings for those not found next to the mlmd file (or in the
+    current directory).  A step-metrics file is uploaded under its artifact's uri (its md5), and only while
+    its bytes still have that md5: a later ``commit_metrics`` of the same name rewrites the file."""
     found: Dict[Tuple[str, str], Path] = {}
     warnings: List[str] = []
 
-    def locate(rel: str) -> Optional[Path]:
-        return next((p for p in (base / rel, Path(rel)) if p.is_file()), None)
+    def add(endpoint: str, name: str, rel: str, what: str) -> None:
+        if not rel or not name or (endpoint, name) in found:
+            return
+        path = next((p for p in (base / rel, Path(rel)) if p.is_file()), None)
+        if path is None:
+            warnings.append(f"{what} {rel} not found; not uploaded")
+        elif endpoint == STEP_METRICS and file_md5(path) != name:
+            warnings.append(f"{what} {rel} has changed since it was logged (md5 {name}); not uploaded")
+        else:
+            found[(endpoint, name)] = path
 
     for pipeline in export.get("Pipeline", []):
         for stage in pipeline.get("stages", []):
             for execution in stage.get("executions", []):
                 env = (execution.get("custom_properties") or {}).get("Python_Env")
-                if isinstance(env, str) and env and ("/python-env", os.path.basename(env)) not in found:
-                    path = locate(env)
-                    if path is None:
-                        warnings.append(f"python environment file {env} not found; not uploaded")
-                    else:
-                        found[("/python-env", os.path.basename(env))] = path
+                if isinstance(env, str):
+                    add("/python-env", os.path.basename(env), env, "python environment file")
                 for event in execution.get("events", []):
-                    labels = (event.get("artifact", {}).get("custom_properties") or {}).get("labels_uri")
+                    artifact = event.get("artifact") or {}
+                    labels = (artifact.get("custom_properties") or {}).get("labels_uri")
                     for label in str(labels or "").split(","):
                         rel, _, md5 = label.strip().rpartition(":")
-                        if not rel or not md5 or ("/label", md5) in found:
-                            continue
-                        path = locate(rel)
-                        if path is None:
-                            warnings.append(f"label file {rel} not found; not uploaded")
-                        else:
-                            found[("/label", md5)] = path
+                        add("/label", md5, rel, "label file")
+                    if artifact.get("type") == "Step_Metrics":
+                        add(STEP_METRICS, str(artifact.get("uri") or ""), str(artifact.get("name") or "").split(":")[0],
+                            "step metrics file")
     return [(endpoint, name, path) for (endpoint, name), path in found.items()], list(dict.fromkeys(warnings))
 
 
@@ -251,7 +261,9 @@ def _tensorboard_files(path: Path) -> Iterator[Tuple[str, Path]]:
 def push_metadata(client: MetadataClient, pipeline: str, mlmd: str = "mlmd", execution_uuid: Optional[str] = None,
                   tensorboard: Optional[str] = None) -> PushResult:
     """Send the pipeline's export (only ``execution_uuid``'s execution if given) to the server, then upload the
-    python-env files and label CSVs it references, then the tensorboard file or directory (if given)."""
+    python-env files, label CSVs and step-metrics files it references, then the tensorboard file or directory
+    (if given).  A server without ``/step-metrics`` (404/405: an older cmf server) costs one warning, not the
+    push: its UI cannot chart step metrics anyway."""
     from cmf_core.metadata.query import CmfQuery
 
     query = CmfQuery(mlmd)
@@ -270,8 +282,18 @@ def push_metadata(client: MetadataClient, pipeline: str, mlmd: str = "mlmd", exe
     result = PushResult(pipeline, client.url, answer["status"],
                         {k: v for k, v in answer.items() if isinstance(v, int) and not isinstance(v, bool)})
     files, result.warnings = _referenced_files(export, Path(mlmd).absolute().parent)
+    step_metrics = True  # until the server shows it has no such route
     for endpoint, name, path in files:
-        client.upload(endpoint, name, path)
+        if endpoint == STEP_METRICS and not step_metrics:
+            continue
+        try:
+            client.upload(endpoint, name, path)
+        except ServerError as exc:
+            if endpoint != STEP_METRICS or exc.status not in (404, 405):
+                raise
+            result.warnings.append(OLD_SERVER)
+            step_metrics = False
+            continue
         result.uploaded.append(str(path))
     if board is not None:
         for name, path in _tensorboard_files(board):

@@ -64,6 +64,7 @@ from cmf_core.errors import CmfError
 from cmf_core.metadata import store as records
 from cmf_core.metadata.merge import MergeError, MergeResult, merge_pipeline, pipeline_of
 from cmf_core.metadata.query import CmfQuery
+from cmf_core.server.db import Gate
 
 __all__ = ["PostgresConfig", "ServerStore", "PipelineNotFound", "ExecutionNotFound", "StoreRefused"]
 
@@ -252,8 +253,21 @@ class _Guarded:
         self._store.put_parent_contexts(links)
 
 
-def _rows(frame) -> List[Dict[str, Any]]:
-    return json.loads(frame.to_json(orient="records")) if len(frame) else []
+class _Gated:
+    """The SQLite store with every ML Metadata call made under the write side of the read path's
+    :class:`~cmf_core.server.db.Gate` (why: see :mod:`cmf_core.server.db`)."""
+
+    def __init__(self, store: metadata_store.MetadataStore, gate: Gate) -> None:
+        self._store = store
+        self._gate = gate
+
+    def __getattr__(self, name: str) -> Callable:
+        method = getattr(self._store, name)
+
+        def gated(*args: Any, **kwargs: Any) -> Any:
+            with self._gate.write():
+                return method(*args, **kwargs)
+        return gated
 
 
 def _uuids(execution: Dict[str, Any]) -> List[str]:
@@ -269,6 +283,7 @@ class ServerStore:
         self.sqlite = Path(sqlite).absolute() if sqlite is not None else None
         self.postgres = postgres
         self._lock = threading.Lock()
+        self.gate = Gate()  # the read path's readers wait for one ML Metadata call at a time, never a whole push
         self._pending: Optional[_Undo] = None  # a failed push not undone yet
         self._store = self._open()
 
@@ -282,7 +297,7 @@ class ServerStore:
     def _open(self) -> metadata_store.MetadataStore:
         if self.sqlite is not None:
             self.sqlite.parent.mkdir(parents=True, exist_ok=True)
-            return records.open_store(self.sqlite)
+            return _Gated(records.open_store(self.sqlite), self.gate)
         try:
             return metadata_store.MetadataStore(self.postgres.connection())
         except mlmd_errors.StatusError as exc:
@@ -346,8 +361,9 @@ class ServerStore:
         try:
             result = self._merge(self._store, payload, pipeline_name, exec_uuid)
         except BaseException:
-            self._store = None  # drop MLMD's connection to the file before it is replaced
-            os.replace(snapshot, self.sqlite)
+            with self.gate.write():  # no reader between the old file and the new
+                self._store = None  # drop MLMD's connection to the file before it is replaced
+                os.replace(snapshot, self.sqlite)
             self._store = self._open()
             raise
         snapshot.unlink()
@@ -391,30 +407,3 @@ class ServerStore:
         """Every pipeline as export JSON; with ``last_sync_time`` (ms) only what changed after it."""
         with self._locked():
             return _Query(self._store).extract_to_json(last_sync_time)
-
-    def pipelines(self) -> List[Dict[str, Any]]:
-        with self._locked():
-            contexts = self._store.get_contexts_by_type(records.PARENT_CONTEXT)
-        return [{"id": c.id, "name": c.name, "create_time_since_epoch": c.create_time_since_epoch,
-                 "custom_properties": records.props(c.custom_properties)} for c in contexts]
-
-    def executions(self, pipeline_name: str) -> List[Dict[str, Any]]:
-        with self._locked():
-            query = _Query(self._store)
-            self._pipeline_id(query, pipeline_name)
-            return _rows(query.get_all_executions_in_pipeline(pipeline_name))
-
-    def artifacts(self, pipeline_name: str) -> List[Dict[str, Any]]:
-        """Every artifact an execution of the pipeline used or produced, once each.
-
-        Found through events rather than context attribution: an artifact first created by another
-        pipeline is linked to this one's executions by events only.
-        """
-        with self._locked():
-            query = _Query(self._store)
-            pipeline_id = self._pipeline_id(query, pipeline_name)
-            execution_ids = [e.id for stage in self._store.get_children_contexts_by_context(pipeline_id)
-                             for e in self._store.get_executions_by_context(stage.id)]
-            events = self._store.get_events_by_execution_ids(execution_ids) if execution_ids else []
-            ids = sorted({ev.artifact_id for ev in events})
-            return _rows(query.get_all_artifacts_by_ids_list(ids))

@@ -1,0 +1,138 @@
+"""Read connections of the read path, apart from the write path's ML Metadata store.
+
+* SQLite: a read-only connection per request (``mode=ro``), so a file replaced on disk
+  (``cmf metadata pull`` renames a new file into place) is seen at the next request, and
+  nothing is ever written.  The request's queries run in one read transaction: one snapshot.
+* PostgreSQL: a small psycopg pool of read-only REPEATABLE READ connections; readers never
+  wait for writers (MVCC).
+
+Why a :class:`Gate` for SQLite: ML Metadata links its own copy of SQLite.  Two SQLite
+libraries in one process do not see each other's file locks (POSIX locks are per process,
+and each library keeps its own table of them), so inside the server process a read could
+see a write of ML Metadata half done, and closing a read connection would drop ML Metadata's
+locks.  The server's write path therefore holds the gate's write side for each ML Metadata
+call (one short transaction each) and a read holds the read side: a read waits for at most
+one such call, never for a whole push.  ``cmf ui`` reads a file that other processes write,
+where SQLite's own locks work, and needs no gate.
+
+Queries are written once with ``?`` placeholders and lower-case MLMD table names, which
+both databases accept (``TRUE``/``FALSE`` too, SQLite >= 3.23).
+"""
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from urllib.parse import quote
+
+from cmf_core.errors import CmfError
+
+__all__ = ["Database", "Gate", "Session"]
+
+
+class Gate:
+    """A readers-writer lock: many readers, or one writer.  A waiting writer holds new readers back."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._waiting_writers = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writing or self._waiting_writers:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting_writers += 1
+            while self._writing or self._readers:
+                self._cond.wait()
+            self._waiting_writers -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
+class Session:
+    """The queries of one request, in one read transaction."""
+
+    def __init__(self, cursor: Any, postgres: bool) -> None:
+        self._cursor = cursor
+        self._postgres = postgres
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> List[Tuple]:
+        if self._postgres:
+            sql = sql.replace("?", "%s")
+        self._cursor.execute(sql, tuple(params))
+        return list(self._cursor.fetchall())
+
+    def value(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = self.rows(sql, params)
+        return rows[0][0] if rows else None
+
+
+class Database:
+    """Where the read path reads: an SQLite mlmd file or a PostgreSQL database (see the module doc)."""
+
+    def __init__(self, sqlite: Optional[Path] = None, postgres: Any = None, gate: Optional[Gate] = None) -> None:
+        if (sqlite is None) == (postgres is None):
+            raise CmfError("the read path reads either an SQLite file or a PostgreSQL database")
+        self.sqlite = Path(sqlite).absolute() if sqlite is not None else None
+        self.gate = gate
+        self._pool = None
+        if postgres is not None:
+            from psycopg_pool import ConnectionPool
+
+            def configure(connection: Any) -> None:
+                connection.read_only = True
+                connection.isolation_level = 3  # psycopg.IsolationLevel.REPEATABLE_READ: one snapshot a request
+
+            self._pool = ConnectionPool(
+                kwargs={"host": postgres.host, "port": postgres.port, "user": postgres.user,
+                        "dbname": postgres.dbname, "password": postgres.password or None, "connect_timeout": 10},
+                min_size=1, max_size=8, configure=configure, open=True, name="cmf-reads")
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One request's queries over one snapshot of the store."""
+        if self._pool is not None:
+            with self._pool.connection() as connection:
+                with connection.cursor() as cursor:
+                    yield Session(cursor, postgres=True)
+            return
+        if not self.sqlite.is_file():
+            raise CmfError(f"the mlmd file {self.sqlite} does not exist")
+        with self.gate.read() if self.gate is not None else _nothing():
+            connection = sqlite3.connect(f"file:{quote(str(self.sqlite))}?mode=ro", uri=True, timeout=30,
+                                         isolation_level=None, check_same_thread=False)
+            try:
+                connection.execute("BEGIN")
+                yield Session(connection.cursor(), postgres=False)
+            finally:
+                connection.close()
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield

@@ -1,0 +1,729 @@
+"""The read path: what the UI pages and the ``/api`` read routes show, asked of the database one page at a time.
+
+Each public method of :class:`Reads` answers one page (and its JSON twin) with plain dicts and lists.
+Lists are ``{"total", "page", "size", "items", ...}``: sorting, filtering and paging happen in SQL on
+ML Metadata's schema (fixed for the pinned ml-metadata), so showing 25 of 1,000 executions reads
+25 executions.  Nothing here writes.
+
+Names used in the pages and in filters (``lr > 0.01 and stage = train``):
+
+* executions: ``id``, ``stage``, ``type``, ``uuid``, ``created``; ``param.K`` a custom property;
+  ``metric.K`` a value logged by ``log_execution_metrics``; ``prop.K`` a property (``Git_Repo``...);
+* artifacts: ``id``, ``name``, ``type``, ``uri``, ``created``, ``updated``; ``custom.K``, ``prop.K``.
+
+A bare name is looked up in that order.  Lineage is nodes and edges with a layered layout, for a whole
+pipeline or around one node with a hop count.
+"""
+from __future__ import annotations
+
+import math
+import posixpath
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+from cmf_core.errors import CmfError
+from cmf_core.server import dag, filters
+from cmf_core.server.db import Database, Session
+from cmf_core.server.files import Files
+
+__all__ = ["Reads", "NotFound", "BadRequest", "ARTIFACT_TYPES", "LINEAGE_VIEWS"]
+
+ARTIFACT_TYPES = ("Dataset", "Model", "Metrics", "Step_Metrics", "Dataslice", "Environment", "Label")
+LINEAGE_VIEWS = ("both", "artifacts", "executions")
+#: Left out of lineage, as the original does: every execution uses the environment; labels hang off datasets.
+LINEAGE_EXCLUDED = ("Environment", "Label")
+INPUTS, OUTPUTS = (2, 3, 5), (1, 4, 6, 7)  # MLMD event types: DECLARED_/INTERNAL_INPUT, INPUT; ...OUTPUT, PENDING
+MAX_PAGE_SIZE = 500
+MAX_HOPS = 10
+MAX_COMPARE = 20
+
+
+class NotFound(CmfError):
+    """No pipeline, execution or artifact of that name or id (HTTP 404)."""
+
+
+class BadRequest(CmfError):
+    """A query parameter that cannot be used: unknown column, bad sort, bad filter (HTTP 400)."""
+
+    exit_code = 2
+
+
+def _value(row: Sequence[Any]) -> Any:
+    """A property's value from its (int_value, double_value, string_value, bool_value) columns."""
+    integer, double, string, boolean = row
+    if integer is not None:
+        return integer
+    if double is not None:
+        return None if math.isnan(double) else double
+    if string is not None:
+        return string
+    if boolean is not None:
+        return bool(boolean)
+    return None
+
+
+def _ins(values: Sequence[Any]) -> str:
+    return ",".join("?" * len(values)) or "NULL"
+
+
+def _like(text: str) -> str:
+    return "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _path(name: str) -> str:
+    """The workspace path in an artifact name (``path:md5[:...]``)."""
+    return name.split(":", 1)[0]
+
+
+def _short(stage: str) -> str:
+    return stage.split("/", 1)[1] if "/" in stage else stage
+
+
+# -- SQL fragments ----------------------------------------------------------------------------------
+
+_PIPELINE_EXECUTIONS = ("SELECT asn.execution_id FROM association asn JOIN parentcontext pc "
+                        "ON pc.context_id = asn.context_id AND pc.parent_context_id = ?")
+_EXECUTIONS_FROM = ("FROM execution e JOIN association asn ON asn.execution_id = e.id "
+                    "JOIN context st ON st.id = asn.context_id "
+                    "JOIN parentcontext pc ON pc.context_id = st.id AND pc.parent_context_id = ? "
+                    "JOIN type t ON t.id = e.type_id")
+_ARTIFACTS_FROM = "FROM artifact a JOIN type t ON t.id = a.type_id"
+_VALUE_COLUMNS = "int_value, double_value, string_value, bool_value"
+
+
+@dataclass(frozen=True)
+class _Entity:
+    """How the SQL of one kind of record (execution ``e`` or artifact ``a``) is written."""
+
+    alias: str
+    table: str
+    builtins: Dict[str, Tuple[str, str]]  # name -> (SQL expression, "number" | "text")
+    custom: str  # column prefix of custom properties: "param" or "custom"
+
+
+EXECUTION = _Entity("e", "execution", {
+    "id": ("e.id", "number"), "stage": ("st.name", "text"), "type": ("t.name", "text"),
+    "created": ("e.create_time_since_epoch", "number"), "updated": ("e.last_update_time_since_epoch", "number")},
+    "param")
+ARTIFACT = _Entity("a", "artifact", {
+    "id": ("a.id", "number"), "name": ("a.name", "text"), "type": ("t.name", "text"), "uri": ("a.uri", "text"),
+    "created": ("a.create_time_since_epoch", "number"), "updated": ("a.last_update_time_since_epoch", "number")},
+    "custom")
+
+
+class _Columns:
+    """Resolves column names of one list (builtins, custom properties, metrics, properties) into SQL."""
+
+    def __init__(self, entity: _Entity, pipeline: str, custom: Iterable[str], props: Iterable[str],
+                 metrics: Iterable[str] = ()) -> None:
+        self.entity = entity
+        self.pipeline = pipeline
+        self.custom, self.props, self.metrics = set(custom), set(props), set(metrics)
+
+    def resolve(self, name: str) -> Tuple[str, str]:
+        """``(kind, key)``: kind is "builtin", "custom", "metric" or "prop"; BadRequest for an unknown name."""
+        prefix, _, key = name.partition(".")
+        if name in self.entity.builtins or (name == "uuid" and self.entity is EXECUTION):
+            return ("prop", "Execution_uuid") if name == "uuid" else ("builtin", name)
+        if key and prefix == self.entity.custom:
+            return "custom", key
+        if key and prefix == "metric" and self.entity is EXECUTION:
+            return "metric", key
+        if key and prefix == "prop":
+            return "prop", key
+        for kind, known in (("custom", self.custom), ("metric", self.metrics), ("prop", self.props)):
+            if name in known:
+                return kind, name
+        known = sorted(self.entity.builtins) + sorted(f"{self.entity.custom}.{k}" for k in self.custom) + sorted(
+            f"metric.{k}" for k in self.metrics)
+        raise BadRequest(f"unknown column {name!r}; the columns are: {', '.join(known)}")
+
+    def value_sql(self, kind: str, key: str) -> Tuple[str, List[Any], str]:
+        """``(subquery, params, alias)``: the row holding ``key``'s value for the current record, its columns
+        left as ``{col}`` and named through ``alias`` (a metric's newest value, or a property row)."""
+        a = self.entity.alias
+        if kind == "metric":
+            return ("SELECT {col} FROM event mev JOIN artifact ma ON ma.id = mev.artifact_id "
+                    "JOIN type mt ON mt.id = ma.type_id AND mt.name = 'Metrics' "
+                    "JOIN artifactproperty mp ON mp.artifact_id = ma.id AND mp.name = ? "
+                    f"AND mp.is_custom_property = TRUE WHERE mev.execution_id = {a}.id "
+                    f"AND mev.type IN ({_ins(OUTPUTS)})"), [key, *OUTPUTS], "mp"
+        table = self.entity.table
+        return (f"SELECT {{col}} FROM {table}property sp WHERE sp.{table}_id = {a}.id AND sp.name = ? "
+                f"AND sp.is_custom_property = {'TRUE' if kind == 'custom' else 'FALSE'}"), [key], "sp"
+
+    def sort(self, name: str, descending: bool) -> Tuple[str, List[Any]]:
+        """ORDER BY for ``name``: rows without a value last, numbers by value, then text; ties by id."""
+        direction = "DESC" if descending else "ASC"
+        a = self.entity.alias
+        kind, key = self.resolve(name)
+        if kind == "builtin":
+            return f"{self.entity.builtins[key][0]} {direction}, {a}.id {direction}", []
+        sql, params, p = self.value_sql(kind, key)
+        newest = " ORDER BY ma.id DESC LIMIT 1" if kind == "metric" else ""
+        number = "(" + sql.format(col=f"coalesce({p}.double_value, {p}.int_value)") + newest + ")"
+        text = "(" + sql.format(col=f"{p}.string_value") + newest + ")"
+        missing = "NOT EXISTS (" + sql.format(col="1") + ")"
+        return f"{missing}, {number} {direction}, {text} {direction}, {a}.id {direction}", params * 3
+
+    def where(self, tree: filters.Node) -> Tuple[str, List[Any]]:
+        """A WHERE fragment for a parsed filter."""
+        if isinstance(tree, filters.Logical):
+            parts = [self.where(part) for part in tree.parts]
+            return "(" + f" {tree.op.upper()} ".join(p[0] for p in parts) + ")", [x for p in parts for x in p[1]]
+        if isinstance(tree, filters.Not):
+            sql, params = self.where(tree.part)
+            return f"NOT {sql}", params
+        kind, key = self.resolve(tree.column)
+        if kind == "builtin":
+            expression, sort = self.entity.builtins[key]
+            if key == "stage" and tree.op in ("=", "!=") and isinstance(tree.value, str) and "/" not in tree.value:
+                return self._compare(expression, "text", tree.op, f"{self.pipeline}/{tree.value}")
+            return self._compare(expression, sort, tree.op, tree.value)
+        sql, params, p = self.value_sql(kind, key)
+        if isinstance(tree.value, bool):
+            column, sort = f"{p}.bool_value", "bool"
+        elif isinstance(tree.value, (int, float)) and tree.op != "~":
+            column, sort = f"coalesce({p}.double_value, {p}.int_value)", "number"
+        else:
+            column, sort = f"{p}.string_value", "text"
+        condition, values = self._compare(column, sort, tree.op, tree.value)
+        return f"EXISTS ({sql.format(col='1')} AND {condition})", [*params, *values]
+
+    @staticmethod
+    def _compare(column: str, sort: str, op: str, value: Any) -> Tuple[str, List[Any]]:
+        if op == "~":
+            return f"lower(CAST({column} AS TEXT)) LIKE ? ESCAPE '\\'", [_like(str(value))]
+        if sort == "number" and not isinstance(value, (int, float)):
+            raise BadRequest(f"{value!r} is not a number; compare {column.split('.')[-1]} with a number")
+        if sort == "bool" and op not in ("=", "!="):
+            raise BadRequest("true/false can only be compared with = or !=")
+        if sort == "text":
+            value = str(value)
+        return f"{column} {'<>' if op == '!=' else op} ?", [value]
+
+
+class Reads:
+    """Every read of the UI and the read API over one :class:`Database` and the files beside it."""
+
+    def __init__(self, db: Database, files: Files) -> None:
+        self.db = db
+        self.files = files
+
+    # -- helpers ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _pipeline_id(s: Session, name: str) -> int:
+        found = s.value("SELECT c.id FROM context c JOIN type t ON t.id = c.type_id "
+                        "WHERE t.name = 'Parent_Context' AND c.name = ?", [name])
+        if found is None:
+            raise NotFound(f"there is no pipeline named {name!r}")
+        return int(found)
+
+    @staticmethod
+    def _props(s: Session, table: str, ids: Sequence[int]) -> Dict[int, Tuple[Dict[str, Any], Dict[str, Any]]]:
+        """``{id: (properties, custom properties)}`` of artifacts/executions/contexts, one query."""
+        out: Dict[int, Tuple[Dict[str, Any], Dict[str, Any]]] = {i: ({}, {}) for i in ids}
+        if not ids:
+            return out
+        for row in s.rows(f"SELECT {table}_id, name, is_custom_property, {_VALUE_COLUMNS} FROM {table}property "
+                          f"WHERE {table}_id IN ({_ins(ids)}) ORDER BY name", list(ids)):
+            out[row[0]][1 if row[2] else 0][row[1]] = _value(row[3:])
+        return out
+
+    def _artifact_summaries(self, s: Session, ids: Sequence[int]) -> Dict[int, Dict[str, Any]]:
+        if not ids:
+            return {}
+        rows = s.rows(f"SELECT a.id, a.name, t.name, a.uri {_ARTIFACTS_FROM} WHERE a.id IN ({_ins(ids)})", list(ids))
+        return {r[0]: {"id": r[0], "name": r[1] or "", "type": r[2], "uri": r[3] or "",
+                       "label": posixpath.basename(_path(r[1] or "")) or r[1] or f"artifact {r[0]}"} for r in rows}
+
+    def _execution_summaries(self, s: Session, ids: Sequence[int]) -> Dict[int, Dict[str, Any]]:
+        if not ids:
+            return {}
+        rows = s.rows("SELECT e.id, t.name, st.name, p.name FROM execution e JOIN type t ON t.id = e.type_id "
+                      "LEFT JOIN association asn ON asn.execution_id = e.id "
+                      "LEFT JOIN context st ON st.id = asn.context_id "
+                      "LEFT JOIN parentcontext pc ON pc.context_id = st.id "
+                      "LEFT JOIN context p ON p.id = pc.parent_context_id "
+                      f"WHERE e.id IN ({_ins(ids)})", list(ids))
+        return {r[0]: {"id": r[0], "type": r[1], "stage": _short(r[2] or ""), "pipeline": r[3] or "",
+                       "label": f"{_short(r[1])} #{r[0]}"} for r in rows}
+
+    @staticmethod
+    def _page(page: int, size: int) -> Tuple[int, int]:
+        if page < 1:
+            raise BadRequest("page numbers start at 1")
+        if not 1 <= size <= MAX_PAGE_SIZE:
+            raise BadRequest(f"the page size must be between 1 and {MAX_PAGE_SIZE}")
+        return page, size
+
+    @staticmethod
+    def _search(alias: str, table: str, extra: Sequence[str], q: str) -> Tuple[str, List[Any]]:
+        """Free text: any of the ``extra`` columns or any text property contains ``q`` (case-insensitive)."""
+        pattern = _like(q)
+        columns = " OR ".join(f"lower({c}) LIKE ? ESCAPE '\\'" for c in extra)
+        return (f"({columns} OR CAST({alias}.id AS TEXT) = ? OR EXISTS (SELECT 1 FROM {table}property qp "
+                f"WHERE qp.{table}_id = {alias}.id AND lower(qp.string_value) LIKE ? ESCAPE '\\'))",
+                [*([pattern] * len(extra)), q.strip(), pattern])
+
+    # -- pipelines ---------------------------------------------------------------------------------------
+
+    def pipelines(self, page: int = 1, size: int = 100) -> Dict[str, Any]:
+        """Every pipeline: its stages, executions and artifacts counted, and when it last changed."""
+        page, size = self._page(page, size)
+        with self.db.session() as s:
+            total = s.value("SELECT count(*) FROM context c JOIN type t ON t.id = c.type_id "
+                            "WHERE t.name = 'Parent_Context'")
+            rows = s.rows(
+                "SELECT c.id, c.name, c.create_time_since_epoch, c.last_update_time_since_epoch, "
+                "(SELECT count(*) FROM parentcontext pc WHERE pc.parent_context_id = c.id), "
+                f"(SELECT count(*) FROM ({_PIPELINE_EXECUTIONS.replace('?', 'c.id')}) x), "
+                f"(SELECT count(DISTINCT ev.artifact_id) FROM event ev WHERE ev.execution_id IN "
+                f"({_PIPELINE_EXECUTIONS.replace('?', 'c.id')})), "
+                "(SELECT max(e.last_update_time_since_epoch) FROM execution e WHERE e.id IN "
+                f"({_PIPELINE_EXECUTIONS.replace('?', 'c.id')})) "
+                "FROM context c JOIN type t ON t.id = c.type_id WHERE t.name = 'Parent_Context' "
+                "ORDER BY c.name LIMIT ? OFFSET ?", [size, (page - 1) * size])
+        items = [{"id": r[0], "name": r[1], "created": r[2], "stages": r[4], "executions": r[5], "artifacts": r[6],
+                  "updated": max(x for x in (r[3], r[7]) if x is not None)} for r in rows]
+        return {"total": total, "page": page, "size": size, "items": items}
+
+    def pipeline(self, name: str) -> Dict[str, Any]:
+        """A pipeline's stages (with their execution counts) and the artifact types it has."""
+        with self.db.session() as s:
+            pipeline_id = self._pipeline_id(s, name)
+            stages = s.rows("SELECT st.id, st.name, (SELECT count(*) FROM association asn WHERE asn.context_id = st.id) "
+                            "FROM parentcontext pc JOIN context st ON st.id = pc.context_id "
+                            "WHERE pc.parent_context_id = ? ORDER BY st.id", [pipeline_id])
+            types = s.rows("SELECT t.name, count(DISTINCT a.id) FROM artifact a JOIN type t ON t.id = a.type_id "
+                           f"WHERE a.id IN (SELECT ev.artifact_id FROM event ev WHERE ev.execution_id IN "
+                           f"({_PIPELINE_EXECUTIONS})) GROUP BY t.name ORDER BY t.name", [pipeline_id])
+            props, custom = self._props(s, "context", [pipeline_id])[pipeline_id]
+        return {"id": pipeline_id, "name": name, "properties": props, "custom_properties": custom,
+                "stages": [{"id": r[0], "name": r[1], "short": _short(r[1]), "executions": r[2]} for r in stages],
+                "artifact_types": {t: n for t, n in types}}
+
+    # -- lists -------------------------------------------------------------------------------------------
+
+    def executions(self, pipeline: str, *, stage: Optional[str] = None, q: Optional[str] = None,
+                   filter: Optional[str] = None, sort: str = "id", order: str = "asc", page: int = 1,
+                   size: int = 25) -> Dict[str, Any]:
+        """One page of a pipeline's executions, one column per parameter and per metric."""
+        page, size = self._page(page, size)
+        if order not in ("asc", "desc"):
+            raise BadRequest("order is asc or desc")
+        with self.db.session() as s:
+            pipeline_id = self._pipeline_id(s, pipeline)
+            in_pipeline = f"IN ({_PIPELINE_EXECUTIONS})"
+            names = s.rows(f"SELECT DISTINCT name, is_custom_property FROM executionproperty WHERE execution_id "
+                           f"{in_pipeline}", [pipeline_id])
+            params = sorted(n for n, custom in names if custom)
+            metrics = [r[0] for r in s.rows(
+                "SELECT DISTINCT ap.name FROM event ev JOIN artifact a ON a.id = ev.artifact_id "
+                "JOIN type t ON t.id = a.type_id AND t.name = 'Metrics' JOIN artifactproperty ap ON ap.artifact_id "
+                f"= a.id AND ap.is_custom_property = TRUE WHERE ev.execution_id {in_pipeline} ORDER BY ap.name",
+                [pipeline_id])]
+            columns = _Columns(EXECUTION, pipeline, params, [n for n, custom in names if not custom], metrics)
+            where, args = ["TRUE"], [pipeline_id]
+            if stage:
+                where.append("st.name = ?")
+                args.append(stage if "/" in stage else f"{pipeline}/{stage}")
+            if q:
+                sql, values = self._search("e", "execution", ["st.name", "t.name", "coalesce(e.name, '')"], q)
+                where.append(sql)
+                args += values
+            if filter:
+                sql, values = columns.where(filters.parse(filter))
+                where.append(sql)
+                args += values
+            order_sql, order_args = columns.sort(sort, order == "desc")
+            base = f"{_EXECUTIONS_FROM} WHERE {' AND '.join(where)}"
+            total = s.value(f"SELECT count(*) {base}", args)
+            rows = s.rows(f"SELECT e.id, st.name, t.name, e.create_time_since_epoch, e.last_update_time_since_epoch "
+                          f"{base} ORDER BY {order_sql} LIMIT ? OFFSET ?",
+                          [*args, *order_args, size, (page - 1) * size])
+            ids = [r[0] for r in rows]
+            props = self._props(s, "execution", ids)
+            values = self._metric_values(s, ids)
+        items = [{"id": r[0], "stage": _short(r[1]), "type": r[2], "created": r[3], "updated": r[4],
+                  "uuid": props[r[0]][0].get("Execution_uuid", ""), "command": props[r[0]][0].get("Execution", ""),
+                  "params": props[r[0]][1], "metrics": values.get(r[0], {})} for r in rows]
+        return {"pipeline": pipeline, "total": total, "page": page, "size": size, "sort": sort, "order": order,
+                "stage": stage, "q": q, "filter": filter, "columns": {"params": params, "metrics": metrics},
+                "items": items}
+
+    def _metric_values(self, s: Session, execution_ids: Sequence[int]) -> Dict[int, Dict[str, Any]]:
+        """``{execution id: {metric: value}}`` from the Metrics artifacts the executions output (newest wins)."""
+        out: Dict[int, Dict[str, Any]] = defaultdict(dict)
+        if execution_ids:
+            for row in s.rows(f"SELECT ev.execution_id, ap.name, {', '.join('ap.' + c for c in _VALUE_COLUMNS.split(', '))} "
+                              "FROM event ev JOIN artifact a ON a.id = ev.artifact_id JOIN type t ON t.id = a.type_id "
+                              "AND t.name = 'Metrics' JOIN artifactproperty ap ON ap.artifact_id = a.id AND "
+                              f"ap.is_custom_property = TRUE WHERE ev.execution_id IN ({_ins(execution_ids)}) "
+                              f"AND ev.type IN ({_ins(OUTPUTS)}) ORDER BY a.id", [*execution_ids, *OUTPUTS]):
+                out[row[0]][row[1]] = _value(row[2:])
+        return out
+
+    def artifacts(self, pipeline: str, *, type: Optional[str] = None, stage: Optional[str] = None,
+                  q: Optional[str] = None, filter: Optional[str] = None, sort: str = "id", order: str = "asc",
+                  page: int = 1, size: int = 25) -> Dict[str, Any]:
+        """One page of the artifacts the pipeline's executions used or produced, by type and stage."""
+        page, size = self._page(page, size)
+        if order not in ("asc", "desc"):
+            raise BadRequest("order is asc or desc")
+        with self.db.session() as s:
+            pipeline_id = self._pipeline_id(s, pipeline)
+            executions, args = _PIPELINE_EXECUTIONS, [pipeline_id]
+            if stage:
+                executions += " AND asn.context_id = (SELECT id FROM context WHERE name = ? AND id IN " \
+                              "(SELECT context_id FROM parentcontext WHERE parent_context_id = ?))"
+                args += [stage if "/" in stage else f"{pipeline}/{stage}", pipeline_id]
+            linked = f"a.id IN (SELECT ev.artifact_id FROM event ev WHERE ev.execution_id IN ({executions}))"
+            names = s.rows("SELECT DISTINCT ap.name, ap.is_custom_property FROM artifactproperty ap "
+                           f"WHERE ap.artifact_id IN (SELECT ev.artifact_id FROM event ev WHERE ev.execution_id IN "
+                           f"({_PIPELINE_EXECUTIONS}))", [pipeline_id])
+            columns = _Columns(ARTIFACT, pipeline, [n for n, c in names if c], [n for n, c in names if not c])
+            where = [linked]
+            if type:
+                where.append("t.name = ?")
+                args.append(type)
+            if q:
+                sql, values = self._search("a", "artifact", ["coalesce(a.name, '')", "coalesce(a.uri, '')", "t.name"], q)
+                where.append(sql)
+                args += values
+            if filter:
+                sql, values = columns.where(filters.parse(filter))
+                where.append(sql)
+                args += values
+            order_sql, order_args = columns.sort(sort, order == "desc")
+            base = f"{_ARTIFACTS_FROM} WHERE {' AND '.join(where)}"
+            total = s.value(f"SELECT count(*) {base}", args)
+            rows = s.rows(f"SELECT a.id, a.name, t.name, a.uri, a.create_time_since_epoch, "
+                          f"a.last_update_time_since_epoch {base} ORDER BY {order_sql} LIMIT ? OFFSET ?",
+                          [*args, *order_args, size, (page - 1) * size])
+            props = self._props(s, "artifact", [r[0] for r in rows])
+        items = [{"id": r[0], "name": r[1] or "", "label": posixpath.basename(_path(r[1] or "")), "type": r[2],
+                  "uri": r[3] or "", "created": r[4], "updated": r[5], "properties": props[r[0]][0],
+                  "custom_properties": props[r[0]][1]} for r in rows]
+        return {"pipeline": pipeline, "total": total, "page": page, "size": size, "sort": sort, "order": order,
+                "type": type, "stage": stage, "q": q, "filter": filter,
+                "columns": {"custom": sorted(n for n, c in names if c)}, "items": items}
+
+    # -- one execution, one artifact ---------------------------------------------------------------------
+
+    def _events(self, s: Session, column: str, node_id: int) -> Tuple[List[int], List[int]]:
+        """(ids linked as inputs, ids linked as outputs) of an execution's artifacts or an artifact's executions."""
+        other = "artifact_id" if column == "execution_id" else "execution_id"
+        ins, outs = [], []
+        for other_id, kind in s.rows(f"SELECT {other}, type FROM event WHERE {column} = ? ORDER BY {other}", [node_id]):
+            (ins if kind in INPUTS else outs if kind in OUTPUTS else []).append(other_id)
+        return ins, outs
+
+    def execution(self, execution_id: int) -> Dict[str, Any]:
+        """An execution: properties, parameters, command, git commits, environment, inputs, outputs, metrics."""
+        with self.db.session() as s:
+            summary = self._execution_summaries(s, [execution_id]).get(execution_id)
+            if summary is None:
+                raise NotFound(f"there is no execution with id {execution_id}")
+            created, updated = s.rows("SELECT create_time_since_epoch, last_update_time_since_epoch FROM execution "
+                                      "WHERE id = ?", [execution_id])[0]
+            props, custom = self._props(s, "execution", [execution_id])[execution_id]
+            ins, outs = self._events(s, "execution_id", execution_id)
+            artifacts = self._artifact_summaries(s, ins + outs)
+            metrics_ids = [i for i in outs if artifacts[i]["type"] == "Metrics"]
+            metric_props = self._props(s, "artifact", metrics_ids)
+        env = str(custom.get("Python_Env") or "")
+        steps = [self._step_metrics(artifacts[i]) for i in outs if artifacts[i]["type"] == "Step_Metrics"]
+        return {**summary, "created": created, "updated": updated, "uuid": props.get("Execution_uuid", ""),
+                "command": props.get("Execution", ""), "properties": props, "params": custom,
+                "git": {"repo": props.get("Git_Repo", ""), "start": props.get("Git_Start_Commit", ""),
+                        "end": props.get("Git_End_Commit", "")},
+                "environment": {"path": env, "text": self.files.environment(env) if env else None},
+                "inputs": [artifacts[i] for i in ins], "outputs": [artifacts[i] for i in outs],
+                "metrics": [{"artifact": artifacts[i], "values": metric_props[i][1]} for i in metrics_ids],
+                "step_metrics": steps}
+
+    def _step_metrics(self, artifact: Dict[str, Any]) -> Dict[str, Any]:
+        """A Step_Metrics artifact's steps as ``{"steps": [...], "series": {column: [...]}}`` if its file is held."""
+        name = posixpath.basename(_path(artifact["name"]))
+        data = self.files.step_metrics(_path(artifact["name"]), artifact["uri"])
+        return {"artifact": artifact, "name": name, "data": data}
+
+    def step_metrics(self, artifact_id: int) -> Dict[str, Any]:
+        with self.db.session() as s:
+            artifact = self._artifact_summaries(s, [artifact_id]).get(artifact_id)
+        if artifact is None or artifact["type"] != "Step_Metrics":
+            raise NotFound(f"there is no step-metrics artifact with id {artifact_id}")
+        return self._step_metrics(artifact)
+
+    def artifact(self, artifact_id: int, page: int = 1) -> Dict[str, Any]:
+        """An artifact: properties, md5, size, where it lives, who produced and used it, how to pull it, a
+        preview of its file when it is held (``page`` of a CSV), and for a model its model card."""
+        with self.db.session() as s:
+            summary = self._artifact_summaries(s, [artifact_id]).get(artifact_id)
+            if summary is None:
+                raise NotFound(f"there is no artifact with id {artifact_id}")
+            created, updated = s.rows("SELECT create_time_since_epoch, last_update_time_since_epoch FROM artifact "
+                                      "WHERE id = ?", [artifact_id])[0]
+            props, custom = self._props(s, "artifact", [artifact_id])[artifact_id]
+            consumers, producers = self._events(s, "artifact_id", artifact_id)
+            executions = self._execution_summaries(s, producers + consumers)
+            card = self._model_card(s, summary, props, custom, producers, consumers, executions) \
+                if summary["type"] == "Model" else None
+        remotes = []
+        for entry in str(props.get("url") or "").split(","):
+            pipeline, sep, url = entry.strip().partition(":")
+            if entry.strip():
+                remotes.append({"pipeline": pipeline if sep else "", "url": url if sep else pipeline})
+        pipelines = [executions[i]["pipeline"] for i in producers + consumers if i in executions] or \
+            [r["pipeline"] for r in remotes if r["pipeline"]]
+        path = _path(summary["name"])
+        md5 = str(props.get("Commit") or summary["uri"])
+        pull = f"cmf artifact pull -p {_quote(pipelines[0])} -a {_quote(summary['name'])}" if pipelines and summary[
+            "type"] not in ("Metrics",) else None
+        return {**summary, "created": created, "updated": updated, "path": path, "md5": md5,
+                "size": custom.get("size", self.files.size(path, md5)), "properties": props,
+                "custom_properties": custom, "remotes": remotes, "pipelines": list(dict.fromkeys(pipelines)),
+                "producers": [executions[i] for i in producers if i in executions],
+                "consumers": [executions[i] for i in consumers if i in executions],
+                "pull_command": pull, "preview": self.files.preview(summary["type"], path, md5, page),
+                "model_card": card}
+
+    def _model_card(self, s: Session, model: Dict[str, Any], props: Dict[str, Any], custom: Dict[str, Any],
+                    producers: List[int], consumers: List[int],
+                    executions: Dict[int, Dict[str, Any]]) -> Dict[str, Any]:
+        """The original's model card: the model, the executions that used it, the producers' inputs and outputs."""
+        ins: List[int] = []
+        outs: List[int] = []
+        for execution_id in producers:
+            i, o = self._events(s, "execution_id", execution_id)
+            ins += i
+            outs += [x for x in o if x != model["id"]]
+        artifacts = self._artifact_summaries(s, list(dict.fromkeys(ins + outs)))
+        return {"model": {**model, "properties": props, "custom_properties": custom},
+                "executions": [executions[i] for i in dict.fromkeys(producers + consumers) if i in executions],
+                "inputs": [artifacts[i] for i in dict.fromkeys(ins)],
+                "outputs": [artifacts[i] for i in dict.fromkeys(outs)]}
+
+    def model_card(self, artifact_id: int) -> Dict[str, Any]:
+        card = self.artifact(artifact_id)["model_card"]
+        if card is None:
+            raise NotFound(f"artifact {artifact_id} is not a model")
+        return card
+
+    # -- compare -------------------------------------------------------------------------------------------
+
+    def compare(self, ids: Sequence[int], diff: bool = False, metric: Optional[str] = None) -> Dict[str, Any]:
+        """Executions side by side: one row per property, parameter and metric (``diff``: only rows that differ),
+        and the step metric ``metric`` ("<step metrics name>.<column>") of each, to overlay in one chart."""
+        ids = list(dict.fromkeys(ids))
+        if len(ids) < 2:
+            raise BadRequest("choose at least two executions to compare")
+        if len(ids) > MAX_COMPARE:
+            raise BadRequest(f"compare at most {MAX_COMPARE} executions at once")
+        runs = [self.execution(i) for i in ids]
+        rows: List[Dict[str, Any]] = []
+
+        def add(group: str, key: str, values: List[Any]) -> None:
+            differs = len({repr(v) for v in values}) > 1
+            if differs or not diff:
+                rows.append({"group": group, "key": key, "values": values, "differs": differs})
+
+        for key in ("stage", "type", "command"):
+            add("execution", key, [r[key] for r in runs])
+        add("execution", "git end commit", [r["git"]["end"] for r in runs])
+        for key in sorted({k for r in runs for k in r["params"] if k != "Python_Env"}):
+            add("param", key, [r["params"].get(key) for r in runs])
+        metric_values = [{k: v for m in r["metrics"] for k, v in m["values"].items()} for r in runs]
+        for key in sorted({k for m in metric_values for k in m}):
+            add("metric", key, [m.get(key) for m in metric_values])
+        choices = sorted({f"{sm['name']}.{col}" for r in runs for sm in r["step_metrics"] if sm["data"]
+                          for col in sm["data"]["series"]})
+        metric = metric if metric in choices else (choices[0] if choices else None)
+        overlay: Dict[str, Dict[Any, Any]] = {}  # execution label -> {step: value}
+        if metric:
+            name, _, column = metric.rpartition(".")
+            for run in runs:
+                for sm in run["step_metrics"]:
+                    if sm["name"] == name and sm["data"] and column in sm["data"]["series"]:
+                        overlay[run["label"]] = dict(zip(sm["data"]["steps"], sm["data"]["series"][column]))
+        steps = sorted({step for values in overlay.values() for step in values}, key=lambda x: (str(type(x)), x))
+        chart = {"steps": steps, "series": {label: [values.get(step) for step in steps]
+                                            for label, values in overlay.items()}}
+        return {"executions": [{k: r[k] for k in ("id", "label", "stage", "pipeline")} for r in runs],
+                "rows": rows, "diff": diff, "metric": metric, "metric_choices": choices, "chart": chart}
+
+    # -- lineage -----------------------------------------------------------------------------------------
+
+    def lineage(self, pipeline: str, view: str = "both", focus: Optional[str] = None, hops: int = 2,
+                expand: Sequence[str] = ()) -> Dict[str, Any]:
+        """The pipeline's lineage as nodes and edges with a left-to-right layered layout.
+
+        ``view``: "both" (artifacts and executions), "artifacts" or "executions".  ``focus`` ("artifact:ID" or
+        "execution:ID"): only what is within ``hops`` hops up and down of it, plus one hop around each node of
+        ``expand``.  Nodes with neighbours left out are marked ``more``.  A hop is one edge of the view drawn.
+        """
+        if view not in LINEAGE_VIEWS:
+            raise BadRequest(f"view is one of {', '.join(LINEAGE_VIEWS)}")
+        if not 0 <= hops <= MAX_HOPS:
+            raise BadRequest(f"hops is between 0 and {MAX_HOPS}")
+        with self.db.session() as s:
+            pipeline_id = self._pipeline_id(s, pipeline)
+            if focus is None:
+                edges = self._pipeline_events(s, pipeline_id)
+                shown: Optional[Set[str]] = None
+            else:
+                start = [_node_key(focus)] + [_node_key(x) for x in expand]
+                edges, shown = self._neighbourhood(s, pipeline_id, view, start, hops, expand)
+            graph = _project(edges, view)
+            nodes = set(graph.nodes) if shown is None else {n for n in graph.nodes if n in shown}
+            visible_edges = [(a, b) for a, b in graph.edges if a in nodes and b in nodes]
+            more = {n for n in nodes for m in graph.neighbours[n] if m not in nodes}
+            artifacts = self._artifact_summaries(s, [int(n[2:]) for n in nodes if n[0] == "a"])
+            executions = self._execution_summaries(s, [int(n[2:]) for n in nodes if n[0] == "e"])
+        positions = dag.layout(sorted(nodes, key=_order), visible_edges)
+        out_nodes = []
+        for key in sorted(nodes, key=_order):
+            info = artifacts.get(int(key[2:])) if key[0] == "a" else executions.get(int(key[2:]))
+            if info is None:
+                continue
+            layer, rank = positions[key]
+            out_nodes.append({"key": _public_key(key), "kind": "artifact" if key[0] == "a" else "execution",
+                              "id": info["id"], "label": info["label"], "type": info["type"],
+                              "name": info.get("name", info["label"]), "layer": layer, "rank": rank,
+                              "more": key in more, "focus": focus is not None and _public_key(key) == focus})
+        return {"pipeline": pipeline, "view": view, "focus": focus, "hops": hops, "expand": list(expand),
+                "total": len(out_nodes), "nodes": out_nodes,
+                "edges": [{"source": _public_key(a), "target": _public_key(b)} for a, b in visible_edges]}
+
+    def _pipeline_events(self, s: Session, pipeline_id: int) -> List[Tuple[int, int, int]]:
+        """(execution id, artifact id, event type) of every event of the pipeline, Environment/Label left out."""
+        return s.rows("SELECT ev.execution_id, ev.artifact_id, ev.type FROM event ev "
+                      "JOIN artifact a ON a.id = ev.artifact_id JOIN type t ON t.id = a.type_id "
+                      f"WHERE t.name NOT IN ({_ins(LINEAGE_EXCLUDED)}) AND ev.execution_id IN ({_PIPELINE_EXECUTIONS})",
+                      [*LINEAGE_EXCLUDED, pipeline_id])
+
+    def _neighbourhood(self, s: Session, pipeline_id: int, view: str, start: List[str], hops: int,
+                       expand: Sequence[str]) -> Tuple[List[Tuple[int, int, int]], Set[str]]:
+        """The nodes within ``hops`` up and down of ``start[0]`` (one hop around the others), and every event
+        touching them, which gives the edges among them and tells which have neighbours left out.
+
+        A hop is one event in the "both" view and two (artifact -> execution -> artifact) in the others.
+        """
+        per_hop = 1 if view == "both" else 2
+        shown: Set[str] = set(start)
+        for index, origin in enumerate(start):
+            for up in (True, False):
+                frontier = {origin}
+                for _ in range((hops if index == 0 else 1) * per_hop):
+                    reached = _ends(self._step(s, pipeline_id, frontier, up))
+                    frontier = reached - shown
+                    shown |= reached
+                    if not frontier:
+                        break
+        events: Set[Tuple[int, int, int]] = set()
+        frontier = set(shown)
+        for _ in range(per_hop):
+            found = self._step(s, pipeline_id, frontier, None)
+            events.update(found)
+            frontier = _ends(found) - frontier
+        return list(events), shown
+
+    def _step(self, s: Session, pipeline_id: int, frontier: Set[str],
+              up: Optional[bool]) -> List[Tuple[int, int, int]]:
+        """Events one step up from the frontier (what produced an artifact, what an execution read), down (what
+        read an artifact, what an execution wrote), or both ways (``up=None``)."""
+        artifacts = [int(n[2:]) for n in frontier if n[0] == "a"]
+        executions = [int(n[2:]) for n in frontier if n[0] == "e"]
+        found: List[Tuple[int, int, int]] = []
+        base = ("SELECT ev.execution_id, ev.artifact_id, ev.type FROM event ev JOIN artifact a ON a.id = "
+                f"ev.artifact_id JOIN type t ON t.id = a.type_id WHERE t.name NOT IN ({_ins(LINEAGE_EXCLUDED)}) "
+                f"AND ev.execution_id IN ({_PIPELINE_EXECUTIONS}) ")
+        for column, ids, kinds in (("artifact_id", artifacts, OUTPUTS if up else INPUTS),
+                                   ("execution_id", executions, INPUTS if up else OUTPUTS)):
+            if ids:
+                kinds = INPUTS + OUTPUTS if up is None else kinds
+                found += s.rows(base + f"AND ev.{column} IN ({_ins(ids)}) AND ev.type IN ({_ins(kinds)})",
+                                [*LINEAGE_EXCLUDED, pipeline_id, *ids, *kinds])
+        return found
+
+    # -- files -------------------------------------------------------------------------------------------
+
+    def tensorboard(self, pipeline: str) -> Dict[str, Any]:
+        with self.db.session() as s:
+            self._pipeline_id(s, pipeline)
+        items = self.files.tensorboard(pipeline)
+        return {"pipeline": pipeline, "total": len(items), "items": items}
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def _node_key(public: str) -> str:
+    """"artifact:12" -> "a:12"; BadRequest for anything else."""
+    kind, _, number = public.partition(":")
+    if kind not in ("artifact", "execution") or not number.isdigit():
+        raise BadRequest(f"a lineage node is artifact:ID or execution:ID, not {public!r}")
+    return f"{kind[0]}:{int(number)}"
+
+
+def _public_key(key: str) -> str:
+    return ("artifact:" if key[0] == "a" else "execution:") + key[2:]
+
+
+def _order(key: str) -> Tuple[str, int]:
+    return key[0], int(key[2:])
+
+
+@dataclass
+class _Graph:
+    nodes: Set[str]
+    edges: List[Tuple[str, str]]
+    neighbours: Dict[str, Set[str]]
+
+
+def _ends(events: Iterable[Tuple[int, int, int]]) -> Set[str]:
+    """The artifact and execution keys of some events."""
+    return {f"a:{a}" for _, a, _ in events} | {f"e:{e}" for e, _, _ in events}
+
+
+def _project(events: Iterable[Tuple[int, int, int]], view: str) -> _Graph:
+    """The events as the view's graph: artifact -> execution (input), execution -> artifact (output); or only
+    artifacts (a -> b when an execution read a and wrote b), or only executions (e -> f when f read what e wrote)."""
+    inputs: Dict[int, Set[int]] = defaultdict(set)  # execution -> artifacts read
+    outputs: Dict[int, Set[int]] = defaultdict(set)  # execution -> artifacts written
+    for execution, artifact, kind in events:
+        if kind in INPUTS:
+            inputs[execution].add(artifact)
+        elif kind in OUTPUTS:
+            outputs[execution].add(artifact)
+    edges: Set[Tuple[str, str]] = set()
+    nodes: Set[str] = set()
+    if view == "both":
+        for e, arts in inputs.items():
+            edges.update((f"a:{a}", f"e:{e}") for a in arts)
+        for e, arts in outputs.items():
+            edges.update((f"e:{e}", f"a:{a}") for a in arts)
+        nodes = {n for edge in edges for n in edge}
+    elif view == "artifacts":
+        for e in set(inputs) | set(outputs):
+            edges.update((f"a:{a}", f"a:{b}") for a in inputs[e] for b in outputs[e] if a != b)
+            nodes.update(f"a:{a}" for a in inputs[e] | outputs[e])
+    else:
+        producers: Dict[int, Set[int]] = defaultdict(set)
+        for e, arts in outputs.items():
+            for a in arts:
+                producers[a].add(e)
+        for f, arts in inputs.items():
+            edges.update((f"e:{e}", f"e:{f}") for a in arts for e in producers[a] if e != f)
+        nodes = {f"e:{e}" for e in set(inputs) | set(outputs)}
+    neighbours: Dict[str, Set[str]] = defaultdict(set)
+    for a, b in edges:
+        neighbours[a].add(b)
+        neighbours[b].add(a)
+    return _Graph(nodes, sorted(edges, key=lambda edge: (_order(edge[0]), _order(edge[1]))), neighbours)

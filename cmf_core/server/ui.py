@@ -1,0 +1,341 @@
+"""The web UI and the read API: one function per page answers both ``/api/...`` (JSON) and the page.
+
+=============================================  ===========================================================
+page (HTML)                                    JSON twin
+=============================================  ===========================================================
+``/``                                          ``/api/pipelines``
+``/pipelines/{p}/executions``                  ``/api/pipelines/{p}/executions``  stage q filter sort order page size
+``/pipelines/{p}/artifacts``                   ``/api/pipelines/{p}/artifacts``   type stage q filter sort order page size
+``/pipelines/{p}/lineage``                     ``/api/pipelines/{p}/lineage``     view focus hops expand
+                                               (``/pipelines/{p}/lineage.svg``: the drawing as a file)
+``/pipelines/{p}/compare?ids=1&ids=2``         ``/api/pipelines/{p}/compare``     ids diff metric
+``/pipelines/{p}/tensorboard``                 ``/api/pipelines/{p}/tensorboard`` (files under ``.../tensorboard/{path}``)
+``/executions/{id}``                           ``/api/executions/{id}``
+``/artifacts/{id}``                            ``/api/artifacts/{id}`` page; ``/model_card`` [download=1]; ``/step_metrics``
+=============================================  ===========================================================
+
+Every piece of a page's state is in its URL; every record is a link to its own page.  Pages are
+Jinja2 templates (``ui/templates``, autoescaped); the little JavaScript there is (charts, pan and
+zoom) is in ``ui/static`` with the vendored libraries, and the Content-Security-Policy forbids
+inline script.  Nothing here writes.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
+
+from cmf_core.server.filters import FilterError
+from cmf_core.server.reads import ARTIFACT_TYPES, LINEAGE_VIEWS, BadRequest, NotFound, Reads
+
+__all__ = ["mount_ui", "CSP", "wants_html", "error_page"]
+
+UI = Path(__file__).parent / "ui"
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
+       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+# lineage drawing: a node's box and the space around it
+NODE_W, NODE_H, GAP_X, GAP_Y = 190, 34, 90, 16
+
+_env = Environment(loader=FileSystemLoader(str(UI / "templates")), autoescape=select_autoescape(["html", "svg"]),
+                   trim_blocks=True, lstrip_blocks=True)
+
+
+def _time(ms: Optional[int]) -> str:
+    if not ms:
+        return ""
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _show(value: Any) -> str:
+    """A property value as a person reads it: floats without noise, booleans and missing values spelled out."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _link(path: str, params: Dict[str, Any], **changes: Any) -> str:
+    """``path`` with the page's query ``params`` changed by ``changes`` (None or "" drops a parameter)."""
+    merged = {**params, **changes}
+    pairs = []
+    for key, value in merged.items():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if item not in (None, "", False):
+                pairs.append((key, "1" if item is True else str(item)))
+    return path + ("?" + urlencode(pairs) if pairs else "")
+
+
+_env.filters.update(time=_time, show=_show)
+_env.globals.update(link=_link, artifact_types=ARTIFACT_TYPES, lineage_views=LINEAGE_VIEWS,
+                    tojson=lambda v: json.dumps(v))
+
+
+def wants_html(request: Request) -> bool:
+    """Whether an error on this request is shown as a page (not under /api, and a browser asking for HTML)."""
+    path = request.url.path
+    return not path.startswith("/api") and "text/html" in request.headers.get("accept", "")
+
+
+def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    return HTMLResponse(_env.get_template(name).render(**context), status_code=status)
+
+
+def error_page(status: int, message: str) -> HTMLResponse:
+    """The page of a 4xx/5xx: what went wrong and a way home, never a traceback."""
+    titles = {400: "Bad request", 401: "Sign in needed", 404: "Not found", 500: "Server error"}
+    return render("error.html", status, title=titles.get(status, f"Error {status}"), code=status, message=message)
+
+
+def draw(lineage: Dict[str, Any]) -> Dict[str, Any]:
+    """The lineage with drawing coordinates: nodes' x/y (columns left to right, each centred) and edge paths."""
+    sizes: Dict[int, int] = {}
+    for node in lineage["nodes"]:
+        sizes[node["layer"]] = max(sizes.get(node["layer"], 0), node["rank"] + 1)
+    tallest = max(sizes.values(), default=1)
+    where = {}
+    for node in lineage["nodes"]:
+        node["x"] = node["layer"] * (NODE_W + GAP_X) + 10
+        node["y"] = int((node["rank"] + (tallest - sizes[node["layer"]]) / 2) * (NODE_H + GAP_Y)) + 10
+        where[node["key"]] = node
+    paths = []
+    for edge in lineage["edges"]:
+        a, b = where.get(edge["source"]), where.get(edge["target"])
+        if a is None or b is None:
+            continue
+        x1, y1, x2, y2 = a["x"] + NODE_W, a["y"] + NODE_H // 2, b["x"], b["y"] + NODE_H // 2
+        bend = max(30, (x2 - x1) // 2)
+        paths.append(f"M{x1},{y1} C{x1 + bend},{y1} {x2 - bend},{y2} {x2},{y2}")
+    width = (max(sizes, default=0) + 1) * (NODE_W + GAP_X) + 20
+    height = tallest * (NODE_H + GAP_Y) + 20
+    return {**lineage, "paths": paths, "width": width, "height": height, "node_w": NODE_W, "node_h": NODE_H}
+
+
+class _Pages:
+    """The routes of the UI and read API over one :class:`Reads`."""
+
+    def __init__(self, reads: Reads, title: str, read_only_note: str) -> None:
+        self.reads = reads
+        self.title = title
+        self.note = read_only_note
+
+    async def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await run_in_threadpool(function, *args, **kwargs)
+
+    def page(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        params = dict(request.query_params.multi_items())
+        return render(template, status, request=request, params=params, path=request.url.path, title=self.title,
+                      note=self.note, **context)
+
+
+def _ids(values: List[str]) -> List[int]:
+    out = []
+    for value in values:
+        for part in value.split(","):
+            if part.strip():
+                if not part.strip().isdigit():
+                    raise BadRequest(f"execution ids are numbers, not {part!r}")
+                out.append(int(part))
+    return out
+
+
+def mount_ui(app: FastAPI, reads: Reads, title: str = "cmf", note: str = "") -> None:
+    """Add the read API (``/api/...``), the pages and ``/static`` to ``app``."""
+    pages = _Pages(reads, title, note)
+    api = APIRouter(prefix="/api")
+    ui = APIRouter()
+    app.mount("/static", StaticFiles(directory=str(UI / "static")), name="static")
+
+    # -- pipelines
+    @api.get("/pipelines")
+    async def api_pipelines(page: int = 1, size: int = 100) -> Any:
+        return await pages.call(reads.pipelines, page, size)
+
+    @ui.get("/", response_class=HTMLResponse)
+    async def home(request: Request, page: int = 1) -> Response:
+        data = await pages.call(reads.pipelines, page, 100)
+        return pages.page(request, "pipelines.html", data=data)
+
+    @ui.get("/pipelines")
+    async def pipelines_redirect() -> Response:
+        return RedirectResponse("/", status_code=308)
+
+    @api.get("/pipelines/{name}")
+    async def api_pipeline(name: str) -> Any:
+        return await pages.call(reads.pipeline, name)
+
+    @ui.get("/pipelines/{name}")
+    async def pipeline_redirect(name: str, request: Request) -> Response:
+        return RedirectResponse(request.url_for("executions_page", name=name).path, status_code=307)
+
+    # -- executions and artifacts
+    async def executions(name: str, request: Request) -> Dict[str, Any]:
+        q = request.query_params
+        return await pages.call(reads.executions, name, stage=q.get("stage") or None, q=q.get("q") or None,
+                                filter=q.get("filter") or None, sort=q.get("sort") or "id",
+                                order=q.get("order") or "asc", page=_int(q.get("page"), 1),
+                                size=_int(q.get("size"), 25))
+
+    async def artifacts(name: str, request: Request) -> Dict[str, Any]:
+        q = request.query_params
+        return await pages.call(reads.artifacts, name, type=q.get("type") or None, stage=q.get("stage") or None,
+                                q=q.get("q") or None, filter=q.get("filter") or None, sort=q.get("sort") or "id",
+                                order=q.get("order") or "asc", page=_int(q.get("page"), 1),
+                                size=_int(q.get("size"), 25))
+
+    async def listing(request: Request, name: str, template: str, reader: Callable) -> Response:
+        pipeline = await pages.call(reads.pipeline, name)
+        try:
+            data, error = await reader(name, request), None
+        except (BadRequest, FilterError) as exc:  # the page stays usable: the form keeps what was typed
+            data, error = await reader(name, _Plain(request)), str(exc)
+            data = {**data, "items": [], "total": 0}
+        return pages.page(request, template, 400 if error else 200, pipeline=pipeline, data=data, error=error)
+
+    @api.get("/pipelines/{name}/executions")
+    async def api_executions(name: str, request: Request) -> Any:
+        return await executions(name, request)
+
+    @ui.get("/pipelines/{name}/executions", name="executions_page")
+    async def executions_page(name: str, request: Request) -> Response:
+        return await listing(request, name, "executions.html", executions)
+
+    @api.get("/pipelines/{name}/artifacts")
+    async def api_artifacts(name: str, request: Request) -> Any:
+        return await artifacts(name, request)
+
+    @ui.get("/pipelines/{name}/artifacts")
+    async def artifacts_page(name: str, request: Request) -> Response:
+        return await listing(request, name, "artifacts.html", artifacts)
+
+    # -- lineage
+    async def lineage(name: str, view: str, focus: Optional[str], hops: int, expand: List[str]) -> Dict[str, Any]:
+        return await pages.call(reads.lineage, name, view, focus or None, hops, [e for e in expand if e])
+
+    @api.get("/pipelines/{name}/lineage")
+    async def api_lineage(name: str, view: str = "both", focus: Optional[str] = None, hops: int = 2,
+                          expand: List[str] = Query(default=[])) -> Any:
+        return await lineage(name, view, focus, hops, expand)
+
+    @ui.get("/pipelines/{name}/lineage")
+    async def lineage_page(request: Request, name: str, view: str = "both", focus: Optional[str] = None,
+                           hops: int = 2, expand: List[str] = Query(default=[])) -> Response:
+        pipeline = await pages.call(reads.pipeline, name)
+        data = draw(await lineage(name, view, focus, hops, expand))
+        return pages.page(request, "lineage.html", pipeline=pipeline, data=data)
+
+    @ui.get("/pipelines/{name}/lineage.svg")
+    async def lineage_svg(name: str, view: str = "both", focus: Optional[str] = None, hops: int = 2,
+                          expand: List[str] = Query(default=[])) -> Response:
+        data = draw(await lineage(name, view, focus, hops, expand))
+        css = (UI / "static" / "lineage.css").read_text(encoding="utf-8")
+        svg = _env.get_template("lineage.svg").render(data=data, css=css, standalone=True)
+        return Response(svg, media_type="image/svg+xml",
+                        headers={"Content-Disposition": f'attachment; filename="lineage-{_safe(name)}.svg"'})
+
+    # -- compare
+    async def compare(request: Request) -> Dict[str, Any]:
+        q = request.query_params
+        return await pages.call(reads.compare, _ids(q.getlist("ids")), q.get("diff") in ("1", "true", "on"),
+                                q.get("metric") or None)
+
+    @api.get("/pipelines/{name}/compare")
+    async def api_compare(name: str, request: Request) -> Any:
+        return await compare(request)
+
+    @ui.get("/pipelines/{name}/compare")
+    async def compare_page(name: str, request: Request) -> Response:
+        pipeline = await pages.call(reads.pipeline, name)
+        try:
+            data, error = await compare(request), None
+        except BadRequest as exc:
+            data, error = None, str(exc)
+        return pages.page(request, "compare.html", 400 if error else 200, pipeline=pipeline, data=data, error=error)
+
+    # -- tensorboard
+    @api.get("/pipelines/{name}/tensorboard")
+    async def api_tensorboard(name: str) -> Any:
+        return await pages.call(reads.tensorboard, name)
+
+    @ui.get("/pipelines/{name}/tensorboard")
+    async def tensorboard_page(name: str, request: Request) -> Response:
+        pipeline = await pages.call(reads.pipeline, name)
+        return pages.page(request, "tensorboard.html", pipeline=pipeline, data=await pages.call(reads.tensorboard, name))
+
+    @ui.get("/pipelines/{name}/tensorboard/{path:path}")
+    async def tensorboard_file(name: str, path: str) -> Response:
+        found = reads.files.tensorboard_file(name, path)
+        if found is None:
+            raise NotFound(f"pipeline {name!r} has no tensorboard file {path!r}")
+        return FileResponse(found, filename=Path(path).name, media_type="application/octet-stream")
+
+    # -- one execution, one artifact
+    @api.get("/executions/{execution_id}")
+    async def api_execution(execution_id: int) -> Any:
+        return await pages.call(reads.execution, execution_id)
+
+    @ui.get("/executions/{execution_id}")
+    async def execution_page(execution_id: int, request: Request) -> Response:
+        data = await pages.call(reads.execution, execution_id)
+        pipeline = await pages.call(reads.pipeline, data["pipeline"]) if data["pipeline"] else None
+        return pages.page(request, "execution.html", pipeline=pipeline, data=data)
+
+    @api.get("/artifacts/{artifact_id}")
+    async def api_artifact(artifact_id: int, page: int = 1) -> Any:
+        return await pages.call(reads.artifact, artifact_id, page)
+
+    @api.get("/artifacts/{artifact_id}/model_card")
+    async def api_model_card(artifact_id: int, download: bool = False) -> Any:
+        card = await pages.call(reads.model_card, artifact_id)
+        headers = {"Content-Disposition": f'attachment; filename="model-card-{artifact_id}.json"'} if download else {}
+        return JSONResponse(card, headers=headers)
+
+    @api.get("/artifacts/{artifact_id}/step_metrics")
+    async def api_step_metrics(artifact_id: int) -> Any:
+        return await pages.call(reads.step_metrics, artifact_id)
+
+    @ui.get("/artifacts/{artifact_id}")
+    async def artifact_page(artifact_id: int, request: Request, page: int = 1) -> Response:
+        data = await pages.call(reads.artifact, artifact_id, page)
+        names = data["pipelines"]
+        pipeline = await pages.call(reads.pipeline, names[0]) if names else None
+        return pages.page(request, "artifact.html", pipeline=pipeline, data=data)
+
+    app.include_router(api)
+    app.include_router(ui)
+
+
+class _Plain:
+    """A request's query without its filter and sort: what a list page shows beside an error about them."""
+
+    def __init__(self, request: Request) -> None:
+        keep = {k: v for k, v in request.query_params.items() if k in ("stage", "type")}
+        self.query_params = _Query(keep)
+
+
+class _Query(dict):
+    def getlist(self, key: str) -> List[str]:
+        return [self[key]] if key in self else []
+
+
+def _int(value: Optional[str], default: int) -> int:
+    if value in (None, ""):
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRequest(f"{value!r} is not a number") from None
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
