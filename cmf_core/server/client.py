@@ -220,8 +220,12 @@ def _referenced_files(export: Dict[str, Any], base: Path) -> Tuple[List[Tuple[st
     def add(endpoint: str, name: str, rel: str, what: str) -> None:
         if not rel or not name or (endpoint, name) in found:
             return
-        path = next((p for p in (base / rel, Path(rel)) if p.is_file()), None)
-        if path is None:
+        roots = [r.resolve() for r in (base, Path.cwd())]
+        candidates = [p for p in (base / rel, Path(rel)) if p.is_file()]
+        path = next((p for p in candidates if any(r in p.resolve().parents for r in roots)), None)
+        if path is None and candidates:
+            warnings.append(f"{what} {rel} is outside the workspace; not uploaded")
+        elif path is None:
             warnings.append(f"{what} {rel} not found; not uploaded")
         elif endpoint == STEP_METRICS and file_md5(path) != name:
             warnings.append(f"{what} {rel} has changed since it was logged (md5 {name}); not uploaded")

@@ -75,6 +75,8 @@ def render(path: Path, name: str, page: int = 1) -> Dict[str, Any]:
     text = data.decode("utf-8", errors="replace")
     if name.lower().endswith((".csv", ".tsv")) or (not name.lower().endswith(".json") and _looks_csv(text)):
         rows = list(csv.reader(io.StringIO(text), delimiter="\t" if name.lower().endswith(".tsv") else ","))
+        if rows and not _has_header(text):
+            rows.insert(0, [f"column {i + 1}" for i in range(len(rows[0]))])
         return _table(rows[0] if rows else [], rows[1:], page, "csv")
     if name.lower().endswith(".json"):
         try:
@@ -82,6 +84,14 @@ def render(path: Path, name: str, page: int = 1) -> Dict[str, Any]:
         except ValueError:
             pass
     return {"kind": "text", "text": text[:TEXT_CHARS], "truncated": len(text) > TEXT_CHARS}
+
+
+def _has_header(text: str) -> bool:
+    """Whether a CSV's first row names its columns (the csv module's heuristic; no header if it cannot tell)."""
+    try:
+        return csv.Sniffer().has_header(text[:8192])
+    except csv.Error:
+        return False
 
 
 def _looks_csv(text: str) -> bool:

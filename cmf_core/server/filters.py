@@ -22,6 +22,7 @@ from cmf_core.errors import CmfError
 
 __all__ = ["FilterError", "Compare", "Logical", "Not", "Node", "parse"]
 
+MAX_DEPTH = 32  # nested not / parentheses (SQLite's parser gives up near 100)
 OPERATORS = ("<=", ">=", "!=", "==", "=", "<", ">", "~")
 _TOKEN = re.compile(r"""\s*(?:
     (?P<op><=|>=|!=|==|=|<|>|~)
@@ -84,7 +85,9 @@ def _value(kind: str, token: str) -> Value:
         return token.lower() == "true"
     if _NUMBER.match(token):
         number = float(token)
-        return int(token) if re.fullmatch(r"[-+]?\d+", token) else number
+        if re.fullmatch(r"[-+]?\d+", token) and -2 ** 63 <= int(token) < 2 ** 63:
+            return int(token)
+        return number  # beyond 64 bits: compared as a float, as the databases can
     return token
 
 
@@ -92,6 +95,7 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.tokens = _tokens(text)
         self.at = 0
+        self.depth = 0
 
     def peek(self, lower: bool = True) -> str:
         if self.at >= len(self.tokens):
@@ -122,6 +126,15 @@ class _Parser:
         return parts[0] if len(parts) == 1 else Logical("and", tuple(parts))
 
     def factor(self) -> Node:
+        self.depth += 1
+        try:
+            return self._factor()
+        finally:
+            self.depth -= 1
+
+    def _factor(self) -> Node:
+        if self.depth > MAX_DEPTH:
+            raise FilterError(f"the filter nests 'not' and parentheses deeper than {MAX_DEPTH} {self.where()}")
         if self.at >= len(self.tokens):
             raise FilterError("the filter ends where a condition was expected (column operator value)")
         if self.peek() == "not":

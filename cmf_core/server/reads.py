@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import posixpath
+import shlex
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
@@ -35,6 +36,8 @@ LINEAGE_VIEWS = ("both", "artifacts", "executions")
 LINEAGE_EXCLUDED = ("Environment", "Label")
 INPUTS, OUTPUTS = (2, 3, 5), (1, 4, 6, 7)  # MLMD event types: DECLARED_/INTERNAL_INPUT, INPUT; ...OUTPUT, PENDING
 MAX_PAGE_SIZE = 500
+MAX_PAGE = 10 ** 9
+MAX_ID = 2 ** 63 - 1  # MLMD ids are 64-bit; larger numbers are no record (and overflow SQLite)
 MAX_HOPS = 10
 MAX_COMPARE = 20
 
@@ -253,8 +256,8 @@ class Reads:
 
     @staticmethod
     def _page(page: int, size: int) -> Tuple[int, int]:
-        if page < 1:
-            raise BadRequest("page numbers start at 1")
+        if not 1 <= page <= MAX_PAGE:
+            raise BadRequest(f"page numbers are between 1 and {MAX_PAGE}")
         if not 1 <= size <= MAX_PAGE_SIZE:
             raise BadRequest(f"the page size must be between 1 and {MAX_PAGE_SIZE}")
         return page, size
@@ -423,6 +426,7 @@ class Reads:
 
     def execution(self, execution_id: int) -> Dict[str, Any]:
         """An execution: properties, parameters, command, git commits, environment, inputs, outputs, metrics."""
+        _known_id("execution", execution_id)
         with self.db.session() as s:
             summary = self._execution_summaries(s, [execution_id]).get(execution_id)
             if summary is None:
@@ -452,6 +456,7 @@ class Reads:
         return {"artifact": artifact, "name": name, "data": data}
 
     def step_metrics(self, artifact_id: int) -> Dict[str, Any]:
+        _known_id("step-metrics artifact", artifact_id)
         with self.db.session() as s:
             artifact = self._artifact_summaries(s, [artifact_id]).get(artifact_id)
         if artifact is None or artifact["type"] != "Step_Metrics":
@@ -461,6 +466,7 @@ class Reads:
     def artifact(self, artifact_id: int, page: int = 1) -> Dict[str, Any]:
         """An artifact: properties, md5, size, where it lives, who produced and used it, how to pull it, a
         preview of its file when it is held (``page`` of a CSV), and for a model its model card."""
+        _known_id("artifact", artifact_id)
         with self.db.session() as s:
             summary = self._artifact_summaries(s, [artifact_id]).get(artifact_id)
             if summary is None:
@@ -481,7 +487,7 @@ class Reads:
             [r["pipeline"] for r in remotes if r["pipeline"]]
         path = _path(summary["name"])
         md5 = str(props.get("Commit") or summary["uri"])
-        pull = f"cmf artifact pull -p {_quote(pipelines[0])} -a {_quote(summary['name'])}" if pipelines and summary[
+        pull = f"cmf artifact pull -p {shlex.quote(pipelines[0])} -a {shlex.quote(summary['name'])}" if pipelines and summary[
             "type"] not in ("Metrics",) else None
         return {**summary, "created": created, "updated": updated, "path": path, "md5": md5,
                 "size": custom.get("size", self.files.size(path, md5)), "properties": props,
@@ -658,16 +664,16 @@ class Reads:
         return {"pipeline": pipeline, "total": len(items), "items": items}
 
 
-def _quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
+def _known_id(kind: str, record_id: int) -> None:
+    """NotFound for an id no record can have (MLMD ids are positive 64-bit; larger ones overflow SQLite)."""
+    if not 0 < record_id <= MAX_ID:
+        raise NotFound(f"there is no {kind} with id {record_id}")
 
 
 def _node_key(public: str) -> str:
     """"artifact:12" -> "a:12"; BadRequest for anything else."""
     kind, _, number = public.partition(":")
-    if kind not in ("artifact", "execution") or not number.isdigit():
+    if kind not in ("artifact", "execution") or not number.isdigit() or int(number) > MAX_ID:
         raise BadRequest(f"a lineage node is artifact:ID or execution:ID, not {public!r}")
     return f"{kind[0]}:{int(number)}"
 

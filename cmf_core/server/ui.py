@@ -24,10 +24,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -133,7 +133,8 @@ class _Pages:
         return await run_in_threadpool(function, *args, **kwargs)
 
     def page(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-        params = dict(request.query_params.multi_items())
+        query = request.query_params  # a repeated parameter (ids, expand) stays a list, so links keep it whole
+        params = {k: query.getlist(k) if len(query.getlist(k)) > 1 else query[k] for k in query.keys()}
         return render(template, status, request=request, params=params, path=request.url.path, title=self.title,
                       note=self.note, **context)
 
@@ -152,8 +153,8 @@ def _ids(values: List[str]) -> List[int]:
 def mount_ui(app: FastAPI, reads: Reads, title: str = "cmf", note: str = "") -> None:
     """Add the read API (``/api/...``), the pages and ``/static`` to ``app``."""
     pages = _Pages(reads, title, note)
-    api = APIRouter(prefix="/api")
-    ui = APIRouter()
+    api = APIRouter(prefix="/api", dependencies=[Depends(_no_nul)])
+    ui = APIRouter(dependencies=[Depends(_no_nul)])
     app.mount("/static", StaticFiles(directory=str(UI / "static")), name="static")
 
     # -- pipelines
@@ -179,15 +180,13 @@ def mount_ui(app: FastAPI, reads: Reads, title: str = "cmf", note: str = "") -> 
         return RedirectResponse(request.url_for("executions_page", name=name).path, status_code=307)
 
     # -- executions and artifacts
-    async def executions(name: str, request: Request) -> Dict[str, Any]:
-        q = request.query_params
+    async def executions(name: str, q: Mapping[str, str]) -> Dict[str, Any]:
         return await pages.call(reads.executions, name, stage=q.get("stage") or None, q=q.get("q") or None,
                                 filter=q.get("filter") or None, sort=q.get("sort") or "id",
                                 order=q.get("order") or "asc", page=_int(q.get("page"), 1),
                                 size=_int(q.get("size"), 25))
 
-    async def artifacts(name: str, request: Request) -> Dict[str, Any]:
-        q = request.query_params
+    async def artifacts(name: str, q: Mapping[str, str]) -> Dict[str, Any]:
         return await pages.call(reads.artifacts, name, type=q.get("type") or None, stage=q.get("stage") or None,
                                 q=q.get("q") or None, filter=q.get("filter") or None, sort=q.get("sort") or "id",
                                 order=q.get("order") or "asc", page=_int(q.get("page"), 1),
@@ -196,15 +195,15 @@ def mount_ui(app: FastAPI, reads: Reads, title: str = "cmf", note: str = "") -> 
     async def listing(request: Request, name: str, template: str, reader: Callable) -> Response:
         pipeline = await pages.call(reads.pipeline, name)
         try:
-            data, error = await reader(name, request), None
+            data, error = await reader(name, request.query_params), None
         except (BadRequest, FilterError) as exc:  # the page stays usable: the form keeps what was typed
-            data, error = await reader(name, _Plain(request)), str(exc)
-            data = {**data, "items": [], "total": 0}
+            plain = {k: v for k, v in request.query_params.items() if k in ("stage", "type")}
+            data, error = {**await reader(name, plain), "items": [], "total": 0}, str(exc)
         return pages.page(request, template, 400 if error else 200, pipeline=pipeline, data=data, error=error)
 
     @api.get("/pipelines/{name}/executions")
     async def api_executions(name: str, request: Request) -> Any:
-        return await executions(name, request)
+        return await executions(name, request.query_params)
 
     @ui.get("/pipelines/{name}/executions", name="executions_page")
     async def executions_page(name: str, request: Request) -> Response:
@@ -212,7 +211,7 @@ def mount_ui(app: FastAPI, reads: Reads, title: str = "cmf", note: str = "") -> 
 
     @api.get("/pipelines/{name}/artifacts")
     async def api_artifacts(name: str, request: Request) -> Any:
-        return await artifacts(name, request)
+        return await artifacts(name, request.query_params)
 
     @ui.get("/pipelines/{name}/artifacts")
     async def artifacts_page(name: str, request: Request) -> Response:
@@ -251,6 +250,7 @@ def mount_ui(app: FastAPI, reads: Reads, title: str = "cmf", note: str = "") -> 
 
     @api.get("/pipelines/{name}/compare")
     async def api_compare(name: str, request: Request) -> Any:
+        await pages.call(reads.pipeline, name)  # 404 for an unknown pipeline, as its page
         return await compare(request)
 
     @ui.get("/pipelines/{name}/compare")
@@ -315,17 +315,10 @@ def mount_ui(app: FastAPI, reads: Reads, title: str = "cmf", note: str = "") -> 
     app.include_router(ui)
 
 
-class _Plain:
-    """A request's query without its filter and sort: what a list page shows beside an error about them."""
-
-    def __init__(self, request: Request) -> None:
-        keep = {k: v for k, v in request.query_params.items() if k in ("stage", "type")}
-        self.query_params = _Query(keep)
-
-
-class _Query(dict):
-    def getlist(self, key: str) -> List[str]:
-        return [self[key]] if key in self else []
+def _no_nul(request: Request) -> None:
+    """No NUL character in the path or the query: no record has one, and PostgreSQL refuses them in text (a 500)."""
+    if "\x00" in request.scope["path"] or any("\x00" in k + v for k, v in request.query_params.multi_items()):
+        raise BadRequest("the address has a NUL character")
 
 
 def _int(value: Optional[str], default: int) -> int:
