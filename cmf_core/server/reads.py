@@ -333,20 +333,10 @@ class Reads:
             if stage:
                 where.append("st.name = ?")
                 args.append(stage if "/" in stage else f"{pipeline}/{stage}")
-            if q:
-                sql, values = self._search("e", "execution", ["st.name", "t.name", "coalesce(e.name, '')"], q)
-                where.append(sql)
-                args += values
-            if filter:
-                sql, values = columns.where(filters.parse(filter))
-                where.append(sql)
-                args += values
-            order_sql, order_args = columns.sort(sort, order == "desc")
-            base = f"{_EXECUTIONS_FROM} WHERE {' AND '.join(where)}"
-            total = s.value(f"SELECT count(*) {base}", args)
-            rows = s.rows(f"SELECT e.id, st.name, t.name, e.create_time_since_epoch, e.last_update_time_since_epoch "
-                          f"{base} ORDER BY {order_sql} LIMIT ? OFFSET ?",
-                          [*args, *order_args, size, (page - 1) * size])
+            total, rows = self._list(
+                s, columns, f"SELECT {{}} {_EXECUTIONS_FROM}", where, args, ["st.name", "t.name", "coalesce(e.name, '')"],
+                "e.id, st.name, t.name, e.create_time_since_epoch, e.last_update_time_since_epoch",
+                q, filter, sort, order, page, size)
             ids = [r[0] for r in rows]
             props = self._props(s, "execution", ids)
             values = self._metric_values(s, ids)
@@ -356,6 +346,25 @@ class Reads:
         return {"pipeline": pipeline, "total": total, "page": page, "size": size, "sort": sort, "order": order,
                 "stage": stage, "q": q, "filter": filter, "columns": {"params": params, "metrics": metrics},
                 "items": items}
+
+    def _list(self, s: Session, columns: _Columns, select: str, where: List[str], args: List[Any],
+              searched: Sequence[str], shown: str, q: Optional[str], filter: Optional[str], sort: str, order: str,
+              page: int, size: int) -> Tuple[int, List[Tuple]]:
+        """(total, the rows of one page) of a list: ``where`` narrowed by free text ``q`` (in ``searched`` columns
+        or any text property) and a structured ``filter``, sorted by any column; ``shown`` columns selected."""
+        where, args = list(where), list(args)
+        entity = columns.entity
+        narrowed = [self._search(entity.alias, entity.table, searched, q)] if q else []
+        narrowed += [columns.where(filters.parse(filter))] if filter else []
+        for sql, values in narrowed:
+            where.append(sql)
+            args += values
+        order_sql, order_args = columns.sort(sort, order == "desc")
+        condition = " AND ".join(where)
+        total = s.value(f"{select.format('count(*)')} WHERE {condition}", args)
+        rows = s.rows(f"{select.format(shown)} WHERE {condition} ORDER BY {order_sql} LIMIT ? OFFSET ?",
+                      [*args, *order_args, size, (page - 1) * size])
+        return total, rows
 
     def _metric_values(self, s: Session, execution_ids: Sequence[int]) -> Dict[int, Dict[str, Any]]:
         """``{execution id: {metric: value}}`` from the Metrics artifacts the executions output (newest wins)."""
@@ -392,20 +401,11 @@ class Reads:
             if type:
                 where.append("t.name = ?")
                 args.append(type)
-            if q:
-                sql, values = self._search("a", "artifact", ["coalesce(a.name, '')", "coalesce(a.uri, '')", "t.name"], q)
-                where.append(sql)
-                args += values
-            if filter:
-                sql, values = columns.where(filters.parse(filter))
-                where.append(sql)
-                args += values
-            order_sql, order_args = columns.sort(sort, order == "desc")
-            base = f"{_ARTIFACTS_FROM} WHERE {' AND '.join(where)}"
-            total = s.value(f"SELECT count(*) {base}", args)
-            rows = s.rows(f"SELECT a.id, a.name, t.name, a.uri, a.create_time_since_epoch, "
-                          f"a.last_update_time_since_epoch {base} ORDER BY {order_sql} LIMIT ? OFFSET ?",
-                          [*args, *order_args, size, (page - 1) * size])
+            total, rows = self._list(
+                s, columns, f"SELECT {{}} {_ARTIFACTS_FROM}", where, args,
+                ["coalesce(a.name, '')", "coalesce(a.uri, '')", "t.name"],
+                "a.id, a.name, t.name, a.uri, a.create_time_since_epoch, a.last_update_time_since_epoch",
+                q, filter, sort, order, page, size)
             props = self._props(s, "artifact", [r[0] for r in rows])
         items = [{"id": r[0], "name": r[1] or "", "label": posixpath.basename(_path(r[1] or "")), "type": r[2],
                   "uri": r[3] or "", "created": r[4], "updated": r[5], "properties": props[r[0]][0],
