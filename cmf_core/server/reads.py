@@ -424,16 +424,22 @@ class Reads:
             (ins if kind in INPUTS else outs if kind in OUTPUTS else []).append(other_id)
         return ins, outs
 
+    def _record(self, s: Session, table: str, record_id: int) -> Tuple[Dict[str, Any], int, int, Dict, Dict]:
+        """(summary, created, updated, properties, custom properties) of one artifact or execution; NotFound."""
+        _known_id(table, record_id)
+        summaries = self._execution_summaries if table == "execution" else self._artifact_summaries
+        summary = summaries(s, [record_id]).get(record_id)
+        if summary is None:
+            raise NotFound(f"there is no {table} with id {record_id}")
+        created, updated = s.rows(f"SELECT create_time_since_epoch, last_update_time_since_epoch FROM {table} "
+                                  "WHERE id = ?", [record_id])[0]
+        props, custom = self._props(s, table, [record_id])[record_id]
+        return summary, created, updated, props, custom
+
     def execution(self, execution_id: int) -> Dict[str, Any]:
         """An execution: properties, parameters, command, git commits, environment, inputs, outputs, metrics."""
-        _known_id("execution", execution_id)
         with self.db.session() as s:
-            summary = self._execution_summaries(s, [execution_id]).get(execution_id)
-            if summary is None:
-                raise NotFound(f"there is no execution with id {execution_id}")
-            created, updated = s.rows("SELECT create_time_since_epoch, last_update_time_since_epoch FROM execution "
-                                      "WHERE id = ?", [execution_id])[0]
-            props, custom = self._props(s, "execution", [execution_id])[execution_id]
+            summary, created, updated, props, custom = self._record(s, "execution", execution_id)
             ins, outs = self._events(s, "execution_id", execution_id)
             artifacts = self._artifact_summaries(s, ins + outs)
             metrics_ids = [i for i in outs if artifacts[i]["type"] == "Metrics"]
@@ -466,14 +472,8 @@ class Reads:
     def artifact(self, artifact_id: int, page: int = 1) -> Dict[str, Any]:
         """An artifact: properties, md5, size, where it lives, who produced and used it, how to pull it, a
         preview of its file when it is held (``page`` of a CSV), and for a model its model card."""
-        _known_id("artifact", artifact_id)
         with self.db.session() as s:
-            summary = self._artifact_summaries(s, [artifact_id]).get(artifact_id)
-            if summary is None:
-                raise NotFound(f"there is no artifact with id {artifact_id}")
-            created, updated = s.rows("SELECT create_time_since_epoch, last_update_time_since_epoch FROM artifact "
-                                      "WHERE id = ?", [artifact_id])[0]
-            props, custom = self._props(s, "artifact", [artifact_id])[artifact_id]
+            summary, created, updated, props, custom = self._record(s, "artifact", artifact_id)
             consumers, producers = self._events(s, "artifact_id", artifact_id)
             executions = self._execution_summaries(s, producers + consumers)
             card = self._model_card(s, summary, props, custom, producers, consumers, executions) \
