@@ -57,7 +57,8 @@ def server_command(host: str, port: int, data_dir: Path, store_file: Optional[Pa
     import uvicorn
 
     from cmf_core.server.app import Settings, create_app, load_tokens
-    from cmf_core.server.store import PostgresConfig, ServerStore
+    from cmf_core.server.store import PostgresConfig
+    from cmf_core.server.writer import StoreProcess
 
     if postgres_host and store_file:
         raise click.UsageError("give --store or --postgres-host, not both")
@@ -65,10 +66,10 @@ def server_command(host: str, port: int, data_dir: Path, store_file: Optional[Pa
     data_dir = data_dir.absolute()
     data_dir.mkdir(parents=True, exist_ok=True)
     if postgres_host:
-        store = ServerStore(postgres=PostgresConfig(postgres_host, postgres_port, postgres_user, postgres_db,
+        store = StoreProcess(postgres=PostgresConfig(postgres_host, postgres_port, postgres_user, postgres_db,
                                                     os.environ.get("CMF_POSTGRES_PASSWORD", "")))
     else:
-        store = ServerStore(sqlite=store_file or data_dir / "mlmd")
+        store = StoreProcess(sqlite=store_file or data_dir / "mlmd")
     settings = Settings(store, data_dir, tokens, int(max_body_mb * 1024 * 1024), tuple(cors_origins))
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not tokens and not _loopback(host):

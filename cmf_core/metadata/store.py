@@ -115,8 +115,12 @@ def write_lock(mlmd: os.PathLike) -> locks.FileLock:
     return locks.lock(real.with_name(real.name + ".lock"))
 
 
-def open_store(path: os.PathLike, create: bool = True) -> metadata_store.MetadataStore:
-    """Open the SQLite mlmd file at ``path``; with ``create=False`` a missing file is an error, not created."""
+def open_store(path: os.PathLike, create: bool = True, check: bool = True) -> metadata_store.MetadataStore:
+    """Open the SQLite mlmd file at ``path``; with ``create=False`` a missing file is an error, not created.
+
+    ``check=False`` skips :func:`check_sqlite`, which opens the file with Python's SQLite: a process that has the
+    file open through ML Metadata already must not (see :mod:`cmf_core.server.db`).
+    """
     path = Path(path).absolute()
     if not create and not path.is_file():
         raise CmfError(f"mlmd file {path} does not exist")
@@ -124,7 +128,8 @@ def open_store(path: os.PathLike, create: bool = True) -> metadata_store.Metadat
         raise CmfError(f"mlmd file {path} is empty: not an mlmd file")
     if create and not path.parent.is_dir():
         raise CmfError(f"cannot create mlmd file {path}: {path.parent} is not a directory")
-    check_sqlite(path)
+    if check:
+        check_sqlite(path)
     config = pb.ConnectionConfig()
     config.sqlite.filename_uri = str(path)
     config.sqlite.connection_mode = (pb.SqliteMetadataSourceConfig.READWRITE_OPENCREATE if create

@@ -113,7 +113,7 @@ def load_tokens(token_file: Optional[os.PathLike] = None, environ: Optional[Dict
 class Settings:
     """What ``cmf server`` (or ``cmf ui``: no ``store``, an ``mlmd`` file to read) was started with."""
 
-    store: Optional[ServerStore]
+    store: Optional[ServerStore]  # or a StoreProcess, as cmf server runs it
     data_dir: Path
     tokens: FrozenSet[str] = frozenset()
     max_body_bytes: int = 512 * MB
@@ -308,7 +308,7 @@ def _reads(settings: Settings) -> Reads:
     store = settings.store
     if store is None:
         return Reads(Database(sqlite=settings.mlmd), WorkspaceFiles(settings.mlmd.absolute().parent))
-    database = Database(sqlite=store.sqlite, gate=store.gate) if store.sqlite else Database(postgres=store.postgres)
+    database = Database(sqlite=store.sqlite) if store.sqlite else Database(postgres=store.postgres)
     return Reads(database, ServerFiles(settings.data_dir.absolute()))
 
 
@@ -322,6 +322,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         reads.db.close()
+        if hasattr(store, "close"):  # the store's process: the push in flight ends first
+            store.close()
 
     app = FastAPI(title="cmf metadata server", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.settings = settings

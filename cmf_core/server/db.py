@@ -6,14 +6,10 @@
 * PostgreSQL: a small psycopg pool of read-only REPEATABLE READ connections; readers never
   wait for writers (MVCC).
 
-Why a :class:`Gate` for SQLite: ML Metadata links its own copy of SQLite.  Two SQLite
-libraries in one process do not see each other's file locks (POSIX locks are per process,
-and each library keeps its own table of them), so inside the server process a read could
-see a write of ML Metadata half done, and closing a read connection would drop ML Metadata's
-locks.  The server's write path therefore holds the gate's write side for each ML Metadata
-call (one short transaction each) and a read holds the read side: a read waits for at most
-one such call, never for a whole push.  ``cmf ui`` reads a file that other processes write,
-where SQLite's own locks work, and needs no gate.
+A read never waits for a push: ``cmf server`` runs its write path in a process of its own
+(:mod:`cmf_core.server.writer`), and its SQLite store is in WAL mode, where readers and the writer
+do not block each other.  Reads are never made through ML Metadata in the same process as its
+writes: it links its own copy of SQLite, whose file locks this process's ``sqlite3`` would not see.
 
 Queries are written once with ``?`` placeholders and lower-case MLMD table names, which
 both databases accept (``TRUE``/``FALSE`` too, SQLite >= 3.23).
@@ -21,7 +17,6 @@ both databases accept (``TRUE``/``FALSE`` too, SQLite >= 3.23).
 from __future__ import annotations
 
 import sqlite3
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
@@ -29,45 +24,7 @@ from urllib.parse import quote
 
 from cmf_core.errors import CmfError
 
-__all__ = ["Database", "Gate", "Session"]
-
-
-class Gate:
-    """A readers-writer lock: many readers, or one writer.  A waiting writer holds new readers back."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writing = False
-        self._waiting_writers = 0
-
-    @contextmanager
-    def read(self) -> Iterator[None]:
-        with self._cond:
-            while self._writing or self._waiting_writers:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                self._cond.notify_all()
-
-    @contextmanager
-    def write(self) -> Iterator[None]:
-        with self._cond:
-            self._waiting_writers += 1
-            while self._writing or self._readers:
-                self._cond.wait()
-            self._waiting_writers -= 1
-            self._writing = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writing = False
-                self._cond.notify_all()
+__all__ = ["Database", "Session"]
 
 
 class Session:
@@ -91,11 +48,10 @@ class Session:
 class Database:
     """Where the read path reads: an SQLite mlmd file or a PostgreSQL database (see the module doc)."""
 
-    def __init__(self, sqlite: Optional[Path] = None, postgres: Any = None, gate: Optional[Gate] = None) -> None:
+    def __init__(self, sqlite: Optional[Path] = None, postgres: Any = None) -> None:
         if (sqlite is None) == (postgres is None):
             raise CmfError("the read path reads either an SQLite file or a PostgreSQL database")
         self.sqlite = Path(sqlite).absolute() if sqlite is not None else None
-        self.gate = gate
         self._pool = None
         if postgres is not None:
             from psycopg_pool import ConnectionPool
@@ -123,16 +79,10 @@ class Database:
             return
         if not self.sqlite.is_file():
             raise CmfError(f"the mlmd file {self.sqlite} does not exist")
-        with self.gate.read() if self.gate is not None else _nothing():
-            connection = sqlite3.connect(f"file:{quote(str(self.sqlite))}?mode=ro", uri=True, timeout=30,
-                                         isolation_level=None, check_same_thread=False)
-            try:
-                connection.execute("BEGIN")
-                yield Session(connection.cursor(), postgres=False)
-            finally:
-                connection.close()
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
+        connection = sqlite3.connect(f"file:{quote(str(self.sqlite))}?mode=ro", uri=True, timeout=30,
+                                     isolation_level=None, check_same_thread=False)
+        try:
+            connection.execute("BEGIN")
+            yield Session(connection.cursor(), postgres=False)
+        finally:
+            connection.close()

@@ -14,8 +14,9 @@ each its own transaction, so a failure after the first write (MLMD refusing a
 property whose type clashes with the stored one, a dropped connection, any
 exception) is undone:
 
-* SQLite: the database file is copied before the merge and put back if the merge
-  raises.  No transaction is open between MLMD calls, so the copy is consistent.
+* SQLite (in WAL mode, so that the read path's connections and the merge never block
+  each other): the database is copied (SQLite's backup API) before the merge and
+  copied back if the merge raises.
 * PostgreSQL: compensation in ONE SQL transaction (:class:`_Undo`), run through
   psycopg on a connection of its own.  Before the merge, one query reads the highest id of every table with ids
   (types, artifacts, executions, contexts, events, attributions, associations)
@@ -49,9 +50,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import sqlite3
+import subprocess
+import sys
 import threading
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
@@ -64,7 +67,6 @@ from cmf_core.errors import CmfError
 from cmf_core.metadata import store as records
 from cmf_core.metadata.merge import MergeError, MergeResult, merge_pipeline, pipeline_of
 from cmf_core.metadata.query import CmfQuery
-from cmf_core.server.db import Gate
 
 __all__ = ["PostgresConfig", "ServerStore", "PipelineNotFound", "ExecutionNotFound", "StoreRefused"]
 
@@ -253,21 +255,18 @@ class _Guarded:
         self._store.put_parent_contexts(links)
 
 
-class _Gated:
-    """The SQLite store with every ML Metadata call made under the write side of the read path's
-    :class:`~cmf_core.server.db.Gate` (why: see :mod:`cmf_core.server.db`)."""
+_BACKUP = ("import sqlite3, sys\n"
+           "src, dst = sqlite3.connect(sys.argv[1]), sqlite3.connect(sys.argv[2])\n"
+           "src.backup(dst)\n")
 
-    def __init__(self, store: metadata_store.MetadataStore, gate: Gate) -> None:
-        self._store = store
-        self._gate = gate
 
-    def __getattr__(self, name: str) -> Callable:
-        method = getattr(self._store, name)
-
-        def gated(*args: Any, **kwargs: Any) -> Any:
-            with self._gate.write():
-                return method(*args, **kwargs)
-        return gated
+def _backup(source: Path, target: Path) -> None:
+    """Copy an SQLite database onto another through the backup API (one transaction on ``target``), from a
+    process of its own (see :meth:`ServerStore._merge_with_snapshot`)."""
+    done = subprocess.run([sys.executable, "-c", _BACKUP, str(source), str(target)], capture_output=True, text=True)
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["no reason given"])[-1]
+        raise CmfError(f"cannot copy the store {source} to {target}: {reason}")
 
 
 def _uuids(execution: Dict[str, Any]) -> List[str]:
@@ -283,8 +282,12 @@ class ServerStore:
         self.sqlite = Path(sqlite).absolute() if sqlite is not None else None
         self.postgres = postgres
         self._lock = threading.Lock()
-        self.gate = Gate()  # the read path's readers wait for one ML Metadata call at a time, never a whole push
         self._pending: Optional[_Undo] = None  # a failed push not undone yet
+        if self.sqlite is not None:  # checked and set to WAL before ML Metadata opens it, never after
+            self.sqlite.parent.mkdir(parents=True, exist_ok=True)
+            records.check_sqlite(self.sqlite)
+            with closing(sqlite3.connect(self.sqlite)) as db:
+                db.execute("PRAGMA journal_mode=WAL")  # readers and the writer never block each other
         self._store = self._open()
 
     def describe(self) -> str:
@@ -297,7 +300,7 @@ class ServerStore:
     def _open(self) -> metadata_store.MetadataStore:
         if self.sqlite is not None:
             self.sqlite.parent.mkdir(parents=True, exist_ok=True)
-            return _Gated(records.open_store(self.sqlite), self.gate)
+            return records.open_store(self.sqlite, check=False)
         try:
             return metadata_store.MetadataStore(self.postgres.connection())
         except mlmd_errors.StatusError as exc:
@@ -352,22 +355,22 @@ class ServerStore:
 
     def _merge_with_snapshot(self, payload: Any, pipeline_name: Optional[str],
                              exec_uuid: Optional[str]) -> MergeResult:
-        """Copy the database file, merge, and put the copy back if the merge raised (caller holds the lock).
+        """Copy the database, merge, and copy it back if the merge raised (caller holds the lock).
 
-        No transaction is open between MLMD calls, so the file is consistent whenever the lock is held.
+        The copies go through SQLite's backup API, so they are consistent in WAL mode and the copy back is one
+        transaction that readers see whole.  They run in a process of their own: ML Metadata links its own
+        SQLite, whose file locks Python's ``sqlite3`` in this process would not see.
         """
         snapshot = self.sqlite.with_name(self.sqlite.name + ".snapshot")
-        shutil.copyfile(self.sqlite, snapshot)
         try:
-            result = self._merge(self._store, payload, pipeline_name, exec_uuid)
-        except BaseException:
-            with self.gate.write():  # no reader between the old file and the new
-                self._store = None  # drop MLMD's connection to the file before it is replaced
-                os.replace(snapshot, self.sqlite)
-            self._store = self._open()
-            raise
-        snapshot.unlink()
-        return result
+            _backup(self.sqlite, snapshot)
+            try:
+                return self._merge(self._store, payload, pipeline_name, exec_uuid)
+            except BaseException:
+                _backup(snapshot, self.sqlite)
+                raise
+        finally:
+            snapshot.unlink(missing_ok=True)
 
     def _merge_with_undo(self, payload: Any, pipeline_name: Optional[str], exec_uuid: Optional[str]) -> MergeResult:
         """Merge into PostgreSQL through :class:`_Guarded`; undo it all if the merge raised (caller holds the lock)."""
