@@ -36,8 +36,9 @@ import io
 import json
 import os
 import pstats
-import shutil
+import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -76,6 +77,14 @@ def percentile(values: List[float], q: float) -> float:
     low = int(k)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
+
+
+def code_version() -> str:
+    """The commit the server's code is at, and whether cmf_core differs from it (the tree is shared and moves)."""
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", "-C", str(BENCH.parent), *argv], capture_output=True, text=True).stdout.strip()
+    return git("rev-parse", "--short", "HEAD") + (" + changes in cmf_core" if git("status", "--porcelain", "cmf_core")
+                                                  else "")
 
 
 def generate_named(name: str, executions: int, artifacts: int) -> Dict:
@@ -331,7 +340,13 @@ def profile_routes(server: MetadataServer, pg: Optional[PostgresServer], work: P
     if pg is None:
         copy = work / "profile" / "mlmd"
         copy.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(server.store_file, copy)  # the server is idle: no transaction open
+        source = sqlite3.connect(f"file:{server.store_file}?mode=ro", uri=True)  # through SQLite: the WAL too
+        target = sqlite3.connect(copy)
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+            source.close()
         store = ServerStore(sqlite=copy)
     else:
         store = ServerStore(postgres=PostgresConfig(pg.host, pg.port, pg.USER, PIPELINE))
@@ -447,8 +462,9 @@ def main() -> None:
                      for ev in e["events"]})
     kind = "PostgreSQL" if args.postgres else "SQLite"
     load_before = os.getloadavg()
+    code_before = code_version()
     print(f"pipeline {PIPELINE!r}: {executions} executions, {artifacts} artifacts, export {len(payload) / 1e6:.1f} MB;"
-          f" server store: {kind}")
+          f" server store: {kind}; code at {code_before}")
 
     with tempfile.TemporaryDirectory(prefix="cmf-bench-ui-") as tmp:
         work = Path(tmp)
@@ -482,6 +498,9 @@ def main() -> None:
                 pg.stop()
 
     load_after = os.getloadavg()
+    code_after = code_version()
+    if code_after != code_before:
+        print(f"\nWARNING: the code moved during the run, from {code_before} to {code_after}")
     print(f"\nload average (1, 5, 15 min) before {load_before[0]:.1f} {load_before[1]:.1f} {load_before[2]:.1f}, "
           f"after {load_after[0]:.1f} {load_after[1]:.1f} {load_after[2]:.1f} ({os.cpu_count()} CPUs)")
     print("missed targets:" if missed else "every target met")
@@ -493,7 +512,7 @@ def main() -> None:
     (results / name).write_text(json.dumps({
         "store": kind, "executions": executions, "artifacts": artifacts, "export_bytes": len(payload),
         "initial_push_seconds": push_seconds, "load_average_before": load_before, "load_average_after": load_after,
-        "focus": f"artifact:{focus_id}", "rounds": args.rounds,
+        "code_before": code_before, "code_after": code_after, "focus": f"artifact:{focus_id}", "rounds": args.rounds,
         "server": server_rows, "browser": browser, "reads_during_push": during, "missed": missed,
         "profiles": profiles}, indent=2))
     print(f"written to {results / name}")

@@ -53,7 +53,8 @@ def _loopback(host: str) -> bool:
 def server_command(host: str, port: int, data_dir: Path, store_file: Optional[Path], postgres_host: Optional[str],
                    postgres_port: int, postgres_user: str, postgres_db: str, token_file: Optional[Path],
                    max_body_mb: float, cors_origins: Tuple[str, ...], log_level: str) -> None:
-    """Run the metadata server (PostgreSQL password: env CMF_POSTGRES_PASSWORD)."""
+    """Run the metadata server and its web UI at http://HOST:PORT/ (PostgreSQL password: env
+    CMF_POSTGRES_PASSWORD).  Pushes and pulls run in a process of their own, so pages never wait for them."""
     import uvicorn
 
     from cmf_core.server.app import Settings, create_app, load_tokens
