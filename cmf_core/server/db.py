@@ -16,6 +16,7 @@ both databases accept (``TRUE``/``FALSE`` too, SQLite >= 3.23).
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +40,13 @@ class Session:
             sql = sql.replace("?", "%s")
         self._cursor.execute(sql, tuple(params))
         return list(self._cursor.fetchall())
+
+    def among(self, column: str, ids: Sequence[int]) -> Tuple[str, List[Any]]:
+        """``column`` is one of ``ids``, as SQL and its one parameter: an array on PostgreSQL, a JSON list on
+        SQLite (thousands of ``?`` placeholders cost more to parse than the query takes)."""
+        if self._postgres:
+            return f"{column} = ANY(?)", [list(ids)]
+        return f"{column} IN (SELECT value FROM json_each(?))", [json.dumps(list(ids))]
 
     def value(self, sql: str, params: Sequence[Any] = ()) -> Any:
         rows = self.rows(sql, params)

@@ -230,27 +230,30 @@ class Reads:
         out: Dict[int, Tuple[Dict[str, Any], Dict[str, Any]]] = {i: ({}, {}) for i in ids}
         if not ids:
             return out
+        among, args = s.among(f"{table}_id", ids)
         for row in s.rows(f"SELECT {table}_id, name, is_custom_property, {_VALUE_COLUMNS} FROM {table}property "
-                          f"WHERE {table}_id IN ({_ins(ids)}) ORDER BY name", list(ids)):
+                          f"WHERE {among} ORDER BY name", args):
             out[row[0]][1 if row[2] else 0][row[1]] = _value(row[3:])
         return out
 
     def _artifact_summaries(self, s: Session, ids: Sequence[int]) -> Dict[int, Dict[str, Any]]:
         if not ids:
             return {}
-        rows = s.rows(f"SELECT a.id, a.name, t.name, a.uri {_ARTIFACTS_FROM} WHERE a.id IN ({_ins(ids)})", list(ids))
+        among, args = s.among("a.id", ids)
+        rows = s.rows(f"SELECT a.id, a.name, t.name, a.uri {_ARTIFACTS_FROM} WHERE {among}", args)
         return {r[0]: {"id": r[0], "name": r[1] or "", "type": r[2], "uri": r[3] or "",
                        "label": posixpath.basename(_path(r[1] or "")) or r[1] or f"artifact {r[0]}"} for r in rows}
 
     def _execution_summaries(self, s: Session, ids: Sequence[int]) -> Dict[int, Dict[str, Any]]:
         if not ids:
             return {}
+        among, args = s.among("e.id", ids)
         rows = s.rows("SELECT e.id, t.name, st.name, p.name FROM execution e JOIN type t ON t.id = e.type_id "
                       "LEFT JOIN association asn ON asn.execution_id = e.id "
                       "LEFT JOIN context st ON st.id = asn.context_id "
                       "LEFT JOIN parentcontext pc ON pc.context_id = st.id "
                       "LEFT JOIN context p ON p.id = pc.parent_context_id "
-                      f"WHERE e.id IN ({_ins(ids)})", list(ids))
+                      f"WHERE {among}", args)
         return {r[0]: {"id": r[0], "type": r[1], "stage": _short(r[2] or ""), "pipeline": r[3] or "",
                        "label": f"{_short(r[1])} #{r[0]}"} for r in rows}
 
@@ -651,8 +654,9 @@ class Reads:
                                    ("execution_id", executions, INPUTS if up else OUTPUTS)):
             if ids:
                 kinds = INPUTS + OUTPUTS if up is None else kinds
-                found += s.rows(base + f"AND ev.{column} IN ({_ins(ids)}) AND ev.type IN ({_ins(kinds)})",
-                                [*LINEAGE_EXCLUDED, pipeline_id, *ids, *kinds])
+                among, args = s.among(f"ev.{column}", ids)
+                found += s.rows(base + f"AND {among} AND ev.type IN ({_ins(kinds)})",
+                                [*LINEAGE_EXCLUDED, pipeline_id, *args, *kinds])
         return found
 
     # -- files -------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import datetime as dt
 import json
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -33,6 +33,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
+from cmf_core.server import svg
 from cmf_core.server.filters import FilterError
 from cmf_core.server.reads import ARTIFACT_TYPES, LINEAGE_VIEWS, BadRequest, NotFound, Reads
 
@@ -41,11 +42,8 @@ __all__ = ["mount_ui", "CSP", "wants_html", "error_page"]
 UI = Path(__file__).parent / "ui"
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-# lineage drawing: a node's box and the space around it
-NODE_W, NODE_H, GAP_X, GAP_Y = 190, 34, 90, 16
-EDGES_PER_PATH = 500
 
-_env = Environment(loader=FileSystemLoader(str(UI / "templates")), autoescape=select_autoescape(["html", "svg"]),
+_env = Environment(loader=FileSystemLoader(str(UI / "templates")), autoescape=select_autoescape(["html"]),
                    trim_blocks=True, lstrip_blocks=True)
 
 
@@ -98,33 +96,6 @@ def error_page(status: int, message: str) -> HTMLResponse:
     return render("error.html", status, title=titles.get(status, f"Error {status}"), code=status, message=message)
 
 
-def draw(lineage: Dict[str, Any]) -> Dict[str, Any]:
-    """The lineage with drawing coordinates: nodes' x/y (columns left to right, each centred) and edge paths."""
-    sizes: Dict[int, int] = {}
-    for node in lineage["nodes"]:
-        sizes[node["layer"]] = max(sizes.get(node["layer"], 0), node["rank"] + 1)
-    tallest = max(sizes.values(), default=1)
-    where = {}
-    for node in lineage["nodes"]:
-        node["x"] = node["layer"] * (NODE_W + GAP_X) + 10
-        node["y"] = int((node["rank"] + (tallest - sizes[node["layer"]]) / 2) * (NODE_H + GAP_Y)) + 10
-        where[node["key"]] = node
-    curves = []
-    for edge in lineage["edges"]:
-        a, b = where.get(edge["source"]), where.get(edge["target"])
-        if a is None or b is None:
-            continue
-        x1, y1, x2, y2 = a["x"] + NODE_W, a["y"] + NODE_H // 2, b["x"], b["y"] + NODE_H // 2
-        bend = max(30, (x2 - x1) // 2)
-        curves.append(f"M{x1},{y1}C{x1 + bend},{y1} {x2 - bend},{y2} {x2},{y2}")
-    # edges are drawn as few <path> elements of many curves each: a browser lays out 15,000 edges as 30 elements
-    # far faster than as 15,000
-    paths = [" ".join(curves[i:i + EDGES_PER_PATH]) for i in range(0, len(curves), EDGES_PER_PATH)]
-    width = (max(sizes, default=0) + 1) * (NODE_W + GAP_X) + 20
-    height = tallest * (NODE_H + GAP_Y) + 20
-    return {**lineage, "paths": paths, "width": width, "height": height, "node_w": NODE_W, "node_h": NODE_H}
-
-
 class _Pages:
     """The routes of the UI and read API over one :class:`Reads`."""
 
@@ -137,10 +108,14 @@ class _Pages:
         return await run_in_threadpool(function, *args, **kwargs)
 
     def page(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-        query = request.query_params  # a repeated parameter (ids, expand) stays a list, so links keep it whole
-        params = {k: query.getlist(k) if len(query.getlist(k)) > 1 else query[k] for k in query.keys()}
-        return render(template, status, request=request, params=params, path=request.url.path, title=self.title,
-                      note=self.note, **context)
+        return render(template, status, request=request, params=_params(request), path=request.url.path,
+                      title=self.title, note=self.note, **context)
+
+
+def _params(request: Request) -> Dict[str, Any]:
+    """The page's query; a repeated parameter (ids, expand) stays a list, so links made from it keep it whole."""
+    query = request.query_params
+    return {k: query.getlist(k) if len(query.getlist(k)) > 1 else query[k] for k in query.keys()}
 
 
 def _ids(values: List[str]) -> List[int]:
@@ -234,16 +209,20 @@ def mount_ui(app: FastAPI, reads: Reads, title: str = "cmf", note: str = "") -> 
     async def lineage_page(request: Request, name: str, view: str = "both", focus: Optional[str] = None,
                            hops: int = 2, expand: List[str] = Query(default=[])) -> Response:
         pipeline = await pages.call(reads.pipeline, name)
-        data = draw(await lineage(name, view, focus, hops, expand))
-        return pages.page(request, "lineage.html", pipeline=pipeline, data=data)
+        data = svg.draw(await lineage(name, view, focus, hops, expand))
+        params = _params(request)
+        drawing = svg.render(data, lambda key: _link(request.url.path, params, expand=data["expand"] + [key]))
+        return pages.page(request, "lineage.html", pipeline=pipeline, data=data, svg=drawing)
 
     @ui.get("/pipelines/{name}/lineage.svg")
     async def lineage_svg(name: str, view: str = "both", focus: Optional[str] = None, hops: int = 2,
                           expand: List[str] = Query(default=[])) -> Response:
-        data = draw(await lineage(name, view, focus, hops, expand))
+        data = svg.draw(await lineage(name, view, focus, hops, expand))
         css = (UI / "static" / "lineage.css").read_text(encoding="utf-8")
-        svg = _env.get_template("lineage.svg").render(data=data, css=css, standalone=True)
-        return Response(svg, media_type="image/svg+xml",
+        page = f"/pipelines/{quote(name, safe='')}/lineage"
+        params = {"view": view, "focus": focus, "hops": hops}
+        drawing = svg.render(data, lambda key: _link(page, params, expand=data["expand"] + [key]), css=css)
+        return Response(str(drawing), media_type="image/svg+xml",
                         headers={"Content-Disposition": f'attachment; filename="lineage-{_safe(name)}.svg"'})
 
     # -- compare
