@@ -15,9 +15,9 @@ page (HTML)                                    JSON twin
 =============================================  ===========================================================
 
 Every piece of a page's state is in its URL; every record is a link to its own page.  Pages are
-Jinja2 templates (``ui/templates``, autoescaped); the little JavaScript there is (charts, pan and
-zoom) is in ``ui/static`` with the vendored libraries, and the Content-Security-Policy forbids
-inline script.  Nothing here writes.
+Jinja2 templates (``ui/templates``, autoescaped; the lineage drawing comes from :mod:`cmf_core.server.svg`);
+the little JavaScript there is (charts, pan and zoom) is in ``ui/static`` with the vendored libraries,
+and the Content-Security-Policy forbids inline script.  Nothing here writes.
 """
 from __future__ import annotations
 
