@@ -178,6 +178,26 @@ def test_read_endpoints(client_ws, server):
     assert requests.get(f"{server.url}/api/pipelines/none-such/artifacts").status_code == 404
 
 
+def test_a_pushed_label_is_previewed_page_by_page(client_ws, server):
+    """The label CSV uploaded by metadata push is what the server's artifact page shows, 50 rows a page."""
+    log_pipeline(client_ws, "labelled")
+    write(client_ws / "labels.csv", "id,label\n" + "".join(f"{i},row{i}\n" for i in range(120)))
+    metawriter = Cmf(filepath=str(client_ws / "mlmd"), pipeline_name="labelled")
+    metawriter.create_context("prepare")
+    metawriter.create_execution("prepare-more", {"step": 9})
+    metawriter.log_dataset("data/raw.csv", "input", label="labels.csv")
+    metawriter.finalize()
+    assert api.metadata_push("labelled").status == "success"
+    labels = requests.get(f"{server.url}/api/pipelines/labelled/artifacts", params={"type": "Label"}).json()["items"]
+    big = next(a for a in labels if a["uri"] == hashlib.md5((client_ws / "labels.csv").read_bytes()).hexdigest())
+    second = requests.get(f"{server.url}/api/artifacts/{big['id']}", params={"page": 2}).json()["preview"]
+    assert second["kind"] == "csv" and second["header"] == ["id", "label"]
+    assert (second["total"], second["page"], second["pages"]) == (120, 2, 3)
+    assert second["rows"][0] == ["50", "row50"] and len(second["rows"]) == 50
+    page = requests.get(f"{server.url}/artifacts/{big['id']}", params={"page": 3}, headers={"Accept": "text/html"})
+    assert "row119" in page.text and "row49" not in page.text and "page 3 of 3" in page.text
+
+
 # -- push and pull round trips ----------------------------------------------------------------------------
 
 
