@@ -14,7 +14,8 @@ Wire format (the original cmf-server's, which the original client speaks):
 ``POST /step-metrics``                   multipart ``file`` named by the md5 of its bytes (else 400; 422 when the
                                          bytes do not match): stored as ``step_metrics/<md5>``
 ``POST /tensorboard?pipeline_name=P``    multipart ``file``: stored under ``tensorboard/P/<name>``
-``GET /health``                          ``{"status": "ok"}`` (never needs a token)
+``GET /health``                          ``{"status": "ok", "database": "reachable", "schema_version"}``;
+                                         503 when the database is unreachable (never needs a token)
 =======================================  ==============================================================
 
 Every route above is served at ``/`` and under ``/api`` (the original sits behind a proxy at ``/api``).
@@ -35,6 +36,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
@@ -54,7 +56,7 @@ from cmf_core.metadata.merge import MergeError
 from cmf_core.server.db import Database
 from cmf_core.server.files import ServerFiles, WorkspaceFiles
 from cmf_core.server.filters import FilterError
-from cmf_core.server.reads import BadRequest, NotFound, Reads
+from cmf_core.server.reads import SCHEMA_VERSION, BadRequest, NotFound, Reads
 from cmf_core.server.store import ExecutionNotFound, PipelineNotFound, ServerStore
 from cmf_core.server.ui import CSP, error_page, mount_ui, render, wants_html
 
@@ -312,11 +314,23 @@ def _reads(settings: Settings) -> Reads:
     return Reads(database, ServerFiles(settings.data_dir.absolute()))
 
 
+def _check_schema(reads: Reads) -> None:
+    """Refuse, by name, a store whose ML Metadata schema is not the one the read path is written for."""
+    try:
+        version = reads.schema_version()
+    except Exception as exc:  # noqa: BLE001 - sqlite3 and psycopg errors alike
+        raise CmfError(f"cannot read the store's ML Metadata schema version: {type(exc).__name__}: {exc}") from None
+    if version != SCHEMA_VERSION:
+        raise CmfError(f"the store has ML Metadata schema version {version}; this cmf reads version "
+                       f"{SCHEMA_VERSION} (ml-metadata 1.15-1.17): open it with a matching cmf")
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The server app: wire routes at ``/`` and ``/api`` (none for ``cmf ui``), the UI and its read API;
     wrapped in body-limit, auth, security headers, compression and (if asked) CORS."""
     store, data = settings.store, settings.data_dir.absolute()
     reads = _reads(settings)
+    _check_schema(reads)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -330,9 +344,19 @@ def create_app(settings: Settings) -> FastAPI:
     router = APIRouter()
 
     @router.get("/health")
-    async def health() -> Dict[str, Any]:
+    async def health() -> Response:
+        """Liveness and the database: 200 when it answers with the schema this server reads, else 503."""
         kind = "mlmd file (read-only)" if store is None else "sqlite" if store.sqlite else "postgresql"
-        return {"status": "ok", "store": kind, "max_body_bytes": settings.max_body_bytes}
+        answer: Dict[str, Any] = {"status": "ok", "store": kind, "max_body_bytes": settings.max_body_bytes}
+        try:
+            answer["schema_version"] = await run_in_threadpool(reads.schema_version)
+            answer["database"] = "reachable"
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the probe says so instead of a 500
+            answer.update(status="unavailable", database=f"unreachable: {type(exc).__name__}: {exc}")
+        if answer.get("schema_version") not in (None, SCHEMA_VERSION):
+            answer.update(status="unavailable", database=f"schema version {answer['schema_version']}, but this "
+                                                          f"server reads version {SCHEMA_VERSION}")
+        return JSONResponse(answer, status_code=200 if answer["status"] == "ok" else 503)
 
     if store is None:  # cmf ui: only the pages and the read API
         _finish(app, settings, router, reads, "read-only view of " + str(settings.mlmd))
@@ -347,9 +371,11 @@ def create_app(settings: Settings) -> FastAPI:
         if name is not None:
             check_name(name, "pipeline name")
         exec_uuid = _optional_str(body, "exec_uuid")
+        started = time.monotonic()
         result = await run_in_threadpool(store.push, body["json_payload"], name, exec_uuid)
-        log.info("push %s: %s (%d executions, %d artifacts, %d events created, %d updated)", result.pipeline,
-                 result.status, result.executions, result.artifacts, result.events, result.updated)
+        log.info("push %s: %s in %.2f s (%d executions, %d artifacts, %d events created, %d updated)",
+                 result.pipeline, result.status, time.monotonic() - started, result.executions, result.artifacts,
+                 result.events, result.updated)
         return {"status": result.status, "pipeline": result.pipeline, "executions": result.executions,
                 "artifacts": result.artifacts, "events": result.events, "updated": result.updated}
 

@@ -28,7 +28,7 @@ from cmf_core.server import dag, filters
 from cmf_core.server.db import Database, Session
 from cmf_core.server.files import Files
 
-__all__ = ["Reads", "NotFound", "BadRequest", "ARTIFACT_TYPES", "LINEAGE_VIEWS"]
+__all__ = ["Reads", "NotFound", "BadRequest", "ARTIFACT_TYPES", "LINEAGE_VIEWS", "SCHEMA_VERSION"]
 
 ARTIFACT_TYPES = ("Dataset", "Model", "Metrics", "Step_Metrics", "Dataslice", "Environment", "Label")
 LINEAGE_VIEWS = ("both", "artifacts", "executions")
@@ -40,6 +40,8 @@ MAX_PAGE = 10 ** 9
 MAX_ID = 2 ** 63 - 1  # MLMD ids are 64-bit; larger numbers are no record (and overflow SQLite)
 MAX_HOPS = 10
 MAX_COMPARE = 20
+#: The ML Metadata schema these queries are written for: the one ml-metadata 1.15-1.17 creates.
+SCHEMA_VERSION = 10
 
 
 class NotFound(CmfError):
@@ -273,6 +275,13 @@ class Reads:
         return (f"({columns} OR CAST({alias}.id AS TEXT) = ? OR EXISTS (SELECT 1 FROM {table}property qp "
                 f"WHERE qp.{table}_id = {alias}.id AND lower(qp.string_value) LIKE ? ESCAPE '\\'))",
                 [*([pattern] * len(extra)), q.strip(), pattern])
+
+    # -- the database ------------------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        """The ML Metadata schema version of the store (raises if the database cannot be reached or read)."""
+        with self.db.session() as s:
+            return int(s.value("SELECT schema_version FROM mlmdenv"))
 
     # -- pipelines ---------------------------------------------------------------------------------------
 
