@@ -92,3 +92,42 @@ def test_a_store_of_another_schema_version_is_refused_by_name(tmp_path):
                         capture_output=True, text=True, timeout=120)
     assert ui.returncode == 1
     assert f"schema version {SCHEMA_VERSION - 1}; this cmf reads version {SCHEMA_VERSION}" in ui.stderr
+
+
+def cmf(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from cmf_core.cli import main; raise SystemExit(main())", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+@needs_postgres
+def test_migrate_to_postgres_gives_the_same_pulls(tmp_path):
+    """Every pipeline of an SQLite store copied into PostgreSQL: pulls from both give the same export (ids, times
+    and the order of rows apart); a second run creates nothing."""
+    from tests.test_server import _payload
+    from tests.test_server_postgres_atomic import VOLATILE, canonical  # the order of rows is no part of a store
+
+    pipelines = {"bench": generate(30, 300), "second": json.loads(_payload("second", "0" * 32, 1))}
+    sqlite_root = tmp_path / "sqlite"
+    with MetadataServer(sqlite_root) as srv:
+        for name, export in pipelines.items():
+            client = MetadataClient(srv.url)
+            assert client.push(name, json.dumps(export))["status"] == "success"
+    postgres = PostgresServer(tmp_path)
+    postgres.start()
+    try:
+        target = ["--to-postgres", "--postgres-host", postgres.host, "--postgres-port", str(postgres.port),
+                  "--postgres-db", "migrated"]
+        first = cmf("server", "migrate", "--store", str(srv.store_file), *target)
+        assert first.returncode == 0, first.stderr
+        assert "bench: success" in first.stdout and "migrated 2 pipelines" in first.stdout
+        again = cmf("server", "migrate", "--store", str(srv.store_file), *target)
+        assert again.returncode == 0 and again.stdout.count(": exists") == 2, again.stdout
+        with MetadataServer(sqlite_root) as before, \
+                MetadataServer(tmp_path / "pg", postgres=postgres, postgres_db="migrated") as after:
+            for name in pipelines:
+                old, new = (json.loads(MetadataClient(s.url).pull(name)) for s in (before, after))
+                assert canonical(new, VOLATILE) == canonical(old, VOLATILE)
+    finally:
+        postgres.stop()
+    missing = cmf("server", "migrate", "--store", str(tmp_path / "none"), "--to-postgres", "--postgres-host", "h")
+    assert missing.returncode == 1 and "no SQLite store at" in missing.stderr

@@ -31,7 +31,27 @@ def _loopback(host: str) -> bool:
         return host == "localhost"
 
 
-@click.command("server")
+POSTGRES_OPTIONS = (
+    click.option("--postgres-port", type=click.IntRange(1, 65535), default=5432, show_default=True),
+    click.option("--postgres-user", default="postgres", show_default=True),
+    click.option("--postgres-db", default="mlmd", show_default=True, help="database (created if missing)"),
+)
+
+
+def _postgres_options(command):
+    for option in reversed(POSTGRES_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _postgres(host: str, port: int, user: str, dbname: str):
+    from cmf_core.server.store import PostgresConfig
+
+    return PostgresConfig(host, port, user, dbname, os.environ.get("CMF_POSTGRES_PASSWORD", ""))
+
+
+@click.group("server", invoke_without_command=True)
+@click.pass_context
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("cmf-server-data"),
@@ -39,9 +59,7 @@ def _loopback(host: str) -> bool:
 @click.option("--store", "store_file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="SQLite store file (default: <data-dir>/mlmd)")
 @click.option("--postgres-host", metavar="HOST", help="use a PostgreSQL store on this host instead of SQLite")
-@click.option("--postgres-port", type=click.IntRange(1, 65535), default=5432, show_default=True)
-@click.option("--postgres-user", default="postgres", show_default=True)
-@click.option("--postgres-db", default="mlmd", show_default=True, help="database (created if missing)")
+@_postgres_options
 @click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="accepted bearer tokens, one per line (also: env CMF_SERVER_TOKENS=t1,t2)")
 @click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=512.0, show_default=True,
@@ -50,15 +68,16 @@ def _loopback(host: str) -> bool:
               help="allow browser requests from this origin (repeatable; CORS is off without it)")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
-def server_command(host: str, port: int, data_dir: Path, store_file: Optional[Path], postgres_host: Optional[str],
+def server_command(ctx: click.Context, host: str, port: int, data_dir: Path, store_file: Optional[Path], postgres_host: Optional[str],
                    postgres_port: int, postgres_user: str, postgres_db: str, token_file: Optional[Path],
                    max_body_mb: float, cors_origins: Tuple[str, ...], log_level: str) -> None:
     """Run the metadata server and its web UI at http://HOST:PORT/ (PostgreSQL password: env
     CMF_POSTGRES_PASSWORD).  Pushes and pulls run in a process of their own, so pages never wait for them."""
+    if ctx.invoked_subcommand is not None:
+        return
     import uvicorn
 
     from cmf_core.server.app import Settings, create_app, load_tokens
-    from cmf_core.server.store import PostgresConfig
     from cmf_core.server.writer import StoreProcess
 
     if postgres_host and store_file:
@@ -67,8 +86,7 @@ def server_command(host: str, port: int, data_dir: Path, store_file: Optional[Pa
     data_dir = data_dir.absolute()
     data_dir.mkdir(parents=True, exist_ok=True)
     if postgres_host:
-        store = StoreProcess(postgres=PostgresConfig(postgres_host, postgres_port, postgres_user, postgres_db,
-                                                    os.environ.get("CMF_POSTGRES_PASSWORD", "")))
+        store = StoreProcess(postgres=_postgres(postgres_host, postgres_port, postgres_user, postgres_db))
     else:
         store = StoreProcess(sqlite=store_file or data_dir / "mlmd")
     settings = Settings(store, data_dir, tokens, int(max_body_mb * 1024 * 1024), tuple(cors_origins))
@@ -79,6 +97,27 @@ def server_command(host: str, port: int, data_dir: Path, store_file: Optional[Pa
                f"{'on (%d tokens)' % len(tokens) if tokens else 'off'}, listening on http://{host}:{port}", err=True)
     uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_level=log_level,
                                   access_log=log_level == "debug", timeout_keep_alive=30)).run()
+
+
+@server_command.command("migrate")
+@click.option("--store", "store_file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              default=Path("cmf-server-data/mlmd"), show_default=True, help="the SQLite store to copy from")
+@click.option("--to-postgres", is_flag=True, required=True, help="copy into a PostgreSQL store (the one target)")
+@click.option("--postgres-host", metavar="HOST", required=True, help="the PostgreSQL server to copy into")
+@_postgres_options
+def migrate_command(store_file: Path, to_postgres: bool, postgres_host: str, postgres_port: int, postgres_user: str,
+                    postgres_db: str) -> None:
+    """Copy every pipeline of an SQLite store into a PostgreSQL store (password: env CMF_POSTGRES_PASSWORD).
+
+    Pushed through the server's own merge, pipeline by pipeline: running it again creates nothing. Then start
+    'cmf server --postgres-host ...' with the same --data-dir: the uploaded files stay where they are.
+    """
+    from cmf_core.server.migrate import migrate_to_postgres
+
+    done = migrate_to_postgres(store_file.absolute(), _postgres(postgres_host, postgres_port, postgres_user,
+                                                                postgres_db), progress=click.echo)
+    click.echo(f"migrated {len(done)} pipelines from {store_file} to postgresql://{postgres_user}@{postgres_host}:"
+               f"{postgres_port}/{postgres_db}")
 
 
 @click.command("ui")

@@ -406,6 +406,11 @@ class ServerStore:
                 raise ExecutionNotFound(f"pipeline {pipeline_name!r} has no execution with uuid {exec_uuid}")
         return text
 
+    def pipeline_names(self) -> List[str]:
+        """The names of the store's pipelines."""
+        with self._locked():
+            return sorted(c.name for c in self._store.get_contexts_by_type(records.PARENT_CONTEXT))
+
     def pull_all(self, last_sync_time: int = 0) -> str:
         """Every pipeline as export JSON; with ``last_sync_time`` (ms) only what changed after it."""
         with self._locked():
