@@ -71,6 +71,11 @@ def is_dir_md5(md5: str) -> bool:
     return md5.endswith(".dir")
 
 
+def is_file_md5(value: str) -> bool:
+    """Whether ``value`` is the md5 of a file's bytes: 32 hex digits, no ``.dir``."""
+    return is_md5(value) and not is_dir_md5(value)
+
+
 def manifest_bytes(entries: List[Entry]) -> bytes:
     """The ``.dir`` object for ``entries``, byte for byte as DVC writes it."""
     rows = [{"md5": e.md5, "relpath": e.relpath} for e in sorted(entries, key=lambda e: e.relpath)]

@@ -68,9 +68,10 @@ def _postgres(host: str, port: int, user: str, dbname: str):
               help="allow browser requests from this origin (repeatable; CORS is off without it)")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
-def server_command(ctx: click.Context, host: str, port: int, data_dir: Path, store_file: Optional[Path], postgres_host: Optional[str],
-                   postgres_port: int, postgres_user: str, postgres_db: str, token_file: Optional[Path],
-                   max_body_mb: float, cors_origins: Tuple[str, ...], log_level: str) -> None:
+def server_command(ctx: click.Context, host: str, port: int, data_dir: Path, store_file: Optional[Path],
+                   postgres_host: Optional[str], postgres_port: int, postgres_user: str, postgres_db: str,
+                   token_file: Optional[Path], max_body_mb: float, cors_origins: Tuple[str, ...],
+                   log_level: str) -> None:
     """Run the metadata server and its web UI at http://HOST:PORT/ (PostgreSQL password: env
     CMF_POSTGRES_PASSWORD).  Pushes and pulls run in a process of their own, so pages never wait for them."""
     if ctx.invoked_subcommand is not None:

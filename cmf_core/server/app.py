@@ -51,6 +51,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse,
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.concurrency import run_in_threadpool
 
+from cmf_core import layout
 from cmf_core.errors import CmfError
 from cmf_core.metadata.merge import MergeError
 from cmf_core.server.db import Database
@@ -273,10 +274,6 @@ class ChecksumMismatch(MergeError):
     """An upload whose bytes do not have the md5 it was named by (HTTP 422, like every malformed payload)."""
 
 
-def _is_md5(name: Optional[str]) -> bool:
-    return name is not None and len(name) == 32 and all(c in "0123456789abcdef" for c in name)
-
-
 def _save_upload(upload: UploadFile, root: Path, relative: str, expect_md5: Optional[str] = None) -> Path:
     """Copy an upload (already spooled by the multipart parser) to ``root/relative`` through a temp file,
     after checking that the resolved target (symlinks followed) stays inside ``root``.  With ``expect_md5``
@@ -412,7 +409,7 @@ def create_app(settings: Settings) -> FastAPI:
     @router.post("/step-metrics")
     async def step_metrics(file: UploadFile = File(...)) -> Dict[str, Any]:
         """A step-metrics parquet file, named by its md5 (the Step_Metrics artifact's uri), for the UI's charts."""
-        if not _is_md5(file.filename):
+        if not layout.is_file_md5(file.filename or ""):
             raise UnsafeName(f"a step metrics file must be named by its md5 (32 lowercase hex digits), "
                              f"not {file.filename!r}")
         return await _upload(file, "step_metrics/" + file.filename, expect_md5=file.filename)

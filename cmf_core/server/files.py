@@ -13,20 +13,19 @@ unless it stays inside its root, and md5 names must be 32 hex digits.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+
+from cmf_core import layout
 
 __all__ = ["Files", "ServerFiles", "WorkspaceFiles", "PREVIEW_BYTES", "PREVIEW_ROWS"]
 
 PREVIEW_BYTES = 2 * 1024 * 1024  # larger files are not previewed
 PREVIEW_ROWS = 50  # rows of a CSV or table per page
 TEXT_CHARS = 200_000
-_MD5 = re.compile(r"[0-9a-f]{32}$")
 
 
 def _inside(root: Path, relative: str) -> Optional[Path]:
@@ -39,14 +38,6 @@ def _inside(root: Path, relative: str) -> Optional[Path]:
     except (OSError, RuntimeError):
         return None
     return target if base in target.parents and target.is_file() else None
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _table(header: List[str], rows: List[List[Any]], page: int, kind: str) -> Dict[str, Any]:
@@ -170,7 +161,7 @@ class ServerFiles(Files):
         folder = {"Label": "labels", "Step_Metrics": "step_metrics"}.get(kind)
         if kind == "Environment":
             return _inside(self.root / "env", os.path.basename(path))
-        return _inside(self.root / folder, md5) if folder and _MD5.match(md5) else None
+        return _inside(self.root / folder, md5) if folder and layout.is_file_md5(md5) else None
 
     def tensorboard(self, pipeline: str) -> List[Dict[str, Any]]:
         base = self.root / "tensorboard"
@@ -190,9 +181,6 @@ class ServerFiles(Files):
     def tensorboard_file(self, pipeline: str, path: str) -> Optional[Path]:
         root = _inside_dir(self.root / "tensorboard", pipeline)
         return _inside(root, path) if root is not None else None
-
-    def size(self, path: str, md5: str) -> Optional[int]:
-        return None
 
 
 def _inside_dir(base: Path, name: str) -> Optional[Path]:
@@ -222,7 +210,7 @@ class WorkspaceFiles(Files):
         found = _inside(self.root, path)
         if found is None or found.stat().st_size > PREVIEW_BYTES:
             return None
-        return found if _md5(found) == md5 or kind == "Environment" else None
+        return found if kind == "Environment" or layout.file_md5(found) == md5 else None
 
     def size(self, path: str, md5: str) -> Optional[int]:
         """The size DVC recorded in ``<path>.dvc``, for the logged md5."""

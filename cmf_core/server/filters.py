@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import List, Tuple, Union
+from typing import Callable, List, Tuple, Union
 
 from cmf_core.errors import CmfError
 
@@ -111,19 +111,19 @@ class _Parser:
         self.at += 1
         return token
 
-    def expr(self) -> Node:
-        parts = [self.term()]
-        while self.peek() == "or":
+    def _chain(self, keyword: str, part: Callable[[], Node]) -> Node:
+        """``part`` (``keyword`` ``part``)*, as one node."""
+        parts = [part()]
+        while self.peek() == keyword:
             self.take()
-            parts.append(self.term())
-        return parts[0] if len(parts) == 1 else Logical("or", tuple(parts))
+            parts.append(part())
+        return parts[0] if len(parts) == 1 else Logical(keyword, tuple(parts))
+
+    def expr(self) -> Node:
+        return self._chain("or", self.term)
 
     def term(self) -> Node:
-        parts = [self.factor()]
-        while self.peek() == "and":
-            self.take()
-            parts.append(self.factor())
-        return parts[0] if len(parts) == 1 else Logical("and", tuple(parts))
+        return self._chain("and", self.factor)
 
     def factor(self) -> Node:
         self.depth += 1

@@ -309,7 +309,8 @@ class Reads:
         """A pipeline's stages (with their execution counts) and the artifact types it has."""
         with self.db.session() as s:
             pipeline_id = self._pipeline_id(s, name)
-            stages = s.rows("SELECT st.id, st.name, (SELECT count(*) FROM association asn WHERE asn.context_id = st.id) "
+            stages = s.rows("SELECT st.id, st.name, "
+                            "(SELECT count(*) FROM association asn WHERE asn.context_id = st.id) "
                             "FROM parentcontext pc JOIN context st ON st.id = pc.context_id "
                             "WHERE pc.parent_context_id = ? ORDER BY st.id", [pipeline_id])
             types = s.rows("SELECT t.name, count(DISTINCT a.id) FROM artifact a JOIN type t ON t.id = a.type_id "
@@ -346,7 +347,8 @@ class Reads:
                 where.append("st.name = ?")
                 args.append(stage if "/" in stage else f"{pipeline}/{stage}")
             total, rows = self._list(
-                s, columns, f"SELECT {{}} {_EXECUTIONS_FROM}", where, args, ["st.name", "t.name", "coalesce(e.name, '')"],
+                s, columns, f"SELECT {{}} {_EXECUTIONS_FROM}", where, args,
+                ["st.name", "t.name", "coalesce(e.name, '')"],
                 "e.id, st.name, t.name, e.create_time_since_epoch, e.last_update_time_since_epoch",
                 q, filter, sort, order, page, size)
             ids = [r[0] for r in rows]
@@ -382,7 +384,8 @@ class Reads:
         """``{execution id: {metric: value}}`` from the Metrics artifacts the executions output (newest wins)."""
         out: Dict[int, Dict[str, Any]] = defaultdict(dict)
         if execution_ids:
-            for row in s.rows(f"SELECT ev.execution_id, ap.name, {', '.join('ap.' + c for c in _VALUE_COLUMNS.split(', '))} "
+            values = ", ".join("ap." + c for c in _VALUE_COLUMNS.split(", "))
+            for row in s.rows(f"SELECT ev.execution_id, ap.name, {values} "
                               "FROM event ev JOIN artifact a ON a.id = ev.artifact_id JOIN type t ON t.id = a.type_id "
                               "AND t.name = 'Metrics' JOIN artifactproperty ap ON ap.artifact_id = a.id AND "
                               f"ap.is_custom_property = TRUE WHERE ev.execution_id IN ({_ins(execution_ids)}) "
@@ -499,8 +502,9 @@ class Reads:
             [r["pipeline"] for r in remotes if r["pipeline"]]
         path = _path(summary["name"])
         md5 = str(props.get("Commit") or summary["uri"])
-        pull = f"cmf artifact pull -p {shlex.quote(pipelines[0])} -a {shlex.quote(summary['name'])}" if pipelines and summary[
-            "type"] not in ("Metrics",) else None
+        pull = None
+        if pipelines and summary["type"] != "Metrics":  # metrics have no file
+            pull = f"cmf artifact pull -p {shlex.quote(pipelines[0])} -a {shlex.quote(summary['name'])}"
         return {**summary, "created": created, "updated": updated, "path": path, "md5": md5,
                 "size": custom.get("size", self.files.size(path, md5)), "properties": props,
                 "custom_properties": custom, "remotes": remotes, "pipelines": list(dict.fromkeys(pipelines)),

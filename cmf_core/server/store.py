@@ -106,6 +106,13 @@ class PostgresConfig:
         return config
 
 
+def describe(sqlite: Optional[Path], postgres: Optional[PostgresConfig]) -> str:
+    """Where a store is, for logs (no password)."""
+    if sqlite is not None:
+        return f"sqlite:{sqlite}"
+    return f"postgresql://{postgres.user}@{postgres.host}:{postgres.port}/{postgres.dbname}"
+
+
 class _Query(CmfQuery):
     """``CmfQuery``'s reads over an already open store (the server's) instead of an mlmd file."""
 
@@ -292,14 +299,10 @@ class ServerStore:
 
     def describe(self) -> str:
         """Where the store is, for logs (no password)."""
-        if self.sqlite is not None:
-            return f"sqlite:{self.sqlite}"
-        p = self.postgres
-        return f"postgresql://{p.user}@{p.host}:{p.port}/{p.dbname}"
+        return describe(self.sqlite, self.postgres)
 
     def _open(self) -> metadata_store.MetadataStore:
         if self.sqlite is not None:
-            self.sqlite.parent.mkdir(parents=True, exist_ok=True)
             return records.open_store(self.sqlite, check=False)
         try:
             return metadata_store.MetadataStore(self.postgres.connection())

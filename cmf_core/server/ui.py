@@ -1,18 +1,18 @@
 """The web UI and the read API: one function per page answers both ``/api/...`` (JSON) and the page.
 
-=============================================  ===========================================================
-page (HTML)                                    JSON twin
-=============================================  ===========================================================
-``/``                                          ``/api/pipelines``
-``/pipelines/{p}/executions``                  ``/api/pipelines/{p}/executions``  stage q filter sort order page size
-``/pipelines/{p}/artifacts``                   ``/api/pipelines/{p}/artifacts``   type stage q filter sort order page size
-``/pipelines/{p}/lineage``                     ``/api/pipelines/{p}/lineage``     view focus hops expand
-                                               (``/pipelines/{p}/lineage.svg``: the drawing as a file)
-``/pipelines/{p}/compare?ids=1&ids=2``         ``/api/pipelines/{p}/compare``     ids diff metric
-``/pipelines/{p}/tensorboard``                 ``/api/pipelines/{p}/tensorboard`` (files under ``.../tensorboard/{path}``)
-``/executions/{id}``                           ``/api/executions/{id}``
-``/artifacts/{id}``                            ``/api/artifacts/{id}`` page; ``/model_card`` [download=1]; ``/step_metrics``
-=============================================  ===========================================================
+==================================  =====================================================================
+page (HTML; JSON twin under /api)   query
+==================================  =====================================================================
+``/``                               (``/api/pipelines``)
+``/pipelines/{p}/executions``       stage q filter sort order page size
+``/pipelines/{p}/artifacts``        type stage q filter sort order page size
+``/pipelines/{p}/lineage``          view focus hops expand (``/pipelines/{p}/lineage.svg``: the file)
+``/pipelines/{p}/compare``          ids (repeated) diff metric
+``/pipelines/{p}/tensorboard``      the files under ``.../tensorboard/{path}``
+``/executions/{id}``
+``/artifacts/{id}``                 page (of a preview); ``/api/artifacts/{id}/model_card`` [download=1],
+                                    ``/api/artifacts/{id}/step_metrics``
+==================================  =====================================================================
 
 Every piece of a page's state is in its URL; every record is a link to its own page.  Pages are
 Jinja2 templates (``ui/templates``, autoescaped; the lineage drawing comes from :mod:`cmf_core.server.svg`);
@@ -22,7 +22,6 @@ and the Content-Security-Policy forbids inline script.  Nothing here writes.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional
 from urllib.parse import quote, urlencode
@@ -35,7 +34,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cmf_core.server import svg
 from cmf_core.server.filters import FilterError
-from cmf_core.server.reads import ARTIFACT_TYPES, LINEAGE_VIEWS, BadRequest, NotFound, Reads
+from cmf_core.server.reads import ARTIFACT_TYPES, BadRequest, NotFound, Reads
 
 __all__ = ["mount_ui", "CSP", "wants_html", "error_page"]
 
@@ -76,8 +75,7 @@ def _link(path: str, params: Dict[str, Any], **changes: Any) -> str:
 
 
 _env.filters.update(time=_time, show=_show)
-_env.globals.update(link=_link, artifact_types=ARTIFACT_TYPES, lineage_views=LINEAGE_VIEWS,
-                    tojson=lambda v: json.dumps(v))
+_env.globals.update(link=_link, artifact_types=ARTIFACT_TYPES)
 
 
 def wants_html(request: Request) -> bool:
@@ -253,7 +251,8 @@ def mount_ui(app: FastAPI, reads: Reads, title: str = "cmf", note: str = "") -> 
     @ui.get("/pipelines/{name}/tensorboard")
     async def tensorboard_page(name: str, request: Request) -> Response:
         pipeline = await pages.call(reads.pipeline, name)
-        return pages.page(request, "tensorboard.html", pipeline=pipeline, data=await pages.call(reads.tensorboard, name))
+        data = await pages.call(reads.tensorboard, name)
+        return pages.page(request, "tensorboard.html", pipeline=pipeline, data=data)
 
     @ui.get("/pipelines/{name}/tensorboard/{path:path}")
     async def tensorboard_file(name: str, path: str) -> Response:

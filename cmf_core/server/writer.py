@@ -91,10 +91,9 @@ class StoreProcess:
 
     def describe(self) -> str:
         """Where the store is, for logs (no password)."""
-        if self.sqlite is not None:
-            return f"sqlite:{self.sqlite}"
-        p = self.postgres
-        return f"postgresql://{p.user}@{p.host}:{p.port}/{p.dbname}"
+        from cmf_core.server.store import describe
+
+        return describe(self.sqlite, self.postgres)
 
     def push(self, payload: Any, pipeline_name: Optional[str] = None, exec_uuid: Optional[str] = None) -> MergeResult:
         return self._run("push", payload, pipeline_name, exec_uuid)
