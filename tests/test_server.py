@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
 import subprocess
-import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -49,6 +45,14 @@ def stable(data):
         return {k: stable(v) for k, v in data.items() if k not in VOLATILE}
     if isinstance(data, list):
         return [stable(v) for v in data]
+    return data
+
+
+def by_stage(data: Dict) -> Dict:
+    """:func:`stable`, with the stages in name order."""
+    data = stable(data)
+    for pipeline in data["Pipeline"]:
+        pipeline["stages"].sort(key=lambda stage: stage["name"])
     return data
 
 
@@ -428,42 +432,6 @@ def test_a_merge_that_fails_half_way_is_rolled_back(server):
                                                           "pipeline_name": "rollback"})
     assert r.status_code == 422 and "refused" in r.json()["detail"]
     assert len(server_executions(server, "rollback")) == 1  # stage 1 of the failed push was undone
-    assert not server.store_file.with_name("mlmd.snapshot").exists()
-
-
-def _children(pid: int) -> List[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
-def test_a_store_process_killed_mid_push_fails_that_push_only(tmp_path):
-    """The store runs in a child process of the server (reads never wait for ML Metadata's calls); killed in
-    the middle of a push, that push fails by name, the server stays up and the next push is served."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from metadata_server import generate
-
-    with MetadataServer(tmp_path / "srv") as srv:
-        (writer,) = [c for c in _children(srv.proc.pid) if "spawn" in Path(f"/proc/{c}/cmdline").read_text()]
-        big = json.dumps(generate(2000, 20000))  # seconds of merging: the kill lands in the middle
-        answer: Dict[str, requests.Response] = {}
-
-        def push() -> None:
-            answer["r"] = requests.post(f"{srv.url}/mlmd_push", json={"exec_uuid": None, "json_payload": big,
-                                                                    "pipeline_name": "bench"}, timeout=120)
-
-        thread = threading.Thread(target=push)
-        thread.start()
-        time.sleep(1.0)
-        os.kill(writer, signal.SIGKILL)
-        thread.join()
-        assert answer["r"].status_code == 500 and "process died" in answer["r"].json()["detail"]
-        small = json.dumps(generate(10, 100))
-        again = requests.post(f"{srv.url}/mlmd_push", json={"exec_uuid": None, "json_payload": small,
-                                                          "pipeline_name": "bench"}, timeout=120)
-        assert again.status_code == 200, again.text
-        assert requests.get(f"{srv.url}/health", timeout=10).status_code == 200
 
 
 # -- PostgreSQL --------------------------------------------------------------------------------------------
@@ -485,7 +453,8 @@ def test_postgresql_store_round_trip(tmp_path, monkeypatch):
             assert api.metadata_push("pg").status == "exists"
             other = init(tmp_path / "b", tmp_path / "store", srv.url, tmp_path / "origin.git")
             assert api.metadata_pull("pg", str(other / "mlmd")).created
-            assert stable(export(other / "mlmd", "pg")) == stable(export(root / "mlmd", "pg"))
+            # the server made the second stage first (its execution was pushed first), so it lists it first
+            assert by_stage(export(other / "mlmd", "pg")) == by_stage(export(root / "mlmd", "pg"))
             assert not list((srv.data_dir).glob("mlmd*"))  # nothing went to an SQLite file
         finally:
             srv.stop()

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from cmf_core.server.client import MetadataClient
-from cmf_core.server.reads import SCHEMA_VERSION
+from cmf_core.server.db import SCHEMA_VERSION
 from cmf_core.testing.metadata_server import MetadataServer, PostgresServer, postgres_binaries
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -104,7 +104,7 @@ def test_migrate_to_postgres_gives_the_same_pulls(tmp_path):
     """Every pipeline of an SQLite store copied into PostgreSQL: pulls from both give the same export (ids, times
     and the order of rows apart); a second run creates nothing."""
     from tests.test_server import _payload
-    from tests.test_server_postgres_atomic import VOLATILE, canonical  # the order of rows is no part of a store
+    from tests.test_server_transactions import VOLATILE, canonical  # the order of rows is no part of a store
 
     pipelines = {"bench": generate(30, 300), "second": json.loads(_payload("second", "0" * 32, 1))}
     sqlite_root = tmp_path / "sqlite"

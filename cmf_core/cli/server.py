@@ -66,38 +66,47 @@ def _postgres(host: str, port: int, user: str, dbname: str):
               help="largest request body accepted (413 beyond)")
 @click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
               help="allow browser requests from this origin (repeatable; CORS is off without it)")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="server processes sharing the port (uvicorn workers); pushes queue on the database's write lock")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def server_command(ctx: click.Context, host: str, port: int, data_dir: Path, store_file: Optional[Path],
                    postgres_host: Optional[str], postgres_port: int, postgres_user: str, postgres_db: str,
-                   token_file: Optional[Path], max_body_mb: float, cors_origins: Tuple[str, ...],
+                   token_file: Optional[Path], max_body_mb: float, cors_origins: Tuple[str, ...], workers: int,
                    log_level: str) -> None:
     """Run the metadata server and its web UI at http://HOST:PORT/ (PostgreSQL password: env
-    CMF_POSTGRES_PASSWORD).  Pushes and pulls run in a process of their own, so pages never wait for them."""
+    CMF_POSTGRES_PASSWORD).  Each push is one database transaction: a crash leaves the store as it was."""
     if ctx.invoked_subcommand is not None:
         return
     import uvicorn
 
-    from cmf_core.server.app import Settings, create_app, load_tokens
-    from cmf_core.server.writer import StoreProcess
+    from cmf_core.server.app import Settings, create_app, load_tokens, worker_environment
+    from cmf_core.server.store import ServerStore
 
     if postgres_host and store_file:
         raise click.UsageError("give --store or --postgres-host, not both")
     tokens = load_tokens(token_file)  # bad input stops us before anything is created
+    # force: opening a store loads ML Metadata, whose absl logging may have configured the root logger already
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
     data_dir = data_dir.absolute()
     data_dir.mkdir(parents=True, exist_ok=True)
-    if postgres_host:
-        store = StoreProcess(postgres=_postgres(postgres_host, postgres_port, postgres_user, postgres_db))
-    else:
-        store = StoreProcess(sqlite=store_file or data_dir / "mlmd")
+    postgres = _postgres(postgres_host, postgres_port, postgres_user, postgres_db) if postgres_host else None
+    sqlite = None if postgres else (store_file or data_dir / "mlmd").absolute()
+    store = ServerStore(sqlite=sqlite, postgres=postgres)  # created and checked once, before any worker starts
     settings = Settings(store, data_dir, tokens, int(max_body_mb * 1024 * 1024), tuple(cors_origins))
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not tokens and not _loopback(host):
         click.echo(f"cmf: warning: serving on {host} without authentication; give --token-file", err=True)
     click.echo(f"cmf server: store {store.describe()}, data {data_dir}, auth "
-               f"{'on (%d tokens)' % len(tokens) if tokens else 'off'}, listening on http://{host}:{port}", err=True)
-    uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port, log_level=log_level,
-                                  access_log=log_level == "debug", timeout_keep_alive=30)).run()
+               f"{'on (%d tokens)' % len(tokens) if tokens else 'off'}, {workers} worker process"
+               f"{'es' if workers > 1 else ''}, listening on http://{host}:{port}", err=True)
+    options = {"host": host, "port": port, "log_level": log_level, "access_log": log_level == "debug",
+               "timeout_keep_alive": 30}
+    if workers == 1:
+        uvicorn.Server(uvicorn.Config(create_app(settings), **options)).run()
+        return
+    store.close()
+    os.environ.update(worker_environment(settings, token_file, log_level))
+    uvicorn.run("cmf_core.server.app:worker_app", factory=True, workers=workers, **options)
 
 
 @server_command.command("migrate")

@@ -54,14 +54,14 @@ from starlette.concurrency import run_in_threadpool
 from cmf_core import layout
 from cmf_core.errors import CmfError
 from cmf_core.metadata.merge import MergeError
-from cmf_core.server.db import Database
+from cmf_core.server.db import SCHEMA_VERSION, Database, check_schema
 from cmf_core.server.files import ServerFiles, WorkspaceFiles
 from cmf_core.server.filters import FilterError
-from cmf_core.server.reads import SCHEMA_VERSION, BadRequest, NotFound, Reads
+from cmf_core.server.reads import BadRequest, NotFound, Reads
 from cmf_core.server.store import ExecutionNotFound, PipelineNotFound, ServerStore
 from cmf_core.server.ui import CSP, error_page, mount_ui, render, wants_html
 
-__all__ = ["Settings", "create_app", "load_tokens", "check_name", "UnsafeName"]
+__all__ = ["Settings", "create_app", "load_tokens", "check_name", "UnsafeName", "worker_app", "worker_environment"]
 
 log = logging.getLogger("cmf.server")
 MB = 1024 * 1024
@@ -116,7 +116,7 @@ def load_tokens(token_file: Optional[os.PathLike] = None, environ: Optional[Dict
 class Settings:
     """What ``cmf server`` (or ``cmf ui``: no ``store``, an ``mlmd`` file to read) was started with."""
 
-    store: Optional[ServerStore]  # or a StoreProcess, as cmf server runs it
+    store: Optional[ServerStore]
     data_dir: Path
     tokens: FrozenSet[str] = frozenset()
     max_body_bytes: int = 512 * MB
@@ -303,23 +303,11 @@ def _save_upload(upload: UploadFile, root: Path, relative: str, expect_md5: Opti
 
 
 def _reads(settings: Settings) -> Reads:
-    """The read path: its own connections to the server's store (or to ``cmf ui``'s mlmd file)."""
+    """The read path: the server store's connections (or ``cmf ui``'s read-only ones to its mlmd file)."""
     store = settings.store
     if store is None:
         return Reads(Database(sqlite=settings.mlmd), WorkspaceFiles(settings.mlmd.absolute().parent))
-    database = Database(sqlite=store.sqlite) if store.sqlite else Database(postgres=store.postgres)
-    return Reads(database, ServerFiles(settings.data_dir.absolute()))
-
-
-def _check_schema(reads: Reads) -> None:
-    """Refuse, by name, a store whose ML Metadata schema is not the one the read path is written for."""
-    try:
-        version = reads.schema_version()
-    except Exception as exc:  # noqa: BLE001 - sqlite3 and psycopg errors alike
-        raise CmfError(f"cannot read the store's ML Metadata schema version: {type(exc).__name__}: {exc}") from None
-    if version != SCHEMA_VERSION:
-        raise CmfError(f"the store has ML Metadata schema version {version}; this cmf reads version "
-                       f"{SCHEMA_VERSION} (ml-metadata 1.15-1.17): open it with a matching cmf")
+    return Reads(store.db, ServerFiles(settings.data_dir.absolute()))
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -327,14 +315,12 @@ def create_app(settings: Settings) -> FastAPI:
     wrapped in body-limit, auth, security headers, compression and (if asked) CORS."""
     store, data = settings.store, settings.data_dir.absolute()
     reads = _reads(settings)
-    _check_schema(reads)
+    check_schema(reads.db)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         reads.db.close()
-        if hasattr(store, "close"):  # the store's process: the push in flight ends first
-            store.close()
 
     app = FastAPI(title="cmf metadata server", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.settings = settings
@@ -346,7 +332,7 @@ def create_app(settings: Settings) -> FastAPI:
         kind = "mlmd file (read-only)" if store is None else "sqlite" if store.sqlite else "postgresql"
         answer: Dict[str, Any] = {"status": "ok", "store": kind, "max_body_bytes": settings.max_body_bytes}
         try:
-            answer["schema_version"] = await run_in_threadpool(reads.schema_version)
+            answer["schema_version"] = await run_in_threadpool(reads.db.schema_version)
             answer["database"] = "reachable"
         except Exception as exc:  # noqa: BLE001 - whatever failed, the probe says so instead of a 500
             answer.update(status="unavailable", database=f"unreachable: {type(exc).__name__}: {exc}")
@@ -508,3 +494,37 @@ def _login_routes(app: FastAPI, tokens: FrozenSet[str]) -> None:
         response = RedirectResponse("/login" if tokens else "/", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
+
+
+# -- several worker processes -----------------------------------------------------------------------------
+
+#: How ``cmf server --workers N`` hands its settings to the worker processes uvicorn starts: JSON without secrets
+#: (tokens are read again from the token file or ``CMF_SERVER_TOKENS``, the password from ``CMF_POSTGRES_PASSWORD``).
+WORKER_SETTINGS = "CMF_SERVER_WORKER_SETTINGS"
+
+
+def worker_environment(settings: Settings, token_file: Optional[Path], log_level: str) -> Dict[str, str]:
+    """The environment entry that lets :func:`worker_app` rebuild ``settings`` in a worker process."""
+    store = settings.store
+    postgres = store.postgres
+    return {WORKER_SETTINGS: json.dumps({
+        "sqlite": str(store.sqlite) if store.sqlite else None,
+        "postgres": None if postgres is None else {"host": postgres.host, "port": postgres.port,
+                                                   "user": postgres.user, "dbname": postgres.dbname},
+        "data_dir": str(settings.data_dir), "token_file": str(token_file) if token_file else None,
+        "max_body_bytes": settings.max_body_bytes, "cors_origins": list(settings.cors_origins),
+        "log_level": log_level})}
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process of ``cmf server --workers N`` (a uvicorn factory)."""
+    from cmf_core.server.store import PostgresConfig
+
+    config = json.loads(os.environ[WORKER_SETTINGS])
+    logging.basicConfig(level=config["log_level"].upper(), force=True,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    postgres = config["postgres"]
+    store = ServerStore(sqlite=config["sqlite"], postgres=postgres and PostgresConfig(
+        **postgres, password=os.environ.get("CMF_POSTGRES_PASSWORD", "")))
+    return create_app(Settings(store, Path(config["data_dir"]), load_tokens(config["token_file"]),
+                               config["max_body_bytes"], tuple(config["cors_origins"])))

@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from cmf_core.errors import CmfError
 from cmf_core.server import dag, filters
-from cmf_core.server.db import Database, Session
+from cmf_core.server.db import SCHEMA_VERSION, Database, Session
 from cmf_core.server.files import Files
 
 __all__ = ["Reads", "NotFound", "BadRequest", "ARTIFACT_TYPES", "LINEAGE_VIEWS", "SCHEMA_VERSION"]
@@ -40,8 +40,6 @@ MAX_PAGE = 10 ** 9
 MAX_ID = 2 ** 63 - 1  # MLMD ids are 64-bit; larger numbers are no record (and overflow SQLite)
 MAX_HOPS = 10
 MAX_COMPARE = 20
-#: The ML Metadata schema these queries are written for: the one ml-metadata 1.15-1.17 creates.
-SCHEMA_VERSION = 10
 
 
 class NotFound(CmfError):
@@ -277,11 +275,6 @@ class Reads:
                 [*([pattern] * len(extra)), q.strip(), pattern])
 
     # -- the database ------------------------------------------------------------------------------------
-
-    def schema_version(self) -> int:
-        """The ML Metadata schema version of the store (raises if the database cannot be reached or read)."""
-        with self.db.session() as s:
-            return int(s.value("SELECT schema_version FROM mlmdenv"))
 
     # -- pipelines ---------------------------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
-"""A push into a PostgreSQL store is applied whole or not at all: a failure after any write of a merge, a real
-refusal by ML Metadata, a dropped connection and an undo that has to wait all leave the database exactly as it
-was, and the same push afterwards creates everything once; concurrent pushes, some refused, lose nothing.
+"""A push is one database transaction, on SQLite and on PostgreSQL: a failure after any write of a merge, a real
+refusal, a dropped connection all leave the store exactly as it was, and the same push afterwards creates
+everything once, as ML Metadata's own API would have; concurrent pushes, some refused, lose nothing; the SQL
+store answers ML Metadata's reads exactly as ML Metadata does.
 
-In-process :class:`ServerStore` instances against a real PostgreSQL server (one database per test)."""
+In-process :class:`ServerStore` instances on an SQLite file and on a real PostgreSQL server (one database per
+test); killing real server processes is in ``test_server_crash.py``."""
 from __future__ import annotations
 
 import hashlib
@@ -14,20 +16,20 @@ from typing import Any, Dict, List, Tuple
 
 import psycopg
 import pytest
-from ml_metadata import errors as mlmd_errors
-from ml_metadata.metadata_store import metadata_store
 
 from cmf_core.errors import CmfError
-from cmf_core.server import store as server_store
-from cmf_core.server.db import Database
+from cmf_core.metadata import store as records
+from cmf_core.metadata.merge import merge_pipeline
+from cmf_core.metadata.query import CmfQuery
+from cmf_core.server.db import Database, Session
 from cmf_core.server.files import ServerFiles
 from cmf_core.server.reads import Reads
+from cmf_core.server.sqlstore import SqlStore
 from cmf_core.server.store import PostgresConfig, ServerStore, StoreRefused
 from cmf_core.testing.metadata_server import PostgresServer, postgres_binaries
 
-pytestmark = pytest.mark.skipif(postgres_binaries() is None, reason="PostgreSQL is not installed")
-
 VOLATILE = {"id", "type_id", "create_time_since_epoch", "last_update_time_since_epoch", "Context_ID", "Pipeline_id"}
+NO_POSTGRES = pytest.mark.skipif(postgres_binaries() is None, reason="PostgreSQL is not installed")
 
 
 class Injected(Exception):
@@ -37,34 +39,42 @@ class Injected(Exception):
 @pytest.fixture(scope="module")
 def postgres(tmp_path_factory):
     """One PostgreSQL server for the module, accepting connections; stopped by PID."""
+    if postgres_binaries() is None:
+        pytest.skip("PostgreSQL is not installed")
     with PostgresServer(tmp_path_factory.mktemp("postgres")) as server:
         yield server
 
 
-@pytest.fixture
-def config(postgres) -> PostgresConfig:
-    """A database of the test's own (ML Metadata creates it on first open)."""
-    return PostgresConfig(postgres.host, postgres.port, postgres.USER, f"t_{uuid.uuid4().hex[:12]}")
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=NO_POSTGRES)])
+def make_store(request, tmp_path):
+    """``make_store()``: a new :class:`ServerStore` on the test's own SQLite file or PostgreSQL database (the same
+    one each call); closed at the end."""
+    if request.param == "sqlite":
+        where: Dict[str, Any] = {"sqlite": tmp_path / "server.mlmd"}
+    else:
+        pg = request.getfixturevalue("postgres")
+        where = {"postgres": PostgresConfig(pg.host, pg.port, pg.USER, f"t_{uuid.uuid4().hex[:12]}")}
+    opened: List[ServerStore] = []
+
+    def make() -> ServerStore:
+        opened.append(ServerStore(**where))
+        return opened[-1]
+    yield make
+    for store in opened:
+        store.close()
 
 
-def psql(config: PostgresConfig, sql: str) -> Any:
-    """The first value of ``sql``'s first row, through a connection of the test's own."""
-    with psycopg.connect(host=config.host, port=config.port, user=config.user, dbname=config.dbname) as db:
-        return db.execute(sql.encode()).fetchone()[0]
+def dump(store: ServerStore) -> Dict[str, List[Any]]:
+    """Every row of every ML Metadata table, sorted: the store's whole content."""
+    tables = ("type", "typeproperty", "parenttype", "artifact", "artifactproperty", "execution", "executionproperty",
+              "context", "contextproperty", "parentcontext", "event", "eventpath", "association", "attribution")
+    with store.db.session() as s:
+        return {t: sorted(map(repr, s.rows(f"SELECT * FROM {t}"))) for t in tables}
 
 
-def dump(config: PostgresConfig) -> Dict[str, List[Any]]:
-    """Every row of every table of the database, sorted: its whole content."""
-    tables = psql(config, "SELECT array_agg(table_name::text ORDER BY table_name) FROM information_schema.tables "
-                          "WHERE table_schema = 'public'")
-    assert {"artifact", "execution", "context", "event", "typeproperty", "parentcontext"} <= set(tables)
-    parts = ", ".join(f"'{t}', (SELECT coalesce(json_agg(r ORDER BY r::text), '[]') FROM {t} r)" for t in tables)
-    return psql(config, f"SELECT json_build_object({parts})")
-
-
-def assert_unchanged(config: PostgresConfig, before: Dict[str, List[Any]]) -> None:
-    after = dump(config)
-    counts = {t: (len(before[t]), len(after.get(t, []))) for t in before}
+def assert_unchanged(store: ServerStore, before: Dict[str, List[Any]]) -> None:
+    after = dump(store)
+    counts = {t: (len(before[t]), len(after[t])) for t in before}
     assert after == before, f"rows (before, after): {counts}"
 
 
@@ -137,19 +147,33 @@ def rich_push() -> str:
     ], owner="b")
 
 
-def pulls(store: ServerStore, drop=VOLATILE) -> Dict[str, Any]:
+def pulls(store: Any, drop=VOLATILE) -> Dict[str, Any]:
     """Both pipelines' exports, canonical; by default without the ids and times that differ between stores."""
     return {name: canonical(json.loads(store.pull(name)), drop) for name in ("other", "rich")}
 
 
+class Reference:
+    """The same pushes merged through ML Metadata's own API into an mlmd file, as ``cmf metadata pull`` does."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.store = records.open_store(path)
+
+    def push(self, payload: str, name: str) -> Any:
+        return merge_pipeline(self.store, json.loads(payload), pipeline_name=name)
+
+    def pull(self, name: str) -> str:
+        return CmfQuery(str(self.path)).dumptojson(name)
+
+
 @pytest.fixture
 def failing_writes(monkeypatch):
-    """``fail_after(n)``: every ML Metadata write is counted, and the n-th that succeeds raises Injected
-    after it committed (the worst case: the caller never learns the ids it wrote). ``fail_after(0)`` stops."""
+    """``fail_after(n)``: every write of a transaction is counted, and the n-th raises Injected after it ran.
+    ``fail_after(0)`` stops."""
     state = {"n": 0, "count": 0}
 
     def wrap(name: str):
-        real = getattr(metadata_store.MetadataStore, name)
+        real = getattr(Session, name)
 
         def write(self, *args, **kwargs):
             result = real(self, *args, **kwargs)
@@ -159,9 +183,8 @@ def failing_writes(monkeypatch):
             return result
         return write
 
-    for name in dir(metadata_store.MetadataStore):
-        if name.startswith("put_"):
-            monkeypatch.setattr(metadata_store.MetadataStore, name, wrap(name))
+    for name in ("insert", "execute", "execute_many"):
+        monkeypatch.setattr(Session, name, wrap(name))
 
     def fail_after(n: int) -> None:
         state.update(n=n, count=0)
@@ -171,62 +194,56 @@ def failing_writes(monkeypatch):
 # -- tests ------------------------------------------------------------------------------------------------
 
 
-def test_a_failure_after_any_write_leaves_the_database_as_it_was(config, tmp_path, failing_writes):
+def test_a_failure_after_any_write_leaves_the_store_as_it_was(make_store, tmp_path, failing_writes):
     """The same push fails after its 1st, 2nd, ... write until it gets through; after each failure every table
-    holds exactly its rows from before and the exports are the same. Then it is applied once, like a push
-    into SQLite that never failed, and again creates nothing."""
-    store = ServerStore(postgres=config)
-    reference = ServerStore(sqlite=tmp_path / "reference.mlmd")  # the same pushes, nothing failing
+    holds exactly its rows from before and the exports are the same. Then it is applied once, exactly as ML
+    Metadata's own API applies it, and again creates nothing."""
+    store = make_store()
+    reference = Reference(tmp_path / "reference.mlmd")
     for name, payload in base_pushes():
         assert store.push(payload, name).status == "success"
         reference.push(payload, name)
-    before, pulled, full_sync = dump(config), pulls(store, drop=()), canonical(json.loads(store.pull_all()))
+    before, pulled, full_sync = dump(store), pulls(store, drop=()), canonical(json.loads(store.pull_all()))
 
-    failed: List[str] = []  # the writes after which the push failed, in order
+    failed: List[str] = []
     while True:
         failing_writes(len(failed) + 1)
         try:
             result = store.push(rich_push(), "rich")
         except Injected as exc:
             failed.append(exc.args[0])
-            assert_unchanged(config, before)
+            assert_unchanged(store, before)
             assert pulls(store, drop=()) == pulled and canonical(json.loads(store.pull_all())) == full_sync
             continue
         break
     failing_writes(0)
-    assert len(failed) == 13 and set(failed) == {"put_contexts", "put_parent_contexts", "put_executions",
-                                                 "put_artifacts", "put_artifact_type", "put_execution_type",
-                                                 "put_lineage_subgraph"}
+    assert len(failed) >= 10 and set(failed) == {"insert", "execute", "execute_many"}
     assert result.status == "success" and result.updated == 2  # the execution and the artifact
     assert (result.executions, result.artifacts) == (3, 3)
-    reference.push(rich_push(), "rich")
+    assert result == reference.push(rich_push(), "rich")
     assert pulls(store) == pulls(reference)
-    after = dump(config)
+    after = dump(store)
     assert store.push(rich_push(), "rich").status == "exists"
-    assert dump(config) == after
-    executions, artifacts = listed(config, "rich")
-    uuids = [e["uuid"] for e in executions]
-    assert sorted(uuids) == sorted({f"{U['prepare']},{U['prepare2']}", U["train"], U["new"], U["shared"],
-                                    U["evaluate"], U["other"]})  # "other" shares the stage context rich/shared
+    assert dump(store) == after
+    executions, artifacts = listed(store, "rich")
+    assert sorted(e["uuid"] for e in executions) == sorted({f"{U['prepare']},{U['prepare2']}", U["train"], U["new"],
+                                                           U["shared"], U["evaluate"], U["other"]})
     names = [a["name"] for a in artifacts]
     assert len(names) == len(set(names)) == 7
 
 
-def listed(config: PostgresConfig, pipeline: str) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+def listed(store: ServerStore, pipeline: str) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
     """The pipeline's executions and artifacts as the read path (the UI and /api) lists them."""
-    reads = Reads(Database(postgres=config), ServerFiles(Path("/nonexistent")))
-    try:
-        return reads.executions(pipeline, size=500)["items"], reads.artifacts(pipeline, size=500)["items"]
-    finally:
-        reads.db.close()
+    reads = Reads(store.db, ServerFiles(Path("/nonexistent")))
+    return reads.executions(pipeline, size=500)["items"], reads.artifacts(pipeline, size=500)["items"]
 
 
-def test_a_refusal_by_ml_metadata_is_undone(config):
+def test_a_refusal_leaves_the_store_as_it_was(make_store):
     """Stage 1 is new and valid; stage 2 has an artifact whose property type clashes with the stored type."""
-    store = ServerStore(postgres=config)
+    store = make_store()
     for name, payload in base_pushes():
         store.push(payload, name)
-    before = dump(config)
+    before = dump(store)
     clash = artifact("clash.csv")
     clash["properties"]["Commit"] = 5  # Commit is a string property of Dataset
     payload = export("rich", [("rich/new", {}, [execution("rich", "new", (U["new"],), outputs=[artifact("n.csv")])]),
@@ -234,69 +251,79 @@ def test_a_refusal_by_ml_metadata_is_undone(config):
                                                             outputs=[clash])])])
     with pytest.raises(StoreRefused, match="refused"):
         store.push(payload, "rich")
-    assert_unchanged(config, before)
+    assert_unchanged(store, before)
 
 
-def test_a_dropped_connection_is_undone_and_the_store_reconnects(config, monkeypatch):
-    """MLMD's connection is killed after the first lineage write; MLMD never reconnects by itself."""
+def test_properties_the_type_does_not_declare_are_refused_as_ml_metadata_refuses_them(make_store, tmp_path):
+    store, reference = make_store(), Reference(tmp_path / "reference.mlmd")
+    bad = json.loads(export("p", [("p/s", {}, [execution("p", "s", (str(uuid.uuid4()),))])]))
+    bad["Pipeline"][0]["stages"][0]["executions"][0]["properties"]["Undeclared"] = "x"
+    with pytest.raises(Exception, match="not declared|unknown|Found"):
+        reference.push(json.dumps(bad), "p")
+    with pytest.raises(StoreRefused, match="'Undeclared' is not declared"):
+        store.push(json.dumps(bad), "p")
+
+
+@NO_POSTGRES
+def test_a_dropped_connection_leaves_the_store_as_it_was(postgres, monkeypatch):
+    """The push's connection is killed after its events are written; the next push opens a new one."""
+    config = PostgresConfig(postgres.host, postgres.port, postgres.USER, f"t_{uuid.uuid4().hex[:12]}")
     store = ServerStore(postgres=config)
     for name, payload in base_pushes():
         store.push(payload, name)
-    before = dump(config)
-    real = metadata_store.MetadataStore.put_lineage_subgraph
+    before = dump(store)
+    real = Session.insert
 
-    def then_drop(self, *args, **kwargs):
-        result = real(self, *args, **kwargs)
-        psql(config, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{config.dbname}' "
-                     "AND pid <> pg_backend_pid()")
-        return result
+    def then_drop(self, table, columns, rows):
+        real(self, table, columns, rows)
+        if table == "event":
+            with psycopg.connect(host=config.host, port=config.port, user=config.user, dbname="postgres",
+                                 autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                              "AND pid <> pg_backend_pid()", [config.dbname])
 
-    monkeypatch.setattr(metadata_store.MetadataStore, "put_lineage_subgraph", then_drop)
-    with pytest.raises(mlmd_errors.InternalError, match="PostgreSQL metadata source error"):
+    monkeypatch.setattr(Session, "insert", then_drop)
+    with pytest.raises(CmfError, match="failed"):
         store.push(rich_push(), "rich")
-    assert_unchanged(config, before)
-    monkeypatch.setattr(metadata_store.MetadataStore, "put_lineage_subgraph", real)
+    monkeypatch.setattr(Session, "insert", real)
+    assert_unchanged(store, before)
     assert store.push(rich_push(), "rich").executions == 3
+    store.close()
 
 
-def test_writes_the_undo_cannot_account_for_are_refused(config):
-    guarded = server_store._Guarded(ServerStore(postgres=config)._store, server_store._Undo(config))
-    for name in ("put_events", "put_attributions_and_associations", "put_execution"):
-        with pytest.raises(AttributeError, match="undo"):
-            getattr(guarded, name)
+def test_the_sql_store_reads_what_ml_metadata_reads(tmp_path):
+    """ML Metadata's answers and SqlStore's, on a store that ML Metadata wrote: the same protobufs, in the same
+    order, times and ids included."""
+    path = tmp_path / "mlmd"
+    reference = Reference(path)
+    for name, payload in [*base_pushes(), ("rich", rich_push())]:
+        reference.push(payload, name)
+    mlmd = reference.store
+
+    def calls(store: Any) -> List[Any]:
+        pipeline = store.get_context_by_type_and_name(records.PARENT_CONTEXT, "rich")
+        stages = store.get_children_contexts_by_context(pipeline.id)
+        executions = [e for s in stages for e in store.get_executions_by_context(s.id)]
+        events = store.get_events_by_execution_ids([e.id for e in executions])
+        datasets = store.get_artifacts_by_type("Dataset")
+        return [store.get_contexts_by_type(records.PARENT_CONTEXT), pipeline, stages, executions, events,
+                store.get_artifacts_by_id(sorted({e.artifact_id for e in events})), datasets,
+                store.get_artifact_by_type_and_name("Dataset", datasets[-1].name),
+                store.get_artifact_by_type_and_name("Dataset", "missing"), store.get_artifacts_by_type("Nothing"),
+                store.get_artifact_type("Dataset"), store.get_execution_type("prepare"),
+                store.get_context_type(records.STAGE_CONTEXT)]
+
+    expected = calls(mlmd)
+    del mlmd, reference  # ML Metadata's SQLite connection closes before ours opens
+    with Database(sqlite=path).session() as session:
+        assert calls(SqlStore(session, 0)) == expected
 
 
-def test_an_undo_that_cannot_run_yet_runs_before_the_next_request(config, failing_writes, monkeypatch):
-    store = ServerStore(postgres=config)
-    for name, payload in base_pushes():
-        store.push(payload, name)
-    before = dump(config)
-    real = server_store._Undo.rollback
-    attempts: List[int] = []
-
-    def unreachable_once(self) -> None:
-        attempts.append(1)
-        if len(attempts) == 1:
-            raise CmfError("PostgreSQL failed: could not connect to server")
-        real(self)
-
-    monkeypatch.setattr(server_store._Undo, "rollback", unreachable_once)
-    failing_writes(5)
-    with pytest.raises(CmfError, match="not undone yet") as failed:
-        store.push(rich_push(), "rich")
-    assert isinstance(failed.value.__cause__, Injected)
-    failing_writes(0)
-    assert dump(config) != before  # the partial push is still there ...
-    assert pulls(store)  # ... until the next request, which undoes it first
-    assert len(attempts) == 2
-    assert_unchanged(config, before)
-
-
-def test_concurrent_pushes_some_refused_lose_nothing(config):
+def test_concurrent_pushes_some_refused_lose_nothing(make_store):
     """8 threads x 5 pushes of one execution each, all reading one shared dataset; every third push of a
     thread also carries a stage whose artifact ML Metadata refuses (a property type clash), so those
     pushes are undone while the others go on."""
-    store = ServerStore(postgres=config)
+    store = make_store()
     shared = artifact("shared.csv")
 
     def payload(n: int, refused: bool) -> Tuple[str, str, str]:
@@ -329,9 +356,9 @@ def test_concurrent_pushes_some_refused_lose_nothing(config):
     assert len(outcomes) == 40 and all(expected == status for _, expected, status in outcomes)
     accepted = sorted(u for u, _, status in outcomes if status == "success")
     assert len(accepted) == 32
-    executions, artifacts = listed(config, "crowd")
+    executions, artifacts = listed(store, "crowd")
     assert sorted(e["uuid"] for e in executions) == accepted
     names = [a["name"] for a in artifacts]
     assert len(names) == 33 and sum(n.startswith("shared.csv:") for n in names) == 1
     assert not [n for n in names if n.startswith("clash/")]
-    assert psql(config, "SELECT count(*) FROM artifact") == 33
+    assert len(dump(store)["artifact"]) == 33
