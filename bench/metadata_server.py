@@ -1,43 +1,49 @@
-"""The metadata server under a large pipeline: 1,000 executions and 10,000 artifacts.
+"""The metadata server under a large pipeline (1,000 executions, 10,000 artifacts), on SQLite and PostgreSQL
+side by side in one run.
 
-Measured end to end, client -> real ``cmf server`` process on loopback -> merge:
+1. End to end, client -> a real ``cmf server`` process on loopback, per store (median of ``--rounds``):
 
-  push        push_metadata of the whole pipeline into an empty server store    (target < 10 s)
-  pull        pull_metadata of it into an empty local mlmd                      (target < 10 s)
-  incr-full   one new execution, pushed as the full re-export (no -e)           (target < 1 s)
-  incr-e      the same kind of new execution, pushed with -e <its uuid>         (target < 1 s)
+     push        push_metadata of the whole pipeline into an empty store        (target < 10 s)
+     pull        pull_metadata of it into an empty local mlmd                   (target < 10 s)
+     incr-full   one new execution, pushed as the full re-export (no -e)        (target < 1 s)
+     incr-e      one new execution, pushed with -e <its uuid>                   (target < 0.5 s)
 
-plus, in this process, the parts they are made of: the export (dumptojson) of the
-pipeline, merge_pipeline into an empty store, and merge_pipeline of the same export
-again (nothing new) and of one execution (-e), which are what the server spends.
-The pipeline is generated as export JSON directly (10 stages x 100 executions; each
-execution reads 5 artifacts of the previous one and writes 10 datasets) and merged
-into the client's mlmd before timing starts.
+2. The merge in-process, on the server's SQL store (one transaction) against the previous code path,
+   ML Metadata's own API (one transaction per call), into an empty store, again (nothing new) and one
+   execution (-e).
+3. Push throughput with 1, 2 and 4 server processes (``--workers``) on PostgreSQL: 8 clients push
+   16 pipelines of 100 executions / 1,000 artifacts at once; pushes per second, and the ratio to 1.
+4. Growth: a one-execution push (-e) into a store that holds 10,000 executions, against the same push
+   into an empty store, per store type.  It must not grow with the store.
 
-    .venv/bin/python bench/metadata_server.py [--rounds 3] [--executions 1000] [--artifacts 10000] [--postgres]
+The pipeline is generated as export JSON directly (10 stages x 100 executions; each execution reads
+5 artifacts of the previous one and writes 10 datasets).  Results go to bench/results/metadata_server.json.
+
+    .venv/bin/python bench/metadata_server.py [--rounds 3] [--quick]
 """
 from __future__ import annotations
 
 import argparse
-import cProfile
 import hashlib
-import io
 import json
-import pstats
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ml_metadata.metadata_store import metadata_store  # noqa: E402
 
 from cmf_core.metadata import store as records  # noqa: E402
 from cmf_core.metadata.merge import merge_pipeline  # noqa: E402
 from cmf_core.metadata.query import CmfQuery  # noqa: E402
 from cmf_core.server.client import MetadataClient, pull_metadata, push_metadata  # noqa: E402
+from cmf_core.server.store import PostgresConfig, ServerStore  # noqa: E402
 from cmf_core.testing.metadata_server import MetadataServer, PostgresServer  # noqa: E402
 
 PIPELINE = "bench"
@@ -93,29 +99,32 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def profile_top(fn: Callable[[], object], limit: int = 6) -> str:
-    profiler = cProfile.Profile()
-    profiler.runcall(fn)
-    out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(limit)
-    lines = [line for line in out.getvalue().splitlines() if line.strip() and ("{" in line or ".py:" in line)]
-    return "\n".join(lines[:limit])
+def median(values: List[float]) -> float:
+    return statistics.median(values)
 
 
-def one_round(work: Path, payload: str, postgres: bool, round_no: int) -> Dict[str, float]:
-    """Start a fresh server, then push, pull, and the two incremental pushes; seconds for each."""
-    client_mlmd = work / f"client-{round_no}.mlmd"
-    merge_pipeline(records.open_store(client_mlmd), payload)
-    pg = PostgresServer(work) if postgres else None
-    if pg:
-        pg.start()
-    srv = MetadataServer(work / f"server-{round_no}", postgres=pg, postgres_db=f"bench{round_no}")
+def renamed(export: Dict, pipeline: str) -> str:
+    """The export as the pipeline ``pipeline``, with artifact names of its own."""
+    return json.dumps(export).replace(f'"{PIPELINE}', f'"{pipeline}').replace('"data/', f'"{pipeline}/')
+
+
+def server(work: Path, name: str, pg: Optional[PostgresServer], *args: str) -> MetadataServer:
+    srv = MetadataServer(work / name, postgres=pg, postgres_db=name, extra_args=args)
     srv.start()
+    return srv
+
+
+def end_to_end(work: Path, payload: str, pg: Optional[PostgresServer], round_no: int) -> Dict[str, float]:
+    """A fresh server: push, pull, and the two incremental pushes; seconds for each."""
+    kind = "pg" if pg else "sqlite"
+    client_mlmd = work / f"client-{kind}-{round_no}.mlmd"
+    merge_pipeline(records.open_store(client_mlmd), payload)
+    srv = server(work, f"e2e_{kind}_{round_no}", pg)
     try:
         with MetadataClient(srv.url, retries=0) as client:
             result: Dict[str, float] = {}
             result["push"] = timed(lambda: push_metadata(client, PIPELINE, str(client_mlmd)))
-            pulled = work / f"pulled-{round_no}.mlmd"
+            pulled = work / f"pulled-{kind}-{round_no}.mlmd"
             result["pull"] = timed(lambda: pull_metadata(client, PIPELINE, str(pulled)))
             add_execution(client_mlmd, f"full{round_no}")
             result["incr-full"] = timed(lambda: push_metadata(client, PIPELINE, str(client_mlmd)))
@@ -124,73 +133,128 @@ def one_round(work: Path, payload: str, postgres: bool, round_no: int) -> Dict[s
             return result
     finally:
         srv.stop()
-        if pg:
-            pg.stop()
 
 
-def parts(work: Path, payload: str) -> Dict[str, float]:
-    """In-process: what the end-to-end numbers are made of."""
-    store_file = work / "parts.mlmd"
-    store = records.open_store(store_file)
-    result = {"merge-empty": timed(lambda: merge_pipeline(store, payload))}
-    result["dumptojson"] = timed(lambda: CmfQuery(str(store_file)).dumptojson(PIPELINE, None))
-    result["merge-again"] = timed(lambda: merge_pipeline(store, payload))
-    one = json.loads(payload)["Pipeline"][0]["stages"][-1]["executions"][-1]["properties"]["Execution_uuid"]
-    small = CmfQuery(str(store_file)).dumptojson(PIPELINE, one)
-    result["merge-one(-e)"] = timed(lambda: merge_pipeline(store, small, exec_uuid=one))
+def merges(work: Path, payload: str, pg: Optional[PostgresServer]) -> Dict[str, float]:
+    """In-process: the merge on the server's SQL store and on ML Metadata's API (the previous code path)."""
+    export = json.loads(payload)
+    stage = export["Pipeline"][0]["stages"][-1]
+    one = stage["executions"][-1]["properties"]["Execution_uuid"]
+    small = json.dumps({"Pipeline": [{**export["Pipeline"][0], "stages": [
+        {**stage, "executions": stage["executions"][-1:]}]}]})  # what a client sends with -e
+    result = {}
+    for path in ("sql", "mlmd"):
+        config = PostgresConfig(pg.host, pg.port, pg.USER, f"merge_{path}") if pg else None
+        if path == "sql":
+            store = ServerStore(postgres=config) if pg else ServerStore(sqlite=work / "merge-sql.mlmd")
+            merge: Callable[..., object] = store.push
+        else:
+            mlmd = metadata_store.MetadataStore(config.connection()) if pg else records.open_store(work / "mlmd.mlmd")
+
+            def merge(text: str, name: Optional[str] = None, exec_uuid: Optional[str] = None) -> object:
+                return merge_pipeline(mlmd, text, exec_uuid=exec_uuid)
+        result[f"{path}: empty"] = timed(lambda: merge(payload))
+        result[f"{path}: again"] = timed(lambda: merge(payload))
+        result[f"{path}: one (-e)"] = timed(lambda: merge(small, PIPELINE, one))
+    return result
+
+
+def throughput(work: Path, pg: PostgresServer, workers: int, pipelines: List[str]) -> float:
+    """Pushes per second of 8 clients pushing ``pipelines`` at once into ``cmf server --workers N``."""
+    srv = server(work, f"tp_{workers}", pg, "--workers", str(workers))
+    try:
+        todo = list(enumerate(pipelines))
+        lock = threading.Lock()
+
+        def client() -> None:
+            with MetadataClient(srv.url, retries=0) as c:
+                while True:
+                    with lock:
+                        if not todo:
+                            return
+                        n, text = todo.pop()
+                    c.push(f"p{n}", text)
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return len(pipelines) / (time.perf_counter() - started)
+    finally:
+        srv.stop()
+
+
+def growth(work: Path, pg: Optional[PostgresServer], big: str, rounds: int) -> Dict[str, float]:
+    """Median seconds of a one-execution push (-e) into an empty store and into one holding ``big``."""
+    kind = "pg" if pg else "sqlite"
+    result = {}
+    for label, preload in (("empty", None), ("10,000 executions", big)):
+        srv = server(work, f"growth_{kind}_{len(label)}", pg)
+        try:
+            with MetadataClient(srv.url, retries=0) as client:
+                if preload:
+                    client.push(PIPELINE, preload)
+                times = []
+                for r in range(rounds + 1):
+                    execution = _execution(PIPELINE, f"{PIPELINE}/stage9", [_artifact(PIPELINE, "data/in.csv")],
+                                           [_artifact(PIPELINE, f"data/one/{r}.csv")], r)
+                    one = json.dumps({"Pipeline": [{"name": PIPELINE, "stages": [
+                        {"name": f"{PIPELINE}/stage9", "executions": [execution]}]}]})
+                    uid = execution["properties"]["Execution_uuid"]
+                    times.append(timed(lambda: client.push(PIPELINE, one, uid)))
+                result[label] = median(times[1:])  # the first warms the server's processes up
+        finally:
+            srv.stop()
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--executions", type=int, default=1000)
-    parser.add_argument("--artifacts", type=int, default=10000)
-    parser.add_argument("--postgres", action="store_true", help="the server on PostgreSQL instead of SQLite")
-    parser.add_argument("--profile", action="store_true", help="print where merge_pipeline spends its time")
+    parser.add_argument("--quick", action="store_true", help="a tenth of every size, one round: a smoke run")
     args = parser.parse_args()
+    scale = 10 if args.quick else 1
+    rounds = 1 if args.quick else args.rounds
 
-    started = time.perf_counter()
-    export = generate(args.executions, args.artifacts)
+    export = generate(1000 // scale, 10000 // scale)
     payload = json.dumps(export)
-    generated = time.perf_counter() - started
-    executions = sum(len(s["executions"]) for s in export["Pipeline"][0]["stages"])
-    artifacts = len({ev["artifact"]["name"] for s in export["Pipeline"][0]["stages"] for e in s["executions"]
-                     for ev in e["events"]})
-    print(f"pipeline: {executions} executions, {artifacts} artifacts, export {len(payload) / 1e6:.1f} MB "
-          f"(generated in {generated:.2f} s); server store: {'PostgreSQL' if args.postgres else 'SQLite'}")
-
-    rounds: List[Dict[str, float]] = []
-    with tempfile.TemporaryDirectory(prefix="cmf-bench-server-") as tmp:
+    print(f"pipeline: {1000 // scale} executions, {10000 // scale} artifacts, export {len(payload) / 1e6:.1f} MB")
+    report: Dict[str, Dict] = {}
+    with tempfile.TemporaryDirectory(prefix="cmf-bench-server-") as tmp, PostgresServer(Path(tmp)) as pg:
         work = Path(tmp)
-        inner = parts(work, payload)
-        for r in range(args.rounds):
-            rounds.append(one_round(work, payload, args.postgres, r))
-            print(f"  round {r + 1}: " + ", ".join(f"{k} {v:.2f} s" for k, v in rounds[-1].items()), flush=True)
-        if args.profile:
-            store = records.open_store(work / "profile.mlmd")
-            print("\nmerge_pipeline into an empty store, top functions by own time:")
-            print(profile_top(lambda: merge_pipeline(store, payload)))
-            print("\nmerge_pipeline of the same export again (nothing new):")
-            print(profile_top(lambda: merge_pipeline(store, payload)))
+        stores = {"SQLite": None, "PostgreSQL": pg}
+        e2e = {name: [end_to_end(work, payload, store, r) for r in range(rounds)] for name, store in stores.items()}
+        report["end to end (median s)"] = {name: {k: median([r[k] for r in runs]) for k in runs[0]}
+                                           for name, runs in e2e.items()}
+        report["merge in-process (s)"] = {name: merges(work, payload, store) for name, store in stores.items()}
+        pipelines = [renamed(generate(100 // scale, 1000 // scale), f"p{n}") for n in range(16)]
+        report["throughput on PostgreSQL (pushes/s)"] = {
+            f"{n} worker{'s' if n > 1 else ''}": throughput(work, pg, n, pipelines) for n in (1, 2, 4)}
+        big = json.dumps(generate(10000 // scale, 20000 // scale))
+        report["one-execution push (median s)"] = {name: growth(work, store, big, 5) for name, store in stores.items()}
 
-    targets = {"push": 10.0, "pull": 10.0, "incr-full": 1.0, "incr-e": 1.0}
-    print(f"\n{'measure':<14}{'median s':>10}{'min s':>9}{'target s':>10}  ok")
-    summary = {}
-    for key, target in targets.items():
-        values = [r[key] for r in rounds]
-        median = statistics.median(values)
-        summary[key] = {"median": median, "min": min(values), "target": target, "ok": median < target}
-        print(f"{key:<14}{median:>10.2f}{min(values):>9.2f}{target:>10.1f}  {'yes' if median < target else 'NO'}")
-    print("\nin-process parts (one run):")
-    for key, value in inner.items():
-        print(f"  {key:<16}{value:>8.2f} s")
-
+    targets = {"push": 10.0, "pull": 10.0, "incr-full": 1.0, "incr-e": 0.5}
+    for section, rows in report.items():
+        print(f"\n{section}")
+        for name, values in rows.items():
+            print(f"  {name:<12}" + ", ".join(f"{k} {v:.3f}" for k, v in values.items())
+                  if isinstance(values, dict) else f"  {name:<12}{values:.2f}")
+    for name, values in report["end to end (median s)"].items():
+        misses = [k for k, target in targets.items() if values[k] >= target]
+        print(f"targets on {name}: {'all met' if not misses else 'MISSED ' + ', '.join(misses)}")
+    merge = report["merge in-process (s)"]
+    for name, values in merge.items():
+        print(f"{name}: SQL store / ML Metadata API, into an empty store: "
+              f"{values['sql: empty'] / values['mlmd: empty']:.2f}x")
+    tp = report["throughput on PostgreSQL (pushes/s)"]
+    print("throughput ratio to 1 worker: " + ", ".join(f"{k} {v / tp['1 worker']:.2f}x" for k, v in tp.items()))
+    for name, values in report["one-execution push (median s)"].items():
+        print(f"{name}: one-execution push into 10,000 executions / into an empty store: "
+              f"{values['10,000 executions'] / values['empty']:.2f}x")
     results = Path(__file__).resolve().parent / "results"
     results.mkdir(exist_ok=True)
-    name = "metadata_server_postgres.json" if args.postgres else "metadata_server.json"
-    (results / name).write_text(json.dumps({"executions": executions, "artifacts": artifacts, "rounds": rounds,
-                                            "summary": summary, "parts": inner}, indent=2))
+    (results / "metadata_server.json").write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

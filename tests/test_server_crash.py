@@ -68,7 +68,8 @@ def stored(url: str, pipeline: str = "bench") -> Tuple[List[str], List[str]]:
 
 
 def server(root: Path, pg: Optional[PostgresServer], *args: str) -> MetadataServer:
-    srv = MetadataServer(root, postgres=pg, postgres_db="crash" if pg else "mlmd", extra_args=args)
+    """``cmf server`` on ``root/data/mlmd``, or on the PostgreSQL database of the test (named after its tmp dir)."""
+    srv = MetadataServer(root, postgres=pg, postgres_db=root.parent.name.lower()[-60:], extra_args=args)
     srv.start()
     return srv
 
@@ -196,3 +197,25 @@ def test_a_reader_during_a_long_push_sees_all_or_nothing_and_never_waits(kind, t
         assert sorted(stored(srv.url)[0]) == sorted(uuids)
     finally:
         srv.stop()
+
+
+def test_a_store_process_killed_mid_push_fails_that_push_only(tmp_path):
+    """Pushes run in child processes of the server; killed in the middle of one, that push fails by name, none of
+    it is stored, the server stays up and the next push is served."""
+    with MetadataServer(tmp_path / "srv") as srv:
+        text = payload("big", 2000, 20000)[0]  # seconds of merging: the kill lands in the middle
+        answer: Dict[str, requests.Response] = {}
+        thread = threading.Thread(target=lambda: answer.setdefault("r", push(srv.url, text)))
+        thread.start()
+        time.sleep(1.5)
+        children = [int(c) for task in Path(f"/proc/{srv.proc.pid}/task").iterdir()
+                    for c in (task / "children").read_text().split()]
+        stores = [c for c in children if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
+        assert stores, "no store process to kill"
+        for child in stores:
+            os.kill(child, signal.SIGKILL)
+        thread.join()
+        assert answer["r"].status_code == 500 and "process died" in answer["r"].json()["detail"]
+        assert stored(srv.url) == ([], [])
+        assert push(srv.url, text).json()["executions"] == 2000
+        assert requests.get(f"{srv.url}/health", timeout=10).status_code == 200

@@ -71,7 +71,8 @@ def _reason(response: httpx.Response) -> str:
     except (ValueError, AttributeError):
         detail = None
     if isinstance(detail, list):  # FastAPI's validation errors
-        detail = "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in detail if isinstance(d, dict))
+        detail = "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}"
+                           for d in detail if isinstance(d, dict))
     return str(detail) if detail else response.text[:300]
 
 

@@ -102,7 +102,7 @@ class Database:
             self._pool = ConnectionPool(
                 kwargs=self._connect,
                 min_size=1, max_size=8, configure=configure, check=ConnectionPool.check_connection, open=True,
-                name="cmf-reads")  # checked when taken: a restarted database costs no failed request
+                timeout=10, name="cmf-reads")  # checked when taken: a restarted database costs no failed request
 
     def close(self) -> None:
         if self._pool is not None:

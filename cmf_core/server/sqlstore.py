@@ -169,6 +169,16 @@ class SqlStore:
         return self._nodes("execution", "n.id IN (SELECT execution_id FROM association WHERE context_id = ?)",
                            [context_id], order="n.create_time_since_epoch DESC, n.id DESC")
 
+    def get_pipeline_executions_by_uuids(self, pipeline_id: int, uuids: Sequence[str]) -> List[pb.Execution]:
+        """The executions of the pipeline's stages whose ``Execution_uuid`` is one of ``uuids`` or holds several
+        (a reused execution's comma-joined uuids, which the merge splits): indexed lookups, not the pipeline."""
+        among, params = self.db.among("p.string_value", list(uuids))
+        return self._nodes("execution", "n.id IN (SELECT a.execution_id FROM association a JOIN parentcontext c ON "
+                           "c.context_id = a.context_id WHERE c.parent_context_id = ?) AND n.id IN (SELECT "
+                           "p.execution_id FROM executionproperty p WHERE p.name = 'Execution_uuid' AND "
+                           f"p.is_custom_property = FALSE AND ({among} OR p.string_value LIKE ?))",
+                           [pipeline_id, *params, "%,%"])
+
     def get_execution_by_type_and_name(self, type_name: str, name: str) -> Optional[pb.Execution]:
         found = self._nodes("execution", "t.name = ? AND t.type_kind = 0 AND n.name = ?", [type_name, name])
         return found[0] if found else None

@@ -191,8 +191,8 @@ class ServerStore:
                 payload = json.loads(payload)
             except (ValueError, RecursionError) as exc:
                 raise MergeError(f"json_payload is not JSON: {exc}") from None
+        pipeline = pipeline_of(payload, pipeline_name)  # validated before the write lock is taken
         if exec_uuid is not None:
-            pipeline = pipeline_of(payload, pipeline_name)
             if not any(exec_uuid in _uuids(e) for s in pipeline.get("stages", []) for e in s.get("executions", [])):
                 raise MergeError(f"the payload has no execution with uuid {exec_uuid}")
         with self._failures(), self.db.transaction() as session:
