@@ -362,3 +362,34 @@ def test_concurrent_pushes_some_refused_lose_nothing(make_store):
     assert len(names) == 33 and sum(n.startswith("shared.csv:") for n in names) == 1
     assert not [n for n in names if n.startswith("clash/")]
     assert len(dump(store)["artifact"]) == 33
+
+
+def test_an_integer_past_the_column_is_refused_whole_on_postgresql(make_store):
+    """ML Metadata's PostgreSQL schema keeps integer properties in 32 bits; SQLite in 64. A larger value is stored
+    where it fits and refused (nothing written) where it does not, never truncated."""
+    store = make_store()
+    big = json.loads(export("p", [("p/s", {}, [execution("p", "s", (str(uuid.uuid4()),), outputs=[artifact("a")],
+                                                         rows=2 ** 40)])]))
+    before = dump(store)
+    if store.postgres is None:
+        assert store.push(json.dumps(big), "p").executions == 1
+        stage = json.loads(store.pull("p"))["Pipeline"][0]["stages"][0]
+        assert stage["executions"][0]["custom_properties"]["rows"] == 2 ** 40
+    else:
+        with pytest.raises(StoreRefused, match="out of range"):
+            store.push(json.dumps(big), "p")
+        assert_unchanged(store, before)
+
+
+def test_an_execution_is_found_by_any_of_its_joined_uuids(make_store, tmp_path):
+    """A reused execution carries comma-joined uuids; a later push that names it by one of them (the second
+    here) matches it, on the SQL store's indexed lookup as through ML Metadata's API: nothing new is created."""
+    store, reference = make_store(), Reference(tmp_path / "reference.mlmd")
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    both = export("p", [("p/s", {}, [execution("p", "s", (first, second), outputs=[artifact("a")])])])
+    alone = export("p", [("p/s", {}, [execution("p", "s", (second,), outputs=[artifact("a")], tag=1)])])
+    for target in (store, reference):
+        assert target.push(both, "p").executions == 1
+        again = target.push(alone, "p")
+        assert (again.executions, again.updated) == (0, 1)  # the custom property "tag" is merged in
+    assert canonical(json.loads(store.pull("p")), VOLATILE) == canonical(json.loads(reference.pull("p")), VOLATILE)

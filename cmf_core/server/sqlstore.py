@@ -171,13 +171,15 @@ class SqlStore:
 
     def get_pipeline_executions_by_uuids(self, pipeline_id: int, uuids: Sequence[str]) -> List[pb.Execution]:
         """The executions of the pipeline's stages whose ``Execution_uuid`` is one of ``uuids`` or holds several
-        (a reused execution's comma-joined uuids, which the merge splits): indexed lookups, not the pipeline."""
-        among, params = self.db.among("p.string_value", list(uuids))
-        return self._nodes("execution", "n.id IN (SELECT a.execution_id FROM association a JOIN parentcontext c ON "
-                           "c.context_id = a.context_id WHERE c.parent_context_id = ?) AND n.id IN (SELECT "
-                           "p.execution_id FROM executionproperty p WHERE p.name = 'Execution_uuid' AND "
-                           f"p.is_custom_property = FALSE AND ({among} OR p.string_value LIKE ?))",
-                           [pipeline_id, *params, "%,%"])
+        (a reused execution's comma-joined uuids, which the merge splits).  Found through the property index,
+        so a push of one execution does not read the whole pipeline."""
+        among, params = self.db.among("string_value", list(uuids))
+        uuid_rows = ("SELECT execution_id FROM executionproperty WHERE name = 'Execution_uuid' AND "
+                     "is_custom_property = FALSE AND string_value IS NOT NULL")  # NOT NULL: SQLite's index has it
+        return self._nodes("execution", f"n.id IN ({uuid_rows} AND {among} UNION {uuid_rows} AND string_value LIKE ?) "
+                           "AND EXISTS (SELECT 1 FROM association a JOIN parentcontext c ON c.context_id = "
+                           "a.context_id WHERE a.execution_id = n.id AND c.parent_context_id = ?)",
+                           [*params, "%,%", pipeline_id])
 
     def get_execution_by_type_and_name(self, type_name: str, name: str) -> Optional[pb.Execution]:
         found = self._nodes("execution", "t.name = ? AND t.type_kind = 0 AND n.name = ?", [type_name, name])
