@@ -162,6 +162,7 @@ def merges(work: Path, payload: str, pg: Optional[PostgresServer]) -> Dict[str, 
 def throughput(work: Path, pg: PostgresServer, workers: int, pipelines: List[str]) -> float:
     """Pushes per second of 8 clients pushing ``pipelines`` at once into ``cmf server --workers N``."""
     srv = server(work, f"tp_{workers}", pg, "--workers", str(workers))
+    time.sleep(2 + workers)  # the workers' store processes start in the background: not part of the pushes
     try:
         todo = list(enumerate(pipelines))
         lock = threading.Lock()

@@ -710,7 +710,7 @@ def test_only_login_logout_and_the_wire_routes_take_post(workspace, tmp_path):
     assert posts(ui) == {"/login", "/logout"}
     wire = {"/mlmd_push", "/mlmd_pull", "/python-env", "/label", "/step-metrics", "/tensorboard"}
     server = create_app(Settings(ServerStore(sqlite=tmp_path / "mlmd"), tmp_path / "data"))
-    assert posts(server) == {"/login", "/logout"} | wire | {"/api" + w for w in wire}
+    assert posts(server) == {"/login", "/logout", "/api/sync"} | wire | {"/api" + w for w in wire}
 
 
 # -- auth --------------------------------------------------------------------------------------------------------

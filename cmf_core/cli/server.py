@@ -6,9 +6,11 @@ the server alone (what :class:`cmf_core.testing.metadata_server.MetadataServer` 
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -75,13 +77,14 @@ def server_command(ctx: click.Context, host: str, port: int, data_dir: Path, sto
                    token_file: Optional[Path], max_body_mb: float, cors_origins: Tuple[str, ...], workers: int,
                    log_level: str) -> None:
     """Run the metadata server and its web UI at http://HOST:PORT/ (PostgreSQL password: env
-    CMF_POSTGRES_PASSWORD).  Each push is one database transaction: a crash leaves the store as it was."""
+    CMF_POSTGRES_PASSWORD).  Each push is one database transaction: a crash leaves the store as it was.
+    Pushes and pulls run in processes of their own, so pages never wait for them."""
     if ctx.invoked_subcommand is not None:
         return
     import uvicorn
 
     from cmf_core.server.app import Settings, create_app, load_tokens, worker_environment
-    from cmf_core.server.store import ServerStore
+    from cmf_core.server.writer import StoreProcess
 
     if postgres_host and store_file:
         raise click.UsageError("give --store or --postgres-host, not both")
@@ -92,7 +95,7 @@ def server_command(ctx: click.Context, host: str, port: int, data_dir: Path, sto
     data_dir.mkdir(parents=True, exist_ok=True)
     postgres = _postgres(postgres_host, postgres_port, postgres_user, postgres_db) if postgres_host else None
     sqlite = None if postgres else (store_file or data_dir / "mlmd").absolute()
-    store = ServerStore(sqlite=sqlite, postgres=postgres)  # created and checked once, before any worker starts
+    store = StoreProcess(sqlite=sqlite, postgres=postgres)  # created and checked once, before any worker starts
     settings = Settings(store, data_dir, tokens, int(max_body_mb * 1024 * 1024), tuple(cors_origins))
     if not tokens and not _loopback(host):
         click.echo(f"cmf: warning: serving on {host} without authentication; give --token-file", err=True)
@@ -128,6 +131,126 @@ def migrate_command(store_file: Path, to_postgres: bool, postgres_host: str, pos
                                                                 postgres_db), progress=click.echo)
     click.echo(f"migrated {len(done)} pipelines from {store_file} to postgresql://{postgres_user}@{postgres_host}:"
                f"{postgres_port}/{postgres_db}")
+
+
+# -- federation: peers and syncs, on a server's store directly ---------------------------------------------
+
+DEFAULT_STORE = Path("cmf-server-data/mlmd")
+
+
+def _on_store(command):
+    """Give ``command`` the options that choose a server's store (``--store FILE``, or ``--postgres-host`` and the
+    PostgreSQL options, as ``cmf server``) and call it with a ``Federation`` over that store as first argument."""
+
+    @functools.wraps(command)
+    def run(store_file: Optional[Path], postgres_host: Optional[str], postgres_port: int, postgres_user: str,
+            postgres_db: str, **kwargs):
+        from cmf_core.server.federation import Federation
+        from cmf_core.server.store import ServerStore
+
+        if postgres_host and store_file:
+            raise click.UsageError("give --store or --postgres-host, not both")
+        if postgres_host:
+            store = ServerStore(postgres=_postgres(postgres_host, postgres_port, postgres_user, postgres_db))
+        else:
+            path = (store_file or DEFAULT_STORE).absolute()
+            if not path.is_file():
+                raise CmfError(f"no server store at {path}: give the server's --store FILE (or --postgres-host)")
+            store = ServerStore(sqlite=path)
+        try:
+            return command(Federation(store), **kwargs)
+        finally:
+            store.close()
+
+    run = _postgres_options(run)
+    run = click.option("--postgres-host", metavar="HOST",
+                       help="the server's store is this PostgreSQL server's (password: env CMF_POSTGRES_PASSWORD)")(run)
+    return click.option("--store", "store_file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+                        help=f"the server's SQLite store  [default: {DEFAULT_STORE}]")(run)
+
+
+def _when(ms: Optional[int]) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000)) if ms else "never"
+
+
+@server_command.group("peers")
+def peers_group() -> None:
+    """The peer servers this server pulls pipelines from (kept in its store; see 'cmf server sync').
+
+    A running server syncs from a peer added with --interval by itself; the others on demand."""
+
+
+@peers_group.command("add")
+@click.argument("url")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
+              help="a file holding the bearer token the peer accepts (one line); tokens never go on the command line")
+@click.option("--interval", type=click.IntRange(min=1), metavar="SECONDS",
+              help="sync from it every SECONDS in the running server (default: only on demand)")
+@_on_store
+def peers_add(federation, url: str, token_file: Optional[Path], interval: Optional[int]) -> None:
+    """Add the peer server at URL (http:// or https://, its base address), or replace the token and interval of
+    a known one: adding it again keeps how far it was synced.  With --interval it is due at once."""
+    from cmf_core.server.app import load_tokens
+
+    token = None
+    if token_file is not None:
+        tokens = load_tokens(token_file, environ={})
+        if len(tokens) != 1:
+            raise CmfError(f"{token_file} holds {len(tokens)} tokens; a peer's token file holds one")
+        token = next(iter(tokens))
+    peer = federation.add_peer(url, token, interval)
+    click.echo(f"peer {peer.url}: token {'****' if token else 'none'}, "
+               f"{f'synced every {interval} s' if interval else 'synced on demand'}")
+
+
+@peers_group.command("list")
+@_on_store
+def peers_list(federation) -> None:
+    """The peers, their tokens masked, their schedule and their last run."""
+    peers = federation.peers()
+    if not peers:
+        click.echo("no peers: add one with 'cmf server peers add URL'", err=True)
+    for p in peers:
+        every = f"every {p['interval']} s" if p["interval"] else "on demand"
+        last = f"{p['last_status']} at {_when(p['last_run_at'])}" if p["last_status"] else "never run"
+        click.echo(f"{p['url']}  token {p['token'] or 'none'}  {every}  last run: {last}")
+
+
+@peers_group.command("remove")
+@click.argument("url")
+@_on_store
+def peers_remove(federation, url: str) -> None:
+    """Forget the peer at URL (its runs stay in the log).  Adding it again syncs it from the start."""
+    federation.remove_peer(url)
+    click.echo(f"removed peer {url}")
+
+
+@server_command.command("sync")
+@click.option("--from", "peer", metavar="URL", help="only this peer (default: every peer, one after the other)")
+@_on_store
+def sync_command(federation, peer: Optional[str]) -> None:
+    """Pull from the peers what changed since their last sync and merge it, now.
+
+    Each peer's run merges all of its pipelines in one transaction, or nothing, and is logged (see
+    'cmf server sync-log').  Exits with status 1 when a run failed."""
+    runs = federation.sync(peer)
+    if not runs:
+        click.echo("no peers: add one with 'cmf server peers add URL'", err=True)
+    for run in runs:
+        click.echo(f"{run.peer}: {run.summary()}")
+    if not all(run.ok for run in runs):
+        raise click.exceptions.Exit(1)
+
+
+@server_command.command("sync-log")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, metavar="N",
+              help="how many runs")
+@_on_store
+def sync_log_command(federation, limit: int) -> None:
+    """The last sync runs, newest first: when, from which peer, why (manual or scheduled), what they created
+    and updated, or why they failed."""
+    for run in federation.runs(limit):
+        click.echo(f"{_when(run.started_at)}  {run.peer}  {run.cause}  {run.summary()}")
 
 
 @click.command("ui")

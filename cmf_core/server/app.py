@@ -55,6 +55,7 @@ from cmf_core import layout
 from cmf_core.errors import CmfError
 from cmf_core.metadata.merge import MergeError
 from cmf_core.server.db import SCHEMA_VERSION, Database, check_schema
+from cmf_core.server.federation import mount_federation
 from cmf_core.server.files import ServerFiles, WorkspaceFiles
 from cmf_core.server.filters import FilterError
 from cmf_core.server.reads import BadRequest, NotFound, Reads
@@ -116,7 +117,7 @@ def load_tokens(token_file: Optional[os.PathLike] = None, environ: Optional[Dict
 class Settings:
     """What ``cmf server`` (or ``cmf ui``: no ``store``, an ``mlmd`` file to read) was started with."""
 
-    store: Optional[ServerStore]
+    store: Optional[ServerStore]  # or a StoreProcess, as cmf server runs it
     data_dir: Path
     tokens: FrozenSet[str] = frozenset()
     max_body_bytes: int = 512 * MB
@@ -319,8 +320,13 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        federation = getattr(app.state, "federation", None)  # cmf server: scheduled syncs from its peers
+        if federation is not None:
+            federation.start()
         yield
-        reads.db.close()
+        if federation is not None:
+            federation.stop()
+        (store or reads.db).close()  # a store's processes finish the calls in flight first
 
     app = FastAPI(title="cmf metadata server", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.settings = settings
@@ -406,6 +412,7 @@ def create_app(settings: Settings) -> FastAPI:
         name = check_name(file.filename, "file name", nested=True)
         return await _upload(file, f"tensorboard/{pipeline_name}/{name}")
 
+    mount_federation(app, store)  # peers: /api/peers, /api/sync-runs, POST /api/sync, the page /peers
     _finish(app, settings, router, reads, "")
     return app
 
@@ -519,12 +526,13 @@ def worker_environment(settings: Settings, token_file: Optional[Path], log_level
 def worker_app() -> FastAPI:
     """The app of one worker process of ``cmf server --workers N`` (a uvicorn factory)."""
     from cmf_core.server.store import PostgresConfig
+    from cmf_core.server.writer import StoreProcess
 
     config = json.loads(os.environ[WORKER_SETTINGS])
     logging.basicConfig(level=config["log_level"].upper(), force=True,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     postgres = config["postgres"]
-    store = ServerStore(sqlite=config["sqlite"], postgres=postgres and PostgresConfig(
+    store = StoreProcess(sqlite=config["sqlite"], postgres=postgres and PostgresConfig(
         **postgres, password=os.environ.get("CMF_POSTGRES_PASSWORD", "")))
     return create_app(Settings(store, Path(config["data_dir"]), load_tokens(config["token_file"]),
                                config["max_body_bytes"], tuple(config["cors_origins"])))
