@@ -29,7 +29,7 @@ from cmf_core.metadata import store as records
 
 EVENT_TYPES = {pb.Event.INPUT, pb.Event.OUTPUT}
 BULK_LOOKUP = 200  # from this many artifacts of one type in a payload on, read the type whole
-_SCALARS = (str, int, float, bool)
+_SCALARS = {str, int, float, bool}  # exact types: JSON gives no subclasses
 
 
 class MergeError(CmfError):
@@ -54,14 +54,15 @@ class MergeResult:
 
 def _storable(value: Any, where: str) -> Any:
     """``value`` if ML Metadata can store it: valid UTF-8, a 64-bit integer, a finite number."""
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate (a \ud800 escape in the JSON)
             raise MergeError(f"{where} is not valid UTF-8") from None
-    if isinstance(value, float) and not math.isfinite(value):
+    elif kind is float and not math.isfinite(value):
         raise MergeError(f"{where} must be a finite number")
-    if isinstance(value, int) and not isinstance(value, bool) and not -2 ** 63 <= value < 2 ** 63:
+    elif kind is int and not -2 ** 63 <= value < 2 ** 63:
         raise MergeError(f"{where} is out of the 64-bit integer range")
     return value
 
@@ -75,14 +76,23 @@ def _require(value: Any, kind: type, where: str) -> Any:
 def _props(value: Any, where: str) -> Dict[str, Any]:
     props = _require(value if value is not None else {}, dict, where)
     for key, item in props.items():
-        if not isinstance(key, str) or not isinstance(item, _SCALARS):
+        if type(key) is not str or type(item) not in _SCALARS:
             raise MergeError(f"{where}[{key!r}] must be a string, number or boolean")
-        _storable(key, f"{where} key {key!r}")
-        _storable(item, f"{where}[{key!r}]")
+        try:
+            _storable(key, "")
+            _storable(item, "")
+        except MergeError:  # again, to say where (the label costs more than the check)
+            _storable(key, f"{where} key {key!r}")
+            _storable(item, f"{where}[{key!r}]")
+            raise
     return props
 
 
-def pipeline_of(payload: Any, pipeline_name: Optional[str] = None) -> Dict[str, Any]:
+class Checked(dict):
+    """A pipeline element that :func:`pipeline_of` has validated: :func:`merge_pipeline` does not check it again."""
+
+
+def pipeline_of(payload: Any, pipeline_name: Optional[str] = None) -> Checked:
     """The pipeline element of an export (``{"Pipeline": [...]}``), validated; a MergeError otherwise."""
     if isinstance(payload, (str, bytes)):
         import json
@@ -126,7 +136,7 @@ def pipeline_of(payload: Any, pipeline_name: Optional[str] = None) -> Dict[str, 
                 _require(artifact.get("uri", ""), str, f"{ev}.artifact.uri")
                 _props(artifact.get("properties"), f"{ev}.artifact.properties")
                 _props(artifact.get("custom_properties"), f"{ev}.artifact.custom_properties")
-    return pipeline
+    return Checked(pipeline)
 
 
 # -- merging -------------------------------------------------------------------------------------
@@ -199,8 +209,9 @@ class _Merger:
 
 def merge_pipeline(store, payload: Any, exec_uuid: Optional[str] = None,
                    pipeline_name: Optional[str] = None) -> MergeResult:
-    """Merge one pipeline of ``payload`` into ``store``; only executions with ``exec_uuid`` if given."""
-    pipeline = pipeline_of(payload, pipeline_name)
+    """Merge one pipeline of ``payload`` (an export, or its pipeline as :func:`pipeline_of` checked it) into
+    ``store``; only executions with ``exec_uuid`` if given."""
+    pipeline = payload if isinstance(payload, Checked) else pipeline_of(payload, pipeline_name)
     merger = _Merger(store)
     for stage in pipeline.get("stages", []):
         for execution in stage.get("executions", []):

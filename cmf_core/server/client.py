@@ -317,7 +317,7 @@ def pull_metadata(client: MetadataClient, pipeline: str, mlmd: str = "mlmd",
     target = Path(mlmd).absolute()
     text = client.pull(pipeline, execution_uuid)
     try:
-        pipeline_of(text, pipeline)
+        checked = pipeline_of(text, pipeline)
     except MergeError as exc:
         raise ServerError(f"metadata pull of {pipeline!r}: the server sent an invalid export: {exc}") from None
     with records.write_lock(target):  # no Cmf writes into the file between the copy and the replace
@@ -330,7 +330,7 @@ def pull_metadata(client: MetadataClient, pipeline: str, mlmd: str = "mlmd",
                 shutil.copyfile(target, work)
             store = records.open_store(work)
             try:
-                merged = merge_pipeline(store, text, exec_uuid=execution_uuid, pipeline_name=pipeline)
+                merged = merge_pipeline(store, checked, exec_uuid=execution_uuid)
             except MergeError:
                 raise
             except Exception as exc:  # MLMD refused a record: nothing replaced

@@ -196,8 +196,7 @@ class ServerStore:
             if not any(exec_uuid in _uuids(e) for s in pipeline.get("stages", []) for e in s.get("executions", [])):
                 raise MergeError(f"the payload has no execution with uuid {exec_uuid}")
         with self._failures(), self.db.transaction() as session:
-            return merge_pipeline(SqlStore(session, _now_ms()), payload, exec_uuid=exec_uuid,
-                                  pipeline_name=pipeline_name)
+            return merge_pipeline(SqlStore(session, _now_ms()), pipeline, exec_uuid=exec_uuid)
 
     def push_all(self, payload: Any) -> List[MergeResult]:
         """Merge every pipeline of an export (``pull_all``'s, a peer's) in ONE transaction: all or nothing."""
@@ -212,9 +211,10 @@ class ServerStore:
         names = [p.get("name") if isinstance(p, dict) else None for p in pipelines]
         if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
             raise MergeError("every pipeline of the export needs a name of its own")
+        checked = [pipeline_of(payload, name) for name in names]  # before the write lock is taken
         with self._failures(), self.db.transaction() as session:
             store = SqlStore(session, _now_ms())
-            return [merge_pipeline(store, payload, pipeline_name=name) for name in names]
+            return [merge_pipeline(store, pipeline) for pipeline in checked]
 
     # -- reads ----------------------------------------------------------------------------------------
 
