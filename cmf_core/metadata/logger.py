@@ -37,10 +37,9 @@ import time
 import uuid
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Set, Tuple, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import pandas as pd
 from ml_metadata.proto import metadata_store_pb2 as pb
 
 from cmf_core import config, layout
@@ -48,6 +47,9 @@ from cmf_core.errors import CmfError
 from cmf_core.metadata import store as records
 from cmf_core.metadata.store import first, props, set_props
 from cmf_core.versioning import Versioner
+
+if TYPE_CHECKING:  # pandas is imported where a table is written or read: it costs half a second
+    import pandas as pd
 
 _ENVIRONMENT: Optional[str] = None
 
@@ -460,9 +462,7 @@ class Cmf:
             raise CmfError(f"no metrics logged under {metrics_name!r}; call log_metric first")
         self._ensure_execution()
         rel = os.path.join(self._execution_dir(self.METRICS_PATH), metrics_name)
-        frame = pd.DataFrame.from_dict(self.metrics[metrics_name], orient="index")
-        frame.index.names = ["SequenceNumber"]
-        _write_parquet(frame, self.base / rel)
+        _write_parquet(_table(self.metrics[metrics_name], "SequenceNumber"), self.base / rel)
         versioner = self._versioner()
         version = versioner.add(versioner.resolve(rel, self.base))
         name = f"{rel}:{version.md5}:{self.execution.id}:{uuid.uuid1()}"
@@ -491,6 +491,8 @@ class Cmf:
         path = self._dataslice_path(name)
         if not path.is_file():
             raise CmfError(f"no data slice {name!r} in the current execution ({path})")
+        import pandas as pd
+
         return pd.read_parquet(path)
 
     @_locked
@@ -550,9 +552,7 @@ class DataSlice:
     def commit(self, custom_properties: Optional[Dict[str, Any]] = None) -> pb.Artifact:
         """Write the slice to parquet, version it and log it as a Dataslice artifact."""
         self.writer._ensure_execution()
-        frame = pd.DataFrame.from_dict(self.props, orient="index")
-        frame.index.names = ["Path"]
-        _write_parquet(frame, self.writer._dataslice_path(self.name))
+        _write_parquet(_table(self.props, "Path"), self.writer._dataslice_path(self.name))
         return self.record_version(custom_properties)
 
     @_locked
@@ -580,6 +580,15 @@ def _merge_custom(artifact: pb.Artifact, custom: Mapping[str, Any]) -> None:
             artifact.custom_properties[key].string_value = ",".join(merged)
         else:
             artifact.custom_properties[key].CopyFrom(records.to_value(value))
+
+
+def _table(rows: Mapping[Any, Mapping[str, Any]], index: str) -> pd.DataFrame:
+    """``rows`` (index value -> columns) as a table whose index is named ``index``."""
+    import pandas as pd
+
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.names = [index]
+    return frame
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
