@@ -13,6 +13,10 @@ import pytest
 
 from cmf_core.cli import main
 from cmf_core.testing import Dataset
+from cmf_core.testing.metadata_server import PostgresServer, postgres_binaries
+
+#: Marks a test (or a parameter) that needs Debian's PostgreSQL.
+NEEDS_POSTGRES = pytest.mark.skipif(postgres_binaries() is None, reason="PostgreSQL is not installed")
 
 CMF = shutil.which("cmf", path=str(Path(sys.executable).parent)) or "cmf"
 
@@ -158,3 +162,13 @@ def logged_sample(ws: Path, count: int = 3) -> Dataset:
     files = {"data/a.csv": b"id,value\n1,2\n"}
     files.update({f"folder/part {i}.bin": os.urandom(1000 + i) for i in range(count)})
     return Dataset.write(ws, files, ["data/a.csv", "folder"]).log()
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    """One real PostgreSQL server for the test module, accepting connections; stopped by PID.  Skipped without
+    PostgreSQL."""
+    if postgres_binaries() is None:
+        pytest.skip("PostgreSQL is not installed")
+    with PostgresServer(tmp_path_factory.mktemp("postgres")) as server:
+        yield server

@@ -31,7 +31,7 @@ from click.testing import CliRunner
 from cmf_core.cli.server import server_command
 from cmf_core.server.federation import BadPeerUrl, Federation, UnknownPeer
 from cmf_core.server.store import PostgresConfig, ServerStore
-from cmf_core.testing.metadata_server import MetadataServer, PostgresServer, postgres_binaries
+from cmf_core.testing.metadata_server import MetadataServer, PostgresServer
 from cmf_core.testing.servers import free_port
 from tests.test_server_transactions import artifact, execution, export
 
@@ -91,14 +91,6 @@ def one_pipeline(name: str, *artifacts: str, kind: str = "Dataset") -> str:
 
 def tag() -> str:
     return uuid.uuid4().hex[:8]
-
-
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory) -> Iterator[PostgresServer]:
-    if postgres_binaries() is None:
-        pytest.skip("PostgreSQL is not installed")
-    with PostgresServer(tmp_path_factory.mktemp("postgres")) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -24,22 +24,14 @@ from typing import Dict, List, Optional, Set, Tuple
 import pytest
 import requests
 
-from cmf_core.testing.metadata_server import MetadataServer, PostgresServer, postgres_binaries
+from cmf_core.testing.metadata_server import MetadataServer, PostgresServer
+from tests.conftest import NEEDS_POSTGRES
 from tests.test_server_transactions import artifact, execution, export
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from metadata_server import generate  # noqa: E402
 
-NO_POSTGRES = pytest.mark.skipif(postgres_binaries() is None, reason="PostgreSQL is not installed")
 ROUNDS = 10
-
-
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory):
-    if postgres_binaries() is None:
-        pytest.skip("PostgreSQL is not installed")
-    with PostgresServer(tmp_path_factory.mktemp("postgres")) as server:
-        yield server
 
 
 def payload(tag: str, executions: int, artifacts: int) -> Tuple[str, Set[str], Set[str]]:
@@ -74,7 +66,7 @@ def server(root: Path, pg: Optional[PostgresServer], *args: str) -> MetadataServ
     return srv
 
 
-@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=NO_POSTGRES)])
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=NEEDS_POSTGRES)])
 def test_a_server_killed_mid_push_leaves_the_pipeline_as_before_or_complete(kind, tmp_path, request):
     pg = request.getfixturevalue("postgres") if kind == "postgres" else None
     seed = random.randrange(2 ** 32)
@@ -126,7 +118,7 @@ def test_a_server_killed_mid_push_leaves_the_pipeline_as_before_or_complete(kind
         srv.stop()
 
 
-@NO_POSTGRES
+@NEEDS_POSTGRES
 def test_several_server_processes_on_one_postgresql_lose_nothing(postgres, tmp_path):
     """Server A runs 2 uvicorn workers, server B is a process of its own; 8 clients push at once, half to each:
     3 pushes each to a pipeline of their own and 3 executions each to one shared pipeline, all reading one
@@ -172,7 +164,7 @@ def test_several_server_processes_on_one_postgresql_lose_nothing(postgres, tmp_p
         b.stop()
 
 
-@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=NO_POSTGRES)])
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=NEEDS_POSTGRES)])
 def test_a_reader_during_a_long_push_sees_all_or_nothing_and_never_waits(kind, tmp_path, request):
     pg = request.getfixturevalue("postgres") if kind == "postgres" else None
     text, uuids, _ = payload("long", 1000, 10000)

@@ -14,17 +14,16 @@ import time
 from pathlib import Path
 from typing import Dict
 
-import pytest
 import requests
 
 from cmf_core.server.client import MetadataClient
 from cmf_core.server.db import SCHEMA_VERSION
-from cmf_core.testing.metadata_server import MetadataServer, PostgresServer, postgres_binaries
+from cmf_core.testing.metadata_server import MetadataServer, PostgresServer
+from tests.conftest import NEEDS_POSTGRES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from metadata_server import generate  # noqa: E402  - the benchmark's pipeline generator
 
-needs_postgres = pytest.mark.skipif(postgres_binaries() is None, reason="PostgreSQL is not installed")
 
 
 def test_health_reports_the_database_and_its_schema(tmp_path):
@@ -35,7 +34,7 @@ def test_health_reports_the_database_and_its_schema(tmp_path):
                                                           "database": "reachable", "schema_version": SCHEMA_VERSION}
 
 
-@needs_postgres
+@NEEDS_POSTGRES
 def test_health_is_503_while_postgresql_is_down(tmp_path):
     postgres = PostgresServer(tmp_path)
     postgres.start()
@@ -99,7 +98,7 @@ def cmf(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-@needs_postgres
+@NEEDS_POSTGRES
 def test_migrate_to_postgres_gives_the_same_pulls(tmp_path):
     """Every pipeline of an SQLite store copied into PostgreSQL: pulls from both give the same export (ids, times
     and the order of rows apart); a second run creates nothing."""

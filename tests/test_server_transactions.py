@@ -26,26 +26,16 @@ from cmf_core.server.files import ServerFiles
 from cmf_core.server.reads import Reads
 from cmf_core.server.sqlstore import SqlStore
 from cmf_core.server.store import PostgresConfig, ServerStore, StoreRefused
-from cmf_core.testing.metadata_server import PostgresServer, postgres_binaries
+from tests.conftest import NEEDS_POSTGRES
 
 VOLATILE = {"id", "type_id", "create_time_since_epoch", "last_update_time_since_epoch", "Context_ID", "Pipeline_id"}
-NO_POSTGRES = pytest.mark.skipif(postgres_binaries() is None, reason="PostgreSQL is not installed")
 
 
 class Injected(Exception):
     """The failure a test injects into a merge."""
 
 
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory):
-    """One PostgreSQL server for the module, accepting connections; stopped by PID."""
-    if postgres_binaries() is None:
-        pytest.skip("PostgreSQL is not installed")
-    with PostgresServer(tmp_path_factory.mktemp("postgres")) as server:
-        yield server
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=NO_POSTGRES)])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=NEEDS_POSTGRES)])
 def make_store(request, tmp_path):
     """``make_store()``: a new :class:`ServerStore` on the test's own SQLite file or PostgreSQL database (the same
     one each call); closed at the end."""
@@ -264,7 +254,7 @@ def test_properties_the_type_does_not_declare_are_refused_as_ml_metadata_refuses
         store.push(json.dumps(bad), "p")
 
 
-@NO_POSTGRES
+@NEEDS_POSTGRES
 def test_a_dropped_connection_leaves_the_store_as_it_was(postgres, monkeypatch):
     """The push's connection is killed after its events are written; the next push opens a new one."""
     config = PostgresConfig(postgres.host, postgres.port, postgres.USER, f"t_{uuid.uuid4().hex[:12]}")

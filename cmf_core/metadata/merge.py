@@ -18,6 +18,7 @@ are rewritten to the receiving store's ids.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
@@ -92,17 +93,24 @@ class Checked(dict):
     """A pipeline element that :func:`pipeline_of` has validated: :func:`merge_pipeline` does not check it again."""
 
 
-def pipeline_of(payload: Any, pipeline_name: Optional[str] = None) -> Checked:
-    """The pipeline element of an export (``{"Pipeline": [...]}``), validated; a MergeError otherwise."""
+def pipelines_of(payload: Any) -> List[Any]:
+    """The ``"Pipeline"`` list of an export (JSON text or parsed), its elements not checked yet; a MergeError
+    when there is none."""
     if isinstance(payload, (str, bytes)):
-        import json
-
         try:
             payload = json.loads(payload)
         except (ValueError, RecursionError) as exc:
             raise MergeError(f"payload is not JSON: {exc}") from None
     pipelines = payload.get("Pipeline") if isinstance(payload, dict) else None
-    if not isinstance(pipelines, list) or not pipelines:
+    if not isinstance(pipelines, list):
+        raise MergeError('payload has no "Pipeline" list')
+    return pipelines
+
+
+def pipeline_of(payload: Any, pipeline_name: Optional[str] = None) -> Checked:
+    """The pipeline element of an export (``{"Pipeline": [...]}``), validated; a MergeError otherwise."""
+    pipelines = pipelines_of(payload)
+    if not pipelines:
         raise MergeError('payload has no "Pipeline" list')
     if pipeline_name is not None:
         pipelines = [p for p in pipelines if isinstance(p, dict) and p.get("name") == pipeline_name]

@@ -86,7 +86,7 @@ class Database:
 
     def __init__(self, sqlite: Optional[Path] = None, postgres: Any = None) -> None:
         if (sqlite is None) == (postgres is None):
-            raise CmfError("the read path reads either an SQLite file or a PostgreSQL database")
+            raise CmfError("a store is either an SQLite file or a PostgreSQL database")
         self.sqlite = Path(sqlite).absolute() if sqlite is not None else None
         self._pool = None
         self._connect: Dict[str, Any] = {}

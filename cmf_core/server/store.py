@@ -34,7 +34,7 @@ from ml_metadata.proto import metadata_store_pb2 as pb
 
 from cmf_core.errors import CmfError
 from cmf_core.metadata import store as records
-from cmf_core.metadata.merge import MergeError, MergeResult, merge_pipeline, pipeline_of
+from cmf_core.metadata.merge import MergeError, MergeResult, merge_pipeline, pipeline_of, pipelines_of
 from cmf_core.metadata.query import CmfQuery
 from cmf_core.server.db import Database, check_schema
 from cmf_core.server.sqlstore import SqlStore
@@ -186,11 +186,6 @@ class ServerStore:
         Raises :class:`MergeError` for a malformed payload and :class:`StoreRefused` when the store refuses it;
         either way nothing is written.
         """
-        if isinstance(payload, (str, bytes)):
-            try:
-                payload = json.loads(payload)
-            except (ValueError, RecursionError) as exc:
-                raise MergeError(f"json_payload is not JSON: {exc}") from None
         pipeline = pipeline_of(payload, pipeline_name)  # validated before the write lock is taken
         if exec_uuid is not None:
             if not any(exec_uuid in _uuids(e) for s in pipeline.get("stages", []) for e in s.get("executions", [])):
@@ -200,18 +195,11 @@ class ServerStore:
 
     def push_all(self, payload: Any) -> List[MergeResult]:
         """Merge every pipeline of an export (``pull_all``'s, a peer's) in ONE transaction: all or nothing."""
-        if isinstance(payload, (str, bytes)):
-            try:
-                payload = json.loads(payload)
-            except (ValueError, RecursionError) as exc:
-                raise MergeError(f"the export is not JSON: {exc}") from None
-        pipelines = payload.get("Pipeline") if isinstance(payload, dict) else None
-        if not isinstance(pipelines, list):
-            raise MergeError('the export has no "Pipeline" list')
+        pipelines = pipelines_of(payload)
         names = [p.get("name") if isinstance(p, dict) else None for p in pipelines]
         if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
             raise MergeError("every pipeline of the export needs a name of its own")
-        checked = [pipeline_of(payload, name) for name in names]  # before the write lock is taken
+        checked = [pipeline_of({"Pipeline": [p]}) for p in pipelines]  # before the write lock is taken
         with self._failures(), self.db.transaction() as session:
             store = SqlStore(session, _now_ms())
             return [merge_pipeline(store, pipeline) for pipeline in checked]
