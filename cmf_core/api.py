@@ -181,7 +181,7 @@ def artifact_list(pipeline: str, mlmd: str = "mlmd", artifact_name: Optional[str
     """Artifacts of ``pipeline``; ``artifact_name`` matches a full name, a path or a file name."""
     query = _query(mlmd)
     _pipeline(query, pipeline, mlmd)
-    rows = _rows(query.get_all_artifacts_by_context(pipeline))
+    rows = query.artifact_rows(pipeline)
     if artifact_name:
         def matches(row: Dict[str, Any]) -> bool:
             name = str(row.get("name", ""))
@@ -244,7 +244,7 @@ def _transfer(direction: str, pipeline: str, mlmd: str, artifact: Optional[str],
     if own:
         store = plugins.open_store(workspace.remote, loaded)
     try:
-        cache = workspace.cache
+        cache = workspace.cache_settings
         reopen = (lambda: plugins.open_store(workspace.remote, loaded)) if own else None
         engine = transfer.Engine(transfer.Workspace(base, cache), store, jobs or loaded[1].jobs, progress, reopen)
         with contextlib.nullcontext() if dry_run else transfer.lock(cache):

@@ -25,9 +25,10 @@ import base64
 import binascii
 import configparser
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
 from cmf_core.errors import ConfigError, NotInitialized
@@ -140,32 +141,109 @@ class WorkspaceConfig:
     default_remote: bool = True
     warnings: List[str] = field(default_factory=list)
     cache: Optional[Path] = None  # the DVC cache directory
+    cache_settings: Optional[CacheSettings] = None
 
 
-def _dvc_config(root: Path):
-    from dvc.config import Config
+#: A section that names an entry, as DVC writes it: ``['remote "name"']`` is ``{"remote": {"name": {...}}}``.
+DVC_NAMED_SECTION = re.compile(r'^\s*(remote|machine|db)\s*"(.*)"\s*$')
+#: The options that DVC reads as paths relative to the config file's folder, by section.
+DVC_PATH_OPTIONS = {
+    "cache": ("dir",),
+    "remote": ("url", "gdrive_user_credentials_file", "gdrive_service_account_json_file_path", "credentialpath",
+               "configpath", "keyfile", "cert_path", "key_path"),
+    "machine": ("startup_script", "setup_script"),
+}
 
-    return Config(dvc_dir=str(root / ".dvc"), validate=False)
+
+def _dvc_path(folder: str, value: object) -> object:
+    """A path option as DVC reads it: a URL or an absolute path as it is, ``~`` expanded, else made absolute
+    against ``folder``."""
+    if not isinstance(value, str) or re.match(r"\w+://", value) or os.path.isabs(value):
+        return value
+    expanded = os.path.expanduser(value)
+    return expanded if os.path.isabs(expanded) else os.path.abspath(os.path.join(folder, value))
+
+
+def _lower_keys(data: dict) -> dict:
+    return {key.lower(): _lower_keys(value) if isinstance(value, dict) else value for key, value in data.items()}
+
+
+def read_dvc_file(path: Path) -> Dict[str, dict]:
+    """One DVC config file as DVC's ``Config.load_one`` reads it, without importing DVC: that import costs
+    every command that reads the workspace config (push, pull, logging) 0.1-0.2 s.
+
+    The file is configobj INI, as DVC parses it: keys lower-cased, ``remote``/``machine``/``db`` entries
+    by name, path options (``cache.dir``, a remote's ``url`` ...) absolute, ``a,b`` values as lists. The
+    result always has ``core``, ``cache``, ``remote``, ``machine`` and ``db``; a missing file is empty, a
+    malformed one a ConfigError naming it.
+    """
+    from configobj import ConfigObj, ConfigObjError
+
+    try:
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+        sections = _lower_keys(ConfigObj(text.splitlines()).dict())
+    except (ConfigObjError, OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"malformed DVC config {path}: {exc}") from exc
+    conf: Dict[str, dict] = {"core": {}, "cache": {}, "remote": {}, "machine": {}, "db": {}}
+    for section, values in sections.items():
+        named = DVC_NAMED_SECTION.match(section)
+        if not isinstance(values, dict):
+            raise ConfigError(f"malformed DVC config {path}: {section!r} is outside any section")
+        if named:
+            conf[named[1]][named[2]] = values
+        else:
+            conf[section] = values
+    folder = os.path.abspath(path.parent)
+    entries = [("cache", conf["cache"])]
+    entries += [(kind, entry) for kind in ("remote", "machine") for entry in conf[kind].values()]
+    for kind, entry in entries:
+        for option in DVC_PATH_OPTIONS[kind]:
+            if option in entry:
+                entry[option] = _dvc_path(folder, entry[option])
+    return conf
 
 
 def read_dvc_levels(root: Path) -> Dict[str, dict]:
     """The repo and local levels of the workspace's DVC config (not the user's global one)."""
-    from dvc.config import ConfigError as DvcConfigError
-
-    if not (root / ".dvc").is_dir():
-        return {"repo": {}, "local": {}}
-    try:
-        conf = _dvc_config(root)
-        return {level: conf.load_one(level) for level in ("repo", "local")}
-    except DvcConfigError as exc:
-        raise ConfigError(f"malformed DVC config in {root / '.dvc'}: {exc}") from exc
+    return {"repo": read_dvc_file(root / ".dvc" / "config"),
+            "local": read_dvc_file(root / ".dvc" / "config.local")}
 
 
 def cache_dir(root: Path, levels: Optional[Dict[str, dict]] = None) -> Path:
     """The DVC cache directory of the workspace at ``root`` (``.dvc/cache`` unless ``cache.dir`` says otherwise)."""
+    return cache_settings(root, levels).dir
+
+
+#: How DVC may place a cache file in the workspace, in its names (``cache.type``).
+LINK_TYPES = ("reflink", "hardlink", "symlink", "copy")
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """The DVC cache of a workspace as its ``[cache]`` section sets it up."""
+
+    dir: Path
+    types: Tuple[str, ...] = ("reflink", "copy")  # DVC's default: copy-on-write clones where the file system can
+    configured: bool = False  # cache.type was set: a type the file system refuses is worth a note
+    shared: bool = False  # cache.shared = group: folders group-writable (2775), as DVC makes them
+
+
+def cache_settings(root: Path, levels: Optional[Dict[str, dict]] = None) -> CacheSettings:
+    """``cache.dir``, ``cache.type`` and ``cache.shared`` of the workspace at ``root`` (the local level first)."""
     levels = read_dvc_levels(root) if levels is None else levels
-    configured = levels["local"].get("cache", {}).get("dir") or levels["repo"].get("cache", {}).get("dir")
-    return (root / ".dvc" / configured).resolve() if configured else root / ".dvc" / "cache"
+    section = {**levels["repo"].get("cache", {}), **levels["local"].get("cache", {})}
+    folder = section.get("dir")
+    raw = section.get("type")
+    types = [t.strip() for t in (raw.split(",") if isinstance(raw, str) else raw or []) if t.strip()]
+    unknown = [t for t in types if t not in LINK_TYPES]
+    if unknown:
+        raise ConfigError(f"cache.type {raw!r} in the DVC config: {unknown[0]!r} is not one of {', '.join(LINK_TYPES)}")
+    shared = str(section.get("shared", "")).strip().lower()
+    if shared not in ("", "group"):
+        raise ConfigError(f"cache.shared {section['shared']!r} in the DVC config: the only value is 'group'")
+    return CacheSettings(dir=(root / ".dvc" / folder).resolve() if folder else root / ".dvc" / "cache",
+                         types=tuple(dict.fromkeys(types)) or CacheSettings.types, configured=bool(types),
+                         shared=shared == "group")
 
 
 def _remote_from_dvc(repo_type: str, name: str, levels: Dict[str, dict], warnings: List[str]) -> Remote:
@@ -224,6 +302,7 @@ def load(root: Optional[Path] = None) -> WorkspaceConfig:
     elif not repo_type:
         warnings.append("no artifact repository configured; run 'cmf init <type>'")
 
+    cache = cache_settings(root, levels)
     neo4j = dict(public["neo4j"]) if public.has_section("neo4j") else {}
     stored_password = private.get("neo4j", "password", fallback=None)
     if "password" in neo4j:
@@ -243,7 +322,8 @@ def load(root: Optional[Path] = None) -> WorkspaceConfig:
         neo4j=neo4j,
         default_remote=name == default_name,
         warnings=warnings,
-        cache=cache_dir(root, levels),
+        cache=cache.dir,
+        cache_settings=cache,
     )
 
 

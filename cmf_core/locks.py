@@ -63,6 +63,11 @@ class FileLock:
         """A descriptor of the lock file (created if missing) holding an exclusive flock; blocks until granted."""
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except PermissionError:  # another user's lock file (a shared cache): flock needs only to read it
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise CmfError(f"cannot take the lock {self.path}: {exc.strerror}") from None
         except OSError as exc:
             raise CmfError(f"cannot take the lock {self.path}: {exc.strerror}") from None
         try:

@@ -19,13 +19,15 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass, field
-from importlib.metadata import EntryPoint, entry_points
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import pluggy
 
 from cmf_core import hookspecs
 from cmf_core.errors import ConfigError, PluginError
+
+if TYPE_CHECKING:  # importlib.metadata is imported where entry points are scanned: ``cmf --help`` need not pay for it
+    from importlib.metadata import EntryPoint
 
 GROUP = "cmf.backends"
 
@@ -71,6 +73,8 @@ def entry_point_map() -> Dict[str, EntryPoint]:
 @functools.lru_cache(maxsize=8)
 def _scan(path: Tuple[str, ...]) -> Tuple[Tuple[str, EntryPoint], ...]:
     """Scanning every distribution costs ~10 ms: done once per ``sys.path``."""
+    from importlib.metadata import entry_points
+
     found: Dict[str, EntryPoint] = {}
     for ep in entry_points(group=GROUP):
         found.setdefault(ep.name, ep)  # the first on sys.path wins, as for imports

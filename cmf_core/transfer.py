@@ -10,11 +10,12 @@ everything else happens here, once for every backend:
   refused if they would land outside the workspace);
 * **push** -- one batched ``exists`` call, then the missing objects in a bounded
   pool, ``.dir`` manifests after all their members;
-* **pull** -- files already in place with the right md5 are skipped; objects in
-  the DVC cache are copied from there; the rest is downloaded while its md5 is
-  computed, into the cache and the workspace at once, through temp files that
-  are renamed into place only when the md5 matches.  The DVC cache ends up
-  complete, so ``dvc status`` is clean;
+* **pull** -- files already in place with the right md5 (or already links to
+  their cache file) are skipped; the rest is downloaded into the DVC cache while
+  its md5 is computed, through temp files that are renamed into place only when
+  the md5 matches, and placed in the workspace as ``cache.type`` says
+  (:mod:`cmf_core.links`; with ``copy`` it is written to the cache and the
+  workspace at once).  The DVC cache ends up complete, so ``dvc status`` is clean;
 * transient errors are retried with exponential backoff; every failure is
   named in the :class:`TransferResult`; an interrupted run leaves only whole
   objects behind, so rerunning it moves just what is missing.
@@ -36,7 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
-from cmf_core import fanout, layout, locks
+from cmf_core import fanout, layout, links, locks
+from cmf_core.config import CacheSettings
 from cmf_core.errors import BackendError, CmfError, CorruptSource, ObjectNotFound, TransientError
 from cmf_core.hookspecs import ObjectStore
 from cmf_core.metadata import store as records
@@ -81,6 +83,7 @@ class TransferResult:
     dry_run: bool = False
     planned: List[str] = field(default_factory=list)
     processes: int = 1  # processes that shared the work (see cmf_core.fanout)
+    notes: List[str] = field(default_factory=list)  # e.g. a cache.type the file system refused
 
     @property
     def ok(self) -> bool:
@@ -151,11 +154,13 @@ def _names(artifact) -> Tuple[str, ...]:
 
 
 class Workspace:
-    """Paths of one workspace: where artifacts live (the mlmd file's directory) and the DVC cache."""
+    """Paths of one workspace: where artifacts live (the mlmd file's directory) and the DVC cache
+    (``cache`` is its folder, or its settings: where it is, the link types, whether it is shared)."""
 
-    def __init__(self, base: Path, cache: Path) -> None:
+    def __init__(self, base: Path, cache: Union[Path, CacheSettings]) -> None:
         self.base = base.resolve()
-        self.cache = cache
+        self.settings = cache if isinstance(cache, CacheSettings) else CacheSettings(dir=cache)
+        self.cache = self.settings.dir
 
     def cache_path(self, md5: str) -> Path:
         return Path(f"{self.cache}/files/md5/{md5[:2]}/{md5[2:]}")  # one Path, not four joins: it runs per object
@@ -343,11 +348,15 @@ class Progress:
             self.bar.close()
 
 
-def lock(cache: Path) -> locks.FileLock:
-    """The transfer lock of a DVC cache: pushes and pulls through it run one at a time, because they
-    write temp files with fixed names beside the files they place (in the workspace and the cache)."""
-    cache.mkdir(parents=True, exist_ok=True)
-    return locks.lock(cache / "cmf-transfer.lock", waiting="waiting for another push or pull in this workspace")
+def lock(cache: Union[Path, CacheSettings]) -> locks.FileLock:
+    """The transfer lock of a DVC cache: pushes and pulls through it run one at a time (from every workspace
+    that shares it), because they write temp files with fixed names beside the files they place.
+    A cache this user cannot write is refused here, before anything is written."""
+    settings = cache if isinstance(cache, CacheSettings) else CacheSettings(dir=cache)
+    links.check_writable(settings.dir, settings.shared)
+    links.Linker(settings).make_folder(settings.dir)
+    return locks.lock(settings.dir / "cmf-transfer.lock", waiting="waiting for another push or pull through "
+                                                                   "this DVC cache")
 
 
 class Engine:
@@ -363,13 +372,18 @@ class Engine:
         self.jobs = max(1, jobs)
         self.progress_enabled = progress
         self.dry_run = False
+        self.linker = links.Linker(workspace.settings)
         self._folders: Set[str] = set()  # folders this run has made or found: one mkdir each, not one per file
 
     def _folder(self, path: str) -> None:
-        """Make sure the folder of ``path`` exists (thread-safe: a second mkdir of a folder is harmless)."""
+        """Make sure the folder of ``path`` exists (thread-safe: a second mkdir of a folder is harmless);
+        a cache folder gets the cache's mode (group-writable in a shared cache)."""
         folder = os.path.dirname(path)
         if folder not in self._folders:
-            os.makedirs(folder, exist_ok=True)
+            if folder.startswith(str(self.ws.cache)):
+                self.linker.make_folder(Path(folder))
+            else:
+                os.makedirs(folder, exist_ok=True)
             self._folders.add(folder)
 
     # -- push ---------------------------------------------------------------------------------
@@ -536,10 +550,14 @@ class Engine:
         return list(objects.values())
 
     def _in_place(self, obj: Obj) -> List[Path]:
-        """Targets that do not hold the object yet (hashing only files of the right size)."""
-        size = _file_size(self.ws.cache_path(obj.md5))
+        """Targets that do not hold the object yet (hashing only files of the right size that are not
+        already links to the cache file)."""
+        cached = self.ws.cache_path(obj.md5)
+        size = _file_size(cached)
         missing = []
         for target in obj.targets:
+            if size is not None and links.same_file(target, cached):
+                continue
             found = _file_size(target)
             if found is not None and (size is None or found == size) and layout.file_md5(target) == obj.md5:
                 continue
@@ -561,42 +579,68 @@ class Engine:
                     self._ensure_cached(obj)
         result.planned = [o.artifact for o in todo]
         if not result.dry_run:
+            if todo:
+                self.linker.probe(self.ws.cache, self.ws.base)
             self._run("pull", todo, self._get, result)
+            result.notes.extend(self.linker.notes)
 
     def _ensure_cached(self, obj: Obj) -> None:
         """Files already in place still go into the DVC cache, so ``dvc status`` is clean."""
-        if not self.ws.cache_path(obj.md5).is_file():
-            self._write_cache(obj.md5, obj.targets[0])
+        cached = self.ws.cache_path(obj.md5)
+        if not cached.is_file():
+            self._folder(str(cached))
+            self.linker.to_cache(obj.targets[0], cached)
 
     def _get(self, obj: Obj, progress: Progress) -> int:
         cached = self.ws.cache_path(obj.md5)
         if cached.is_file():
             try:
-                return self._copy_verified(obj, cached, progress)
+                if self.linker.kind == "copy":
+                    return self._copy_verified(obj, cached, progress)
+                with open(cached, "rb") as src:  # checked before anything links to it
+                    moved = self._stream(obj, lambda writer: shutil.copyfileobj(src, writer, layout.CHUNK), [],
+                                         progress, targets=[])
+                self._link(obj, cached)
+                return moved
             except _Mismatch:
                 os.chmod(cached, 0o644)
                 cached.unlink()  # a corrupt cache entry: fetch it again
         return self._download(obj, cached, progress)
+
+    def _link(self, obj: Obj, cached: Path) -> None:
+        """Place the (verified) cache file at every target as ``cache.type`` says."""
+        for target in obj.targets:
+            self._folder(str(target))
+            self.linker.place(cached, target)
 
     def _copy_verified(self, obj: Obj, source: Path, progress: Progress) -> int:
         with open(source, "rb") as src:
             return self._stream(obj, lambda writer: shutil.copyfileobj(src, writer, layout.CHUNK), [], progress)
 
     def _download(self, obj: Obj, cached: Path, progress: Progress) -> int:
+        """Download into the cache, verified; with ``copy`` into the workspace at once, else linked from there."""
         def fetch(writer: HashingWriter) -> None:
             self.store.get(obj.key, writer)
 
+        copying = self.linker.kind == "copy"
+        targets = obj.targets if copying else []
+
         def attempt() -> int:
             try:
-                return self._stream(obj, fetch, [cached], progress)
+                return self._stream(obj, fetch, [cached], progress, targets)
             except _Mismatch:  # a stream cut short or garbled on the way: fetched once more, then refused
-                return self._stream(obj, fetch, [cached], progress)
+                return self._stream(obj, fetch, [cached], progress, targets)
 
-        return _retrying(attempt, f"downloading {obj.artifact}")
+        moved = _retrying(attempt, f"downloading {obj.artifact}")
+        if not copying:
+            self._link(obj, cached)
+        return moved
 
-    def _stream(self, obj: Obj, fill: Callable[[HashingWriter], None], extra: List[Path], progress: Progress) -> int:
-        """Fill temp files beside every destination, check the md5, then rename them all into place."""
-        destinations = extra + obj.targets
+    def _stream(self, obj: Obj, fill: Callable[[HashingWriter], None], extra: List[Path], progress: Progress,
+                targets: Optional[List[Path]] = None) -> int:
+        """Fill temp files beside every destination (``extra`` and ``targets``, by default the object's),
+        check the md5, then rename them all into place."""
+        destinations = extra + (obj.targets if targets is None else targets)
         partials = {path: _partial(path) for path in destinations}
         fds: List[int] = []
         try:

@@ -4,14 +4,15 @@ What :meth:`Versioner.add` leaves behind is what ``dvc add`` leaves behind
 (the tests compare them byte for byte): the object (and, for a directory, its
 ``.dir`` manifest) read-only in ``.dvc/cache/files/md5/xx/yyyy``, a
 ``<path>.dvc`` file next to the data, and ``/<name>`` in the ``.gitignore`` of
-the data's directory.  Unlike ``dvc add`` it also stages the ``.dvc`` file and
+the data's directory.  With ``cache.type`` set to ``hardlink`` or ``symlink`` the
+workspace file then becomes a read-only link to its cache file, as with ``dvc
+add`` (see :mod:`cmf_core.links`): a 500 GB dataset takes 500 GB, not 1 TB.  Unlike ``dvc add`` it also stages the ``.dvc`` file and
 the ``.gitignore`` in git, as the original cmflib does.  A file that lies
 inside a directory that is already tracked is hashed only.
 """
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from cmf_core import config, layout
+from cmf_core import config, layout, links
 from cmf_core.errors import CmfError
 
 
@@ -36,15 +37,20 @@ class Versioned:
 
 @dataclass
 class Versioner:
-    """Versions files of the workspace rooted at ``root`` (the directory holding ``.dvc``)."""
+    """Versions files of the workspace rooted at ``root`` (the directory holding ``.dvc``); ``settings``
+    are its DVC cache's (read from its DVC config when not given)."""
 
     root: Path
+    settings: Optional[config.CacheSettings] = None
     staged: List[str] = field(default_factory=list)
     _repo: object = None
 
     def __post_init__(self) -> None:
         self.root = self.root.resolve()
-        self.cache = config.cache_dir(self.root) / "files" / "md5"
+        self.settings = self.settings or config.cache_settings(self.root)
+        self.cache = self.settings.dir / "files" / "md5"
+        self.linker = links.Linker(self.settings)
+        self._checked = False
 
     @property
     def repo(self):
@@ -60,30 +66,34 @@ class Versioner:
     def cache_path(self, md5: str) -> Path:
         return self.cache / md5[:2] / md5[2:]
 
-    def _store(self, md5: str, src: Optional[Path] = None, data: Optional[bytes] = None) -> None:
-        """Put an object in the cache, read-only, unless it is there already."""
+    def check_writable(self) -> None:
+        """Refuse a cache this user cannot write before the first object goes in (once per Versioner)."""
+        if not self._checked:
+            links.check_writable(self.settings.dir, self.settings.shared)
+            self._checked = True
+
+    def _store_manifest(self, md5: str, data: bytes) -> None:
+        """Put a ``.dir`` manifest in the cache, read-only, unless it is there already."""
         target = self.cache_path(md5)
         if target.exists():
             return
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self.linker.make_folder(target.parent)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as out:
-                if data is not None:
-                    out.write(data)
-                else:
-                    with open(src, "rb") as inp:
-                        shutil.copyfileobj(inp, out, layout.CHUNK)
-            os.chmod(tmp, 0o444)
+                out.write(data)
+            os.chmod(tmp, links.READ_ONLY)
             os.replace(tmp, target)
         except BaseException:
             os.unlink(tmp)
             raise
 
     def _add_file(self, path: Path) -> Versioned:
+        self.check_writable()
         md5 = layout.file_md5(path)
-        self._store(md5, src=path)
-        return Versioned(path, md5, path.stat().st_size)
+        size = path.stat().st_size
+        self.linker.to_cache(path, self.cache_path(md5))
+        return Versioned(path, md5, size)
 
     def _add_dir(self, path: Path) -> Versioned:
         entries, size = [], 0
@@ -93,7 +103,7 @@ class Versioner:
             size += version.size
         manifest = layout.manifest_bytes(entries)
         md5 = layout.manifest_md5(manifest)
-        self._store(md5, data=manifest)
+        self._store_manifest(md5, manifest)
         return Versioned(path, md5, size, nfiles=len(entries))
 
     def _tracked_parent(self, path: Path) -> Optional[Path]:
@@ -113,6 +123,9 @@ class Versioner:
             raise CmfError(f"cannot log {path}: no such file or directory")
         real = full.resolve()
         if real != self.root and self.root not in real.parents:
+            placed = full.parent.resolve() / full.name  # a file that cache.type=symlink placed: a link into the cache
+            if full.is_symlink() and self.settings.dir.resolve() in real.parents and self.root in placed.parents:
+                return placed
             raise CmfError(f"cannot log {path}: it is outside the workspace {self.root}")
         return real
 

@@ -273,3 +273,20 @@ def test_file_inside_a_tracked_directory_is_hashed_not_re_added(workspace):
     cmf.log_dataset("d", "output")
     member = cmf.log_dataset("d/x.txt", "input")
     assert len(member.uri) == 32 and not (workspace / "d" / "x.txt.dvc").exists()
+
+
+def test_non_finite_floats_are_kept_as_text(workspace):
+    """A diverged run logs loss=nan: ML Metadata cannot store it as a double, so it is kept as "nan"."""
+    write(workspace / "data.csv", "x\n")
+    cmf = Cmf(filepath="mlmd", pipeline_name="p")
+    cmf.create_context("train")
+    cmf.create_execution("train", custom_properties={"lr": float("inf")})
+    cmf.log_dataset("data.csv", "input", custom_properties={"loss": float("nan"), "low": float("-inf"), "ok": 0.5})
+    cmf.log_execution_metrics("m", {"loss": float("nan")})
+    cmf.finalize()
+    store = records.open_store("mlmd", create=False)
+    [data] = [a for a in store.get_artifacts() if a.name.startswith("data.csv")]
+    props = {k: records.from_value(v) for k, v in data.custom_properties.items()}
+    assert (props["loss"], props["low"], props["ok"]) == ("nan", "-inf", 0.5)
+    [execution] = store.get_executions()
+    assert records.from_value(execution.custom_properties["lr"]) == "inf"

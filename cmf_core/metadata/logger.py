@@ -138,7 +138,8 @@ class Cmf:
             root = config.find_workspace(self.base)
             workspace = config.load(root)
             self.remote_url = workspace.remote.url if workspace.remote else ""
-            self.versioner = Versioner(root)
+            self.versioner = Versioner(root, workspace.cache_settings)
+            self.versioner.check_writable()  # before the mlmd or any file is written
             self.git_repo = self._git_repo()
             if graph:
                 self.driver = self._graph(workspace.neo4j)

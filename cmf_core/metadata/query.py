@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set
 
-import pandas as pd
 from ml_metadata.proto import metadata_store_pb2 as pb
 
 from cmf_core.errors import CmfError
 from cmf_core.metadata.store import PARENT_CONTEXT, STAGE_CONTEXT, from_value, open_store
+
+if TYPE_CHECKING:  # pandas is imported where a DataFrame is made: it costs half a second that listings need not pay
+    import pandas as pd
 
 __all__ = ["CmfQuery", "EXCLUDED_ARTIFACT_TYPES"]
 
@@ -57,10 +59,19 @@ def _row(node: Any, initial: Optional[Mapping[str, Any]] = None) -> Dict[str, An
 
 def _frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Rows as a DataFrame with columns sorted by name; no rows give an empty DataFrame."""
+    import pandas as pd
+
     if not rows:
         return pd.DataFrame()
     frame = pd.DataFrame(list(rows))
     return frame[sorted(frame.columns)]
+
+
+def _records(rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """The rows of ``_frame(rows)`` as JSON-ready dicts, without pandas: every column in every row (None where
+    a row has no value), sorted by name."""
+    columns = sorted(set().union(*rows))
+    return [{column: row.get(column) for column in columns} for row in rows]
 
 
 def _export_attrs(node: Any, initial: Mapping[str, Any]) -> Dict[str, Any]:
@@ -262,7 +273,7 @@ class CmfQuery:
         """The executions of every stage of a pipeline, one row each."""
         pipeline_id = self.get_pipeline_id(pipeline_name)
         if pipeline_id == -1:
-            return pd.DataFrame()
+            return _frame([])
         stages = self.store.get_children_contexts_by_context(pipeline_id)
         return self._executions_frame([e for s in stages for e in self.store.get_executions_by_context(s.id)])
 
@@ -281,7 +292,7 @@ class CmfQuery:
         """Executions that consumed or produced the artifact (columns ``Type``, ``execution_id``,
         ``execution_name``, ``execution_type_name``, ``stage``, ``pipeline``)."""
         artifact = self._artifact(artifact_name)
-        return self._linked_executions(artifact.id) if artifact else pd.DataFrame()
+        return self._linked_executions(artifact.id) if artifact else _frame([])
 
     def get_all_executions_for_artifact_id(self, artifact_id: int) -> pd.DataFrame:
         """As :meth:`get_all_executions_for_artifact`, by artifact id."""
@@ -343,6 +354,8 @@ class CmfQuery:
 
     def get_artifact_df(self, artifact: pb.Artifact, d: Optional[Dict[str, Any]] = None) -> pd.DataFrame:
         """One artifact as a one-row DataFrame (``d`` adds columns in front)."""
+        import pandas as pd
+
         return pd.DataFrame(self._artifact_row(artifact, d), index=[0])
 
     def get_all_artifacts(self) -> List[str]:
@@ -360,13 +373,22 @@ class CmfQuery:
         """Names of all artifact types."""
         return [t.name for t in self.store.get_artifact_types()]
 
-    def get_all_artifacts_by_context(self, pipeline_name: str) -> pd.DataFrame:
-        """Artifacts attributed to the stages of a pipeline (one row per stage and artifact)."""
+    def _pipeline_artifacts(self, pipeline_name: str) -> List[pb.Artifact]:
+        """Artifacts attributed to the stages of a pipeline, once per stage."""
         pipeline_id = self.get_pipeline_id(pipeline_name)
         if pipeline_id == -1:
-            return pd.DataFrame()
+            return []
         stages = self.store.get_children_contexts_by_context(pipeline_id)
-        return self._artifacts_frame([a for s in stages for a in self.store.get_artifacts_by_context(s.id)])
+        return [a for s in stages for a in self.store.get_artifacts_by_context(s.id)]
+
+    def get_all_artifacts_by_context(self, pipeline_name: str) -> pd.DataFrame:
+        """Artifacts attributed to the stages of a pipeline (one row per stage and artifact)."""
+        return self._artifacts_frame(self._pipeline_artifacts(pipeline_name))
+
+    def artifact_rows(self, pipeline_name: str) -> List[Dict[str, Any]]:
+        """The rows of :meth:`get_all_artifacts_by_context` as JSON-ready dicts, without loading pandas
+        (``cmf artifact list`` has no use for a DataFrame)."""
+        return _records([self._artifact_row(a) for a in self._pipeline_artifacts(pipeline_name)])
 
     def get_all_artifacts_by_ids_list(self, artifact_ids: List[int]) -> pd.DataFrame:
         """The artifacts with these ids."""
@@ -391,7 +413,7 @@ class CmfQuery:
         """Outputs of the executions (of pipeline ``pipeline_id``, if given) that consumed the artifact."""
         artifact = self._artifact(artifact_name)
         if artifact is None:
-            return pd.DataFrame()
+            return _frame([])
         children = self._hop([artifact.id], up=False, pipeline_id=pipeline_id)[artifact.id]
         return self._artifacts_frame(self._artifacts(children))
 
@@ -404,7 +426,7 @@ class CmfQuery:
         """Inputs of the executions that produced the artifact."""
         artifact = self._artifact(artifact_name)
         if artifact is None:
-            return pd.DataFrame()
+            return _frame([])
         return self._artifacts_frame(self._artifacts(self._hop([artifact.id], up=True)[artifact.id]))
 
     def get_one_hop_parent_artifacts_with_id(self, artifact_id: int) -> pd.DataFrame:
@@ -419,7 +441,7 @@ class CmfQuery:
 
     def _lineage_frame(self, artifact: Optional[pb.Artifact], up: bool) -> pd.DataFrame:
         if artifact is None:
-            return pd.DataFrame()
+            return _frame([])
         ids = self._lineage(artifact.id, up)
         by_id = {a.id: a for a in self._artifacts(ids)}
         return self._artifacts_frame([by_id[i] for i in ids if i in by_id])
@@ -428,7 +450,7 @@ class CmfQuery:
         """Executions that produced any upstream artifact of the artifact."""
         parents = self.get_all_parent_artifacts(artifact_name)
         if parents.empty:
-            return pd.DataFrame()
+            return _frame([])
         producers = {ev.execution_id for ev in self._events_of_artifacts(int(i) for i in parents["id"])
                      if ev.type == OUTPUT}
         return self._executions_frame(self._executions(producers))
@@ -451,11 +473,15 @@ class CmfQuery:
         if path is None:
             raise CmfError(f"the metrics file {rel} of {metrics_name} is not in the workspace; "
                            "pull it with 'cmf artifact pull'")
+        import pandas as pd
+
         return pd.read_parquet(path)
 
     @staticmethod
     def read_dataslice(name: str) -> pd.DataFrame:
         """The data slice stored at path ``name``."""
+        import pandas as pd
+
         return pd.read_parquet(name)
 
     # -- export -----------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ on several machines.
 """
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 from pathlib import Path
@@ -64,13 +65,16 @@ EVENTS = {"input": pb.Event.INPUT, "output": pb.Event.OUTPUT}
 
 
 def to_value(value: Any) -> pb.Value:
-    """A Python value as an MLMD value, keeping its type (bool, int, float, else str)."""
+    """A Python value as an MLMD value, keeping its type (bool, int, float, else str).
+
+    A NaN or infinite float (a diverged loss) is stored as the string ``"nan"``, ``"inf"`` or ``"-inf"``:
+    ML Metadata writes doubles into its SQL as text, and those three make the insert fail."""
     if isinstance(value, bool):
         return pb.Value(bool_value=value)
     if isinstance(value, int):
         return pb.Value(int_value=value)
     if isinstance(value, float):
-        return pb.Value(double_value=value)
+        return pb.Value(double_value=value) if math.isfinite(value) else pb.Value(string_value=repr(value))
     return pb.Value(string_value="" if value is None else str(value))
 
 
