@@ -8,29 +8,33 @@
   and ``--insecure``, stored as DVC's ``ssl_verify``;
 * :func:`env_credentials` -- stored keys, else the first pair set in the environment;
 * :func:`existing` -- which keys a bucket holds, by listing prefixes, never one HEAD per key;
+* :class:`CheckedSource` -- the file of a multipart upload, whose md5 is checked against its key as the
+  SDK reads it;
 * :func:`http_pool` / :func:`release` -- the urllib3 connection pool that :mod:`cmf_core.s3_http`
   sends both backends' presigned requests through.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, Iterable, Mapping, Optional, Sequence, Set, Tuple, Union
 from urllib.parse import urlsplit
 
-from cmf_core import checks
-from cmf_core.errors import BackendError, ConfigError, ObjectNotFound, TransientError
+from cmf_core import checks, layout
+from cmf_core.errors import BackendError, ConfigError, CorruptSource, ObjectNotFound, TransientError
 from cmf_core.hookspecs import InitOption
 
 if TYPE_CHECKING:
     import urllib3
 
 __all__ = ["Location", "error", "parse_error_body", "unreachable", "http_failure", "TLS_OPTIONS", "tls_setting",
-           "tls_verify", "http_pool", "release", "ENV_CREDENTIALS", "env_credentials", "existing"]
+           "tls_verify", "http_pool", "release", "ENV_CREDENTIALS", "env_credentials", "existing", "CheckedSource"]
 
 # -- where objects live ---------------------------------------------------------------------------
 
@@ -74,10 +78,13 @@ CREDENTIAL_CODES = frozenset({
     "SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "InvalidToken", "ExpiredToken",
     "InvalidClientTokenId", "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem",
 })
-#: Error codes worth retrying whatever their HTTP status.
+#: Error codes worth retrying whatever their HTTP status.  A part of a multipart upload refused as
+#: ``BadDigest`` was garbled on the way (its Content-MD5 is computed from the very bytes sent), and
+#: some servers (rclone) then drop the whole upload, so that the other parts get ``NoSuchUpload``:
+#: a new upload may well succeed.
 TRANSIENT_CODES = frozenset({
     "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
-    "RequestTimeout", "InternalError", "ServiceUnavailable", "OperationAborted",
+    "RequestTimeout", "InternalError", "ServiceUnavailable", "OperationAborted", "BadDigest", "NoSuchUpload",
 })
 MISSING_KEY_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
 
@@ -264,3 +271,46 @@ def existing(keys: Sequence[str], list_names: Callable[[str], Iterable[str]],
         for seen, _ in pool.map(scan, rest):
             found |= seen
     return found
+
+
+# -- multipart uploads ------------------------------------------------------------------------------
+
+
+class CheckedSource:
+    """The file ``src`` that a multipart upload to ``key`` sends: a stream that both SDKs read once, in
+    order, a part at a time (``put_object``, ``upload_fileobj``), hashing what it hands them.
+
+    The read that hands over the file's last byte first compares the md5 of all the bytes read with the
+    one ``key`` names (:func:`cmf_core.layout.content_md5`) and, when they differ, raises
+    :class:`CorruptSource` instead: the SDK then aborts the upload before completing it, so the wrong
+    bytes never become an object.  So is a file that ends early; reads stop at ``size`` (the size the
+    file had when the upload started), so bytes appended meanwhile are not sent either.  This checks
+    what was read, whether the file was rotten from the start or changed during the upload, at the
+    cost of one md5 of the bytes, and no second read of the file.
+    """
+
+    def __init__(self, src: Path, key: str, size: int) -> None:
+        self.src = src
+        self.md5 = layout.content_md5(key)
+        self._left = size
+        self._digest = hashlib.md5()
+        self._file = open(src, "rb")
+
+    def read(self, size: int = -1) -> bytes:
+        wanted = self._left if size < 0 else min(size, self._left)
+        data = self._file.read(wanted)
+        self._digest.update(data)
+        self._left -= len(data)
+        at_end = wanted > 0 and (not data or not self._left)
+        if at_end and self.md5 and self._digest.hexdigest() != self.md5:
+            raise CorruptSource(self.src, self.md5)
+        return data
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "CheckedSource":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

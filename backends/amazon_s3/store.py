@@ -3,9 +3,13 @@
 * ``exists`` lists prefixes (:func:`cmf_core.s3.existing`), never one HEAD per key;
 * ``put`` is one PUT below :data:`MULTIPART_THRESHOLD` (``upload_file`` would
   build a transfer manager, its threads and futures for every small file: twice
-  the CPU per object), and ``upload_file`` with parallel multipart parts
+  the CPU per object), and ``upload_fileobj`` with parallel multipart parts
   from there on, sized by :func:`part_size` so that even objects of terabytes
-  stay under S3's 10,000 parts;
+  stay under S3's 10,000 parts.  A multipart upload is verified as a single PUT
+  is: s3transfer reads the file in order through :class:`cmf_core.s3.CheckedSource`,
+  which refuses a file whose bytes are not the md5 its key names before the last
+  part leaves, and every part carries a Content-MD5 (:func:`_part_md5`), so the
+  server refuses a part garbled on the way;
 * ``get``, and ``put`` below the threshold, go through :class:`cmf_core.s3_http.SignedHTTP`:
   a ``get_object`` call spends about 1.5 ms of CPU per request on botocore's
   event hooks, header parsing and signing.  A PUT goes to a URL the client
@@ -24,15 +28,27 @@ The engine owns retries and verifies every md5, so botocore retries once at
 most and no CRC is computed or checked (many S3-compatible servers refuse
 aws-chunked CRC trailers anyway); every SDK error leaves here as a cmf error
 that names the bucket and the endpoint.
+
+Why Content-MD5 on parts, not ``ChecksumAlgorithm``: the keys name md5s, S3 knows
+no md5 checksum, and a CRC is one more trailer those servers refuse.  Why not
+compare the completed upload's ETag with the md5 of its parts: with SSE-KMS or
+SSE-C a bucket's ETags are no md5s, and every big upload to it would be refused.
+Why ``upload_fileobj`` of a stream, not ``upload_file``: ``upload_file`` reads
+the parts in parallel, out of order, where no md5 of the whole file can be
+computed; from a stream s3transfer reads one part after the other into memory
+(at most :data:`UPLOAD_THREADS` of them), and the Content-MD5 of a part is
+computed there, in the thread that uploads it.
 """
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 from pathlib import Path
-from typing import BinaryIO, Dict, Iterator, Optional, Sequence, Set, Union
+from typing import Any, BinaryIO, Dict, Iterator, Optional, Sequence, Set, Union
 
 import boto3
-from boto3.exceptions import Boto3Error, S3UploadFailedError
+from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -87,6 +103,14 @@ def part_size(size: int) -> int:
     return max(MIN_PART, -(-size // (TARGET_PARTS * MIB)) * MIB)
 
 
+def _part_md5(params: Dict[str, Any], **_: object) -> None:
+    """Give an UploadPart request the Content-MD5 of its body (a part s3transfer holds in memory), so that
+    the server refuses the part if its bytes arrive garbled; registered on the client's UploadPart calls."""
+    body = params["Body"]
+    params["ContentMD5"] = base64.b64encode(hashlib.md5(body.read()).digest()).decode()
+    body.seek(0)
+
+
 class AmazonS3Store(ObjectStore):
     """Objects at ``prefix/key`` in one bucket, through a thread-safe boto3 client."""
 
@@ -94,6 +118,7 @@ class AmazonS3Store(ObjectStore):
         self.client = client
         self.where = where
         self.credentials = credentials  # botocore's (refreshable) credentials of the session
+        client.meta.events.register("before-parameter-build.s3.UploadPart", _part_md5)
         self.http = s3_http.SignedHTTP(where, self._presign, self._sign_headers, verify, POOL,
                                        CLIENT_CONFIG.connect_timeout, CLIENT_CONFIG.read_timeout)
 
@@ -143,10 +168,12 @@ class AmazonS3Store(ObjectStore):
         if size < MULTIPART_THRESHOLD:  # one PUT: upload_file would set up a transfer manager per file
             self.http.put(src, key, size)
             return
-        with self._translated(key):
-            config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=part_size(size),
-                                    max_concurrency=UPLOAD_THREADS, preferred_transfer_client="classic")
-            self.client.upload_file(str(src), self.where.bucket, self.where.name(key), Config=config)
+        part = part_size(size)  # also the threshold: s3transfer reads that much of a stream to decide
+        config = TransferConfig(multipart_threshold=part, multipart_chunksize=part, max_concurrency=UPLOAD_THREADS,
+                                preferred_transfer_client="classic")
+        config.max_in_memory_upload_chunks = UPLOAD_THREADS  # parts in memory; not an argument in boto3
+        with s3.CheckedSource(src, key, size) as body, self._translated(key):
+            self.client.upload_fileobj(body, self.where.bucket, self.where.name(key), Config=config)
 
     def get(self, key: str, dst: BinaryIO) -> None:
         self.http.get(key, dst)
@@ -190,8 +217,6 @@ class AmazonS3Store(ObjectStore):
 
     def _error(self, exc: BaseException, key: Optional[str] = None, fetching: bool = False) -> CmfError:
         """The cmf error for an SDK exception; with ``fetching`` a 404 means the key is missing."""
-        if isinstance(exc, S3UploadFailedError) and isinstance(exc.__context__, ClientError):
-            exc = exc.__context__  # boto3 wraps the ClientError of an upload in a plain message
         if isinstance(exc, ClientError):
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             message = exc.response.get("Error", {}).get("Message", "")

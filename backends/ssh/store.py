@@ -12,7 +12,8 @@
   ``limits@openssh.com`` allow (up to :data:`MAX_REQUEST`), instead of
   paramiko's 32 KiB.
 * **Atomic, verified puts**: ``.<name>.<uuid>.tmp`` beside the target, renamed over it only
-  when the bytes sent have the md5 the key names.
+  when the bytes sent have the md5 the key names.  An upload that was killed leaves its temp
+  file behind; the next push that lists the folder removes it once it is :data:`ABANDONED`.
 """
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ import errno
 import hashlib
 import posixpath
 import queue
+import re
 import socket
 import stat
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import BinaryIO, Iterator, List, Optional, Sequence, Set, Tuple
@@ -42,6 +45,8 @@ TIMEOUT = 30.0            # seconds for TCP connect, SSH banner and authenticati
 IO_TIMEOUT = 120.0        # seconds without an answer from the SFTP server before a transfer fails
 DEFAULT_REQUEST = 32768   # SFTP read/write size every server must accept
 MAX_REQUEST = 255 << 10   # largest read/write request used when the server's limits allow it
+ABANDONED = 3600.0        # seconds since its last write after which a temp file is a killed upload's
+TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")  # what put() uploads to: .<name>.<uuid4 hex>.tmp
 
 
 class SFTPStore(ObjectStore):
@@ -207,7 +212,8 @@ class SFTPStore(ObjectStore):
     # -- the ObjectStore methods -------------------------------------------------------------------
 
     def exists(self, keys: Sequence[str]) -> Set[str]:
-        """One ``listdir`` per folder of the keys (``files/md5/xx``), never a stat per key."""
+        """One ``listdir`` per folder of the keys (``files/md5/xx``), never a stat per key; what killed
+        uploads left in those folders goes (:meth:`_sweep`)."""
         if not keys:
             return set()
         with self._session() as sftp:
@@ -218,11 +224,29 @@ class SFTPStore(ObjectStore):
                         names = sftp.listdir(path)
                     except FileNotFoundError:
                         return []
+                    self._sweep(sftp, path, names)
                 with self._lock:
                     self._dirs.add(path)
                 return names
 
             return layout.listed(keys, list_folder)
+
+    @staticmethod
+    def _sweep(sftp: paramiko.SFTPClient, folder: str, names: Sequence[str]) -> None:
+        """Remove the temp files in ``folder`` (whose ``names`` were just listed) not written to for
+        :data:`ABANDONED` seconds: uploads that were killed.
+
+        Every push lists the folders it uploads to (:meth:`exists`), so the common case, no temp file,
+        costs nothing; each temp file costs a stat.  A fresh one stays: another client may be uploading
+        it right now (its mtime moves with every write).  The remote's mtime is compared with this
+        machine's clock, and the hour's margin absorbs ordinary clock skew."""
+        cutoff = time.time() - ABANDONED
+        for name in filter(TEMP_NAME.fullmatch, names):
+            path = posixpath.join(folder, name)
+            with contextlib.suppress(OSError):  # renamed by its uploader meanwhile, or not ours to remove
+                written = sftp.stat(path).st_mtime
+                if written is not None and written < cutoff:
+                    sftp.remove(path)
 
     def put(self, src: Path, key: str) -> None:
         """Upload to ``.<name>.<uuid>.tmp`` beside the target (pipelined), then ``posix_rename`` it -- only
