@@ -55,9 +55,25 @@ def cpus() -> int:
     return len(os.sched_getaffinity(0))
 
 
+BLOCK = 64  # neighbours dealt together at most (see shares)
+
+
 def shares(items: Sequence[T], parts: int) -> List[List[T]]:
-    """``items`` dealt out like cards into ``parts`` lists: big and small objects spread evenly."""
-    return [list(items[i::parts]) for i in range(parts)]
+    """``items`` dealt out like cards into ``parts`` lists, a block of neighbours at a time: big and small
+    objects spread evenly, and each child touches mostly its own pages of the parent's memory.
+
+    A forked child shares the parent's pages until it writes to one, and merely reading an object
+    writes its reference count.  Objects made one after the other sit side by side, so dealing them
+    one by one had every child touch, and copy, nearly every page that holds the plan: pushing
+    100,000 files of 1 KB to a local store, the four processes summed 525-540 MB (proportional set
+    size: shared pages split among them; the caller alone 208 MB), and 364-383 MB in blocks of 64;
+    pulling them, 409 and 329 MB.  Blocks shrink for smaller runs, so that each share still gets
+    some 16 of them."""
+    block = max(1, min(BLOCK, len(items) // (16 * parts)))
+    out: List[List[T]] = [[] for _ in range(parts)]
+    for number, start in enumerate(range(0, len(items), block)):
+        out[number % parts].extend(items[start:start + block])
+    return out
 
 
 class Helper:

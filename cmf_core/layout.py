@@ -14,23 +14,25 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+from pathlib import Path
+from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple
 
 from cmf_core.errors import CmfError
 
 CHUNK = 1 << 20
-_MD5 = re.compile(r"^[0-9a-f]{32}(\.dir)?$")
+_MD5 = re.compile(r"[0-9a-f]{32}(\.dir)?")  # fullmatch: a "$" would also let a trailing newline through
+_FILE_MD5 = re.compile(r"[0-9a-f]{32}")  # a file's md5, never a .dir one
 
 
 class ManifestError(CmfError):
     """A ``.dir`` manifest that is not well-formed or tries to escape its directory."""
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One file of a directory: its md5 and its path relative to the directory (``/``-separated)."""
+class Entry(NamedTuple):
+    """One file of a directory: its md5 and its path relative to the directory (``/``-separated).
+
+    A named tuple, not a dataclass: a manifest of 100,000 files makes 100,000 of them, and a tuple is
+    made about five times faster and takes a third of the memory of a frozen dataclass."""
 
     md5: str
     relpath: str
@@ -47,7 +49,7 @@ def file_md5(path: os.PathLike) -> str:
 
 def is_md5(value: str) -> bool:
     """Whether ``value`` is a DVC object id: 32 hex digits, optionally ending in ``.dir``."""
-    return bool(_MD5.match(value))
+    return isinstance(value, str) and _MD5.fullmatch(value) is not None
 
 
 def key(md5: str) -> str:
@@ -87,6 +89,11 @@ def manifest_md5(data: bytes) -> str:
 
 
 def _safe_relpath(relpath: object) -> str:
+    if type(relpath) is str and relpath and relpath[0] != "/" and relpath[-1] != "/" and relpath.isascii() \
+            and "//" not in relpath and "/." not in "/" + relpath and "\\" not in relpath and "\0" not in relpath:
+        # the usual name, checked without splitting it: no segment is empty or starts with "." (so none is
+        # "." or ".." or one of SKIP_DIRS), and ASCII is always a file name; any other goes through the rest
+        return relpath
     if not isinstance(relpath, str) or not relpath or "\\" in relpath or "\0" in relpath:
         raise ManifestError(f"bad relpath {relpath!r}")
     parts = relpath.split("/")
@@ -113,22 +120,37 @@ def parse_manifest(data: bytes) -> List[Entry]:
     if not isinstance(rows, list):
         raise ManifestError("manifest is not a JSON list")
     entries, seen = [], set()
+    file_md5 = _FILE_MD5.fullmatch
     for row in rows:
         if not isinstance(row, dict):
             raise ManifestError(f"manifest row is not an object: {row!r}")
         md5 = row.get("md5")
-        if not isinstance(md5, str) or not _MD5.match(md5) or is_dir_md5(md5):
+        if not isinstance(md5, str) or not file_md5(md5):
             raise ManifestError(f"bad md5 {md5!r} in manifest")
         relpath = _safe_relpath(row.get("relpath"))
         if relpath in seen:
             raise ManifestError(f"relpath {relpath!r} appears twice")
         seen.add(relpath)
         entries.append(Entry(md5, relpath))
-    folders = {str(parent) for relpath in seen for parent in PurePosixPath(relpath).parents}
-    clash = sorted(seen & folders)
+    clash = sorted(seen & _folders(seen))
     if clash:
         raise ManifestError(f"relpath {clash[0]!r} is both a file and a directory")
     return entries
+
+
+def _folders(relpaths: Iterable[str]) -> Set[str]:
+    """Every folder that holds one of ``relpaths`` (``a/b/c`` -> ``a/b``, ``a``), by slicing the strings:
+    thousands of files share a few folders, so a folder met again ends the climb (its parents are in)."""
+    folders: Set[str] = set()
+    for relpath in relpaths:
+        end = relpath.rfind("/")
+        while end > 0:
+            folder = relpath[:end]
+            if folder in folders:
+                break
+            folders.add(folder)
+            end = relpath.rfind("/", 0, end)
+    return folders
 
 
 def listed(keys: Iterable[str], list_folder: Callable[[str], Iterable[str]]) -> Set[str]:
@@ -149,9 +171,14 @@ SKIP_DIRS = frozenset({".git", ".dvc", ".hg"})
 
 
 def walk_files(root: Path) -> Iterator[Tuple[str, Path]]:
-    """Files under ``root`` as (posix relpath, path), sorted; symlinked directories are not followed."""
-    for dirpath, dirnames, filenames in os.walk(root):
+    """Files under ``root`` as (posix relpath, path), sorted; symlinked directories are not followed.
+
+    The relpath is made from strings, once per folder: ``relative_to`` and ``as_posix`` for each of
+    100,000 files cost more than walking them."""
+    top = os.fspath(root)
+    for dirpath, dirnames, filenames in os.walk(top):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        folder = Path(dirpath)
+        prefix = os.path.relpath(dirpath, top).replace(os.sep, "/") + "/" if dirpath != top else ""
         for name in sorted(filenames):
-            path = Path(dirpath) / name
-            yield path.relative_to(root).as_posix(), path
+            yield prefix + name, folder / name

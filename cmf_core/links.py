@@ -86,9 +86,10 @@ def temp_beside(path: Path) -> str:
 def same_file(target: Path, cached: Path) -> bool:
     """Whether ``target`` already is ``cached``: a hardlink of it, or a symlink to it."""
     try:
-        if os.path.islink(target):
-            return os.path.realpath(target) == os.path.realpath(cached)
-        mine, theirs = os.stat(target), os.stat(cached)
+        mine = os.lstat(target)
+        if stat.S_ISLNK(mine.st_mode):  # the link as placed first (one call), else resolved (one per component)
+            return os.readlink(target) == str(cached) or os.path.realpath(target) == os.path.realpath(cached)
+        theirs = os.stat(cached)
     except OSError:
         return False
     return (mine.st_ino, mine.st_dev) == (theirs.st_ino, theirs.st_dev)
