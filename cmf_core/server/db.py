@@ -141,10 +141,17 @@ class Database:
         connection = sqlite3.connect(self.sqlite, timeout=300, isolation_level=None, check_same_thread=False)
         try:
             connection.execute("BEGIN IMMEDIATE")
-            yield Session(connection.cursor(), postgres=False)
+            try:
+                yield Session(connection.cursor(), postgres=False)
+            except BaseException:
+                # rolled back here, not left to close(): while the error's traceback keeps a statement of this
+                # connection alive, close() only marks it for closing, and the write lock stays held until the
+                # garbage collector finalizes that statement -- every later push waited for it (300 s)
+                connection.execute("ROLLBACK")
+                raise
             connection.execute("COMMIT")
         finally:
-            connection.close()  # without COMMIT the transaction is rolled back
+            connection.close()
 
     def schema_version(self) -> int:
         """The ML Metadata schema version of the store (raises if the database cannot be reached or read)."""
