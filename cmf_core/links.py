@@ -194,23 +194,27 @@ class Linker:
             _discard(target)
 
     def make_folder(self, folder: Path) -> None:
-        """Create a cache folder (and its parents); group-writable with the setgid bit in a shared cache."""
-        if folder in self._folders:
-            return
-        if self.settings is not None and self.settings.shared:
-            missing, parent = [], folder
-            while not parent.is_dir():
-                missing.append(parent)
-                parent = parent.parent
-            for created in reversed(missing):
-                try:
-                    os.mkdir(created)
-                except FileExistsError:
-                    continue
-                os.chmod(created, SHARED_FOLDER)
-        else:
-            os.makedirs(folder, exist_ok=True)
-        self._folders.add(folder)
+        """:func:`make_folder`, once per folder and run."""
+        if folder not in self._folders:
+            make_folder(folder, bool(self.settings and self.settings.shared))
+            self._folders.add(folder)
+
+
+def make_folder(folder: Path, shared: bool = False) -> None:
+    """Create a cache folder (and its parents); group-writable with the setgid bit in a shared cache."""
+    if not shared:
+        os.makedirs(folder, exist_ok=True)
+        return
+    missing, parent = [], folder
+    while not parent.is_dir():
+        missing.append(parent)
+        parent = parent.parent
+    for created in reversed(missing):
+        try:
+            os.mkdir(created)
+        except FileExistsError:
+            continue
+        os.chmod(created, SHARED_FOLDER)
 
 
 def check_writable(cache: Path, shared: bool = False) -> None:

@@ -354,7 +354,7 @@ def lock(cache: Union[Path, CacheSettings]) -> locks.FileLock:
     A cache this user cannot write is refused here, before anything is written."""
     settings = cache if isinstance(cache, CacheSettings) else CacheSettings(dir=cache)
     links.check_writable(settings.dir, settings.shared)
-    links.Linker(settings).make_folder(settings.dir)
+    links.make_folder(settings.dir, settings.shared)
     return locks.lock(settings.dir / "cmf-transfer.lock", waiting="waiting for another push or pull through "
                                                                    "this DVC cache")
 

@@ -6,7 +6,8 @@ What :meth:`Versioner.add` leaves behind is what ``dvc add`` leaves behind
 ``<path>.dvc`` file next to the data, and ``/<name>`` in the ``.gitignore`` of
 the data's directory.  With ``cache.type`` set to ``hardlink`` or ``symlink`` the
 workspace file then becomes a read-only link to its cache file, as with ``dvc
-add`` (see :mod:`cmf_core.links`): a 500 GB dataset takes 500 GB, not 1 TB.  Unlike ``dvc add`` it also stages the ``.dvc`` file and
+add`` (see :mod:`cmf_core.links`): a 500 GB dataset takes 500 GB, not 1 TB.
+Unlike ``dvc add`` it also stages the ``.dvc`` file and
 the ``.gitignore`` in git, as the original cmflib does.  A file that lies
 inside a directory that is already tracked is hashed only.
 """
