@@ -58,15 +58,15 @@ class Obj:
 
     md5: str
     artifact: str
-    source: Optional[Path] = None
-    workspace_copy: Optional[Path] = None  # push: the workspace file, which can heal a corrupt cache file
+    source: Optional[Path] = None  # push: found once the remote is known to lack the object
+    workspace_copy: Optional[str] = None  # push: the workspace file, which can heal a corrupt cache file
     targets: List[Path] = field(default_factory=list)
     size: int = 0
     members: frozenset = frozenset()  # for a .dir manifest: the md5s of its files
 
     @property
-    def key(self) -> str:
-        return layout.key(self.md5)
+    def key(self) -> str:  # the md5 was checked where it was read (the mlmd, a parsed manifest)
+        return f"files/md5/{self.md5[:2]}/{self.md5[2:]}"
 
 
 @dataclass
@@ -162,8 +162,12 @@ class Workspace:
         self.settings = cache if isinstance(cache, CacheSettings) else CacheSettings(dir=cache)
         self.cache = self.settings.dir
 
+    def cache_file(self, md5: str) -> str:
+        """Where the object ``md5`` is in the DVC cache (a str: a Path costs more than a stat, per object)."""
+        return f"{self.cache}/files/md5/{md5[:2]}/{md5[2:]}"
+
     def cache_path(self, md5: str) -> Path:
-        return Path(f"{self.cache}/files/md5/{md5[:2]}/{md5[2:]}")  # one Path, not four joins: it runs per object
+        return Path(self.cache_file(md5))
 
     def target(self, relpath: str) -> Path:
         """The workspace path of an artifact, refused if it would land outside the workspace."""
@@ -267,7 +271,7 @@ def _partial(path: Path) -> str:
     return f"{folder}/.{name}{PARTIAL}"
 
 
-def _file_size(path: Path) -> Optional[int]:
+def _file_size(path: Union[str, Path]) -> Optional[int]:
     """The size of the regular file at ``path``; ``None`` when there is none (one stat, not two)."""
     try:
         info = os.stat(path)
@@ -388,55 +392,47 @@ class Engine:
 
     # -- push ---------------------------------------------------------------------------------
 
-    def _push_source(self, md5: str, fallback: Optional[Path]) -> Optional[Path]:
-        cached = self.ws.cache_path(md5)
-        if cached.is_file():
-            return cached
-        if fallback is not None and fallback.is_file() and layout.file_md5(fallback) == md5:
-            return fallback
-        return None
-
     def plan_push(self, artifacts: Sequence[Artifact], result: TransferResult) -> Tuple[List[Obj], List[Obj]]:
+        """The objects the artifacts need (files, then ``.dir`` manifests), by md5 only: no file is looked at
+        here but the manifests.  Most objects of a push are usually on the remote already, so where each
+        is read from is found only for those the remote lacks (:meth:`_find_source`)."""
         files: Dict[str, Obj] = {}
         manifests: Dict[str, Obj] = {}
         for art in artifacts:
             try:
-                where = self.ws.target(art.path)
+                where = str(self.ws.target(art.path))
             except CmfError as exc:
                 result.failed.append((art.name, str(exc)))
                 continue
             if not layout.is_dir_md5(art.md5):
-                source = self._push_source(art.md5, where)
-                if source is None:
-                    result.failed.append((art.name, "not in the DVC cache and not in the workspace with that md5"))
-                else:
-                    files.setdefault(art.md5, Obj(art.md5, art.name, source, where, size=source.stat().st_size))
+                files.setdefault(art.md5, Obj(art.md5, art.name, workspace_copy=where))
                 continue
             manifest = self.ws.cache_path(art.md5)
-            if not manifest.is_file():
-                result.failed.append((art.name, "its .dir manifest is not in the DVC cache"))
-                continue
             try:
-                entries = layout.parse_manifest(manifest.read_bytes())
+                data = manifest.read_bytes()
+                entries = layout.parse_manifest(data)
+            except (FileNotFoundError, NotADirectoryError):  # fine if the remote has it: see push
+                manifests.setdefault(art.md5, Obj(art.md5, art.name))
+                continue
             except layout.ManifestError as exc:
                 result.failed.append((art.name, f"bad manifest in the DVC cache: {exc}"))
                 continue
-            members, missing = [], []
-            for entry in entries:
-                source = self._push_source(entry.md5, where / entry.relpath)
-                if source is None:
-                    missing.append(entry.relpath)
-                else:
-                    members.append(Obj(entry.md5, f"{art.path}/{entry.relpath}", source, where / entry.relpath,
-                                       size=source.stat().st_size))
-            if missing:
-                result.failed.append((art.name, f"{len(missing)} files missing from the DVC cache, e.g. {missing[0]}"))
-                continue
-            for obj in members:
-                files.setdefault(obj.md5, obj)
-            manifests.setdefault(art.md5, Obj(art.md5, art.name, manifest, size=manifest.stat().st_size,
+            for md5, relpath in entries:
+                if md5 not in files:  # a str per member, not a Path: a directory may hold 100,000 files
+                    files[md5] = Obj(md5, f"{art.path}/{relpath}", workspace_copy=f"{where}/{relpath}")
+            manifests.setdefault(art.md5, Obj(art.md5, art.name, manifest, size=len(data),
                                               members=frozenset(e.md5 for e in entries)))
         return list(files.values()), list(manifests.values())
+
+    def _find_source(self, obj: Obj) -> None:
+        """Set where a file to push is read from: its DVC cache file, else the workspace file when its md5
+        is the object's; :class:`_Missing` when neither (the remote lacks it too, or it would not be pushed)."""
+        for candidate in (self.ws.cache_file(obj.md5), obj.workspace_copy):
+            size = None if candidate is None else _file_size(candidate)
+            if size is not None and (candidate != obj.workspace_copy or layout.file_md5(candidate) == obj.md5):
+                obj.source, obj.size = Path(candidate), size
+                return
+        raise _Missing("not on the remote, not in the DVC cache, and not in the workspace with that md5")
 
     def push(self, artifacts: Sequence[Artifact], result: TransferResult) -> None:
         files, manifests = self.plan_push(artifacts, result)
@@ -444,25 +440,45 @@ class Engine:
         present = _retrying(lambda: self.store.exists([o.key for o in everything]), "listing the remote") \
             if everything else set()
         todo_files = [o for o in files if o.key not in present]
-        todo_manifests = [o for o in manifests if o.key not in present]
+        todo_manifests = []
+        for manifest in manifests:
+            if manifest.key in present:
+                continue
+            if manifest.source is None:
+                result.failed.append((manifest.artifact, "its .dir manifest is neither in the DVC cache nor on "
+                                                         "the remote"))
+            else:
+                todo_manifests.append(manifest)
         result.skipped += len(everything) - len(todo_files) - len(todo_manifests)
         result.planned = [o.artifact for o in todo_files + todo_manifests]
         if result.dry_run:
+            failed = set()
+            for obj in todo_files:
+                try:
+                    self._find_source(obj)
+                except _Missing as exc:
+                    result.failed.append((obj.artifact, str(exc)))
+                    failed.add(obj.md5)
             result.bytes = sum(o.size for o in todo_files + todo_manifests)
-            return
-        failed = {o.md5 for o in self._run("push", todo_files, self._put, result)}
+        else:
+            failed = {o.md5 for o in self._run("push", todo_files, self._put, result)}
         # a directory is published only once all its members are on the remote
         ready = []
         for manifest in todo_manifests:
             missing = len(manifest.members & failed)
             if missing:
                 result.failed.append((manifest.artifact, f"directory not published: {missing} of its "
-                                                         f"{len(manifest.members)} files failed to upload"))
+                                                         f"{len(manifest.members)} files are missing or failed "
+                                                         f"to upload"))
             else:
                 ready.append(manifest)
-        self._run("push", ready, self._put, result)
+        if not result.dry_run:
+            self._run("push", ready, self._put, result)
 
     def _put(self, obj: Obj, progress: Progress) -> int:
+        if obj.source is None:
+            self._find_source(obj)
+
         def upload() -> None:
             self.store.put(obj.source, obj.key)
 
@@ -774,6 +790,10 @@ class _Mismatch(Exception):
 _OBJECT_FAILURES = (CmfError, OSError, _Mismatch)  # what fails one object; anything else is a bug, raised
 
 
+class _Missing(CmfError):
+    """A file to push that is nowhere to be read."""
+
+
 class _NotTried(CmfError):
     """An object skipped because the remote stopped answering (the run fails fast instead of retrying each)."""
 
@@ -832,6 +852,6 @@ def _describe(exc: BaseException) -> str:
         return f"corrupt object on the remote, nothing placed: {exc}"
     if isinstance(exc, ObjectNotFound):
         return f"not on the remote ({exc.key})"
-    if isinstance(exc, (BackendError, _NotTried)):
+    if isinstance(exc, (BackendError, _NotTried, _Missing)):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"

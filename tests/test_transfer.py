@@ -83,6 +83,41 @@ def test_corrupt_cache_object_is_replaced_from_the_remote(logged):
     assert (logged / "data" / "a.csv").read_text() == "a\n" and cached.read_text() == "a\n"
 
 
+def test_push_needs_local_copies_only_of_what_the_remote_lacks(logged):
+    """A re-push after the data and the DVC cache were cleaned up (a common way to free a disk) finds
+    everything on the remote: nothing fails, nothing is read."""
+    assert api.artifact_push("p").ok
+    shutil.rmtree(logged / "data")
+    shutil.rmtree(logged / ".dvc" / "cache")
+    again = api.artifact_push("p")
+    # a.csv, the environment file and the directory, whose manifest on the remote stands for its files
+    assert again.ok and again.moved == 0 and again.skipped == 3
+
+
+def test_a_directory_with_a_file_nowhere_to_be_read_is_not_published(logged):
+    y = hashlib.md5(b"y\n").hexdigest()
+    cached = logged / ".dvc" / "cache" / "files" / "md5" / y[:2] / y[2:]
+    os.chmod(cached, 0o644)
+    cached.unlink()
+    write(logged / "data" / "dir" / "sub" / "y.txt", "edited since it was logged\n")
+    for dry_run in (True, False):
+        result = api.artifact_push("p", dry_run=dry_run)
+        reasons = dict(result.failed)
+        assert not result.ok and set(reasons) == {"data/dir/sub/y.txt", next(n for n in reasons if "data/dir:" in n)}
+        assert "not on the remote, not in the DVC cache, and not in the workspace with that md5" \
+            in reasons["data/dir/sub/y.txt"]
+        assert "directory not published: 1 of its 2 files are missing" in next(
+            reason for name, reason in reasons.items() if name.startswith("data/dir:"))
+    store = store_of(logged)
+    dir_md5 = next(a.md5 for a in transfer.select(str(logged / "mlmd"), "p")[0] if a.md5.endswith(".dir"))
+    x = hashlib.md5(b"x\n").hexdigest()
+    assert store.exists([layout_key(x), layout_key(dir_md5), layout_key(y)]) == {layout_key(x)}
+
+
+def layout_key(md5: str) -> str:
+    return f"files/md5/{md5[:2]}/{md5[2:]}"
+
+
 def test_artifact_paths_that_escape_the_workspace_are_refused(workspace, tmp_path):
     cmf = Cmf(filepath="mlmd", pipeline_name="p")
     cmf.log_dataset_with_version("../outside.txt", "0" * 32, "output")
