@@ -40,11 +40,31 @@ class Entry(NamedTuple):
 
 def file_md5(path: os.PathLike) -> str:
     """md5 of a file's bytes, streamed."""
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
+    return read_file(path)[0]
+
+
+def read_file(path: os.PathLike, keep: int = 0) -> Tuple[str, int, Optional[bytes]]:
+    """The md5 and size of a file, read once; and its bytes when there are at most ``keep`` of them (a small
+    file then goes into the DVC cache from memory instead of being read again).
+
+    Raw reads, the first of the file's size: a buffered read of 1 MiB allocates 1 MiB first, for each
+    file, and a directory may hold 100,000 files of 1 KB."""
+    digest, count, kept = hashlib.md5(), 0, []
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        want = min(os.fstat(fd).st_size + 1, CHUNK)
+        while True:
+            block = os.read(fd, want)
+            if not block:
+                break
             digest.update(block)
-    return digest.hexdigest()
+            count += len(block)
+            if count <= keep:
+                kept.append(block)
+            want = CHUNK
+    finally:
+        os.close(fd)
+    return digest.hexdigest(), count, b"".join(kept) if count <= keep else None
 
 
 def is_md5(value: str) -> bool:

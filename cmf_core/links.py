@@ -73,6 +73,22 @@ def _copy(source: str, target: str) -> None:
         shutil.copyfileobj(inp, out, layout.CHUNK)
 
 
+def _write_new(target: str, content: bytes, mode: int) -> None:
+    """A new file at ``target`` holding ``content`` (``mode`` 0o444 still lets this descriptor write)."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        write_all(fd, content)
+    finally:
+        os.close(fd)
+
+
+def write_all(fd: int, data) -> None:
+    """Write all of ``data`` to the raw descriptor ``fd`` (``os.write`` may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 MAKERS: Dict[str, Callable[[str, str], None]] = {
     "reflink": reflink, "hardlink": _hardlink, "symlink": _symlink, "copy": _copy}
 
@@ -162,16 +178,20 @@ class Linker:
             raise
         return kind
 
-    def to_cache(self, source: Path, cached: Path) -> None:
+    def to_cache(self, source: Path, cached: Path, content: Optional[bytes] = None) -> None:
         """Put the workspace file ``source`` into the cache at ``cached`` (read-only), as ``dvc add`` does: a
         hardlink when ``hardlink`` is the first type (the workspace file becomes read-only with it), else a
-        clone or a copy.  Then, for ``hardlink``/``symlink``, the workspace file becomes a link to it."""
+        clone or a copy (``content``, the file's bytes if the caller read them already, is then written
+        from memory).  Then, for ``hardlink``/``symlink``, the workspace file becomes a link to it."""
         if not os.path.exists(cached):
             self.make_folder(cached.parent)
             tmp = temp_beside(cached)
             try:
-                self._make(source, Path(tmp), self.fill)
-                os.chmod(tmp, READ_ONLY)
+                if content is not None and self.fill[0] == "copy":
+                    _write_new(tmp, content, READ_ONLY)
+                else:
+                    self._make(source, Path(tmp), self.fill)
+                    os.chmod(tmp, READ_ONLY)
                 os.replace(tmp, cached)
             except BaseException:
                 _discard(tmp)

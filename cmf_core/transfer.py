@@ -232,7 +232,7 @@ class HashingWriter(io.RawIOBase):
     def write(self, data) -> int:
         view = memoryview(data)
         for fd in self.outputs:
-            _write_all(fd, view)
+            links.write_all(fd, view)
         if self._chunks is None and self.count + len(view) <= self.INLINE:
             self.digest.update(view)
         else:
@@ -296,12 +296,6 @@ def _create(tmp: str, mode: int = 0o666) -> int:
     except FileExistsError:
         _discard([tmp])
         return os.open(tmp, flags, mode)
-
-
-def _write_all(fd: int, data) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def _discard(partials: Iterable[str]) -> None:

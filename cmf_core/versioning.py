@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import yaml
 
-from cmf_core import config, layout, links
+from cmf_core import config, fanout, layout, links
 from cmf_core.errors import CmfError
+
+SMALL = 1 << 20  # a file up to this size is read once, into memory, to be hashed and copied into the cache
 
 
 @dataclass
@@ -65,7 +68,7 @@ class Versioner:
     # -- hashing and the cache -------------------------------------------------------------------
 
     def cache_path(self, md5: str) -> Path:
-        return self.cache / md5[:2] / md5[2:]
+        return Path(f"{self.cache}/{md5[:2]}/{md5[2:]}")  # one Path, not two joins: it runs per file
 
     def check_writable(self) -> None:
         """Refuse a cache this user cannot write before the first object goes in (once per Versioner)."""
@@ -90,18 +93,32 @@ class Versioner:
             raise
 
     def _add_file(self, path: Path) -> Versioned:
+        """Hash a file and put it in the cache, reading it once when it is small (see ``layout.read_file``)."""
         self.check_writable()
-        md5 = layout.file_md5(path)
-        size = path.stat().st_size
-        self.linker.to_cache(path, self.cache_path(md5))
+        md5, size, content = layout.read_file(path, keep=SMALL)
+        self.linker.to_cache(path, self.cache_path(md5), content)
         return Versioned(path, md5, size)
 
     def _add_dir(self, path: Path) -> Versioned:
-        entries, size = [], 0
-        for relpath, member in layout.walk_files(path):
-            version = self._add_file(member)
-            entries.append(layout.Entry(version.md5, relpath))
-            size += version.size
+        """Version every file of a directory.  Files larger than :data:`SMALL` are hashed in threads, one per
+        CPU (hashlib lets go of the interpreter's lock), while this thread does the small ones: threads
+        taking turns at the lock made 10,000 files of 1 KB slower (1.7-2.0 s in one thread, 2.3 s in two,
+        2.7-2.9 s in four)."""
+        members = list(layout.walk_files(path))
+        versions: List[Optional[Versioned]] = [None] * len(members)
+        pool = ThreadPoolExecutor(fanout.cpus(), thread_name_prefix="cmf-add")
+        try:
+            big = {i: pool.submit(self._add_file, member) for i, (_, member) in enumerate(members)
+                   if os.stat(member).st_size > SMALL}
+            for i, (_, member) in enumerate(members):
+                if i not in big:
+                    versions[i] = self._add_file(member)
+            for i, future in big.items():
+                versions[i] = future.result()
+        finally:
+            pool.shutdown(cancel_futures=True)
+        entries = [layout.Entry(v.md5, relpath) for (relpath, _), v in zip(members, versions)]
+        size = sum(v.size for v in versions)
         manifest = layout.manifest_bytes(entries)
         md5 = layout.manifest_md5(manifest)
         self._store_manifest(md5, manifest)

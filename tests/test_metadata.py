@@ -1,6 +1,7 @@
 """The Cmf logging API: the records it writes, DVC-compatible versioning, and refusing bad input."""
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 from ml_metadata.proto import metadata_store_pb2 as pb
 
+from cmf_core import layout, versioning
 from cmf_core.errors import CmfError, NotInitialized
 from cmf_core.metadata import store as records
 from cmflib.cmf import Cmf
@@ -107,6 +109,10 @@ def test_versioning_is_byte_identical_to_dvc_add(tmp_path, monkeypatch):
         write(root / "dir" / "sub" / "b.bin", "beta")
         write(root / "dir" / "sub" / "empty", "")
         write(root / "dir" / "ünïcode name.txt", "u")
+        for i in range(200):  # versioned in several threads; equal contents go into the cache at once
+            write(root / "dir" / "many" / f"f{i:03d}", f"{i % 7}\n")
+        (root / "dir" / "edge.bin").write_bytes(b"e" * versioning.SMALL)  # read once, copied from memory
+        (root / "dir" / "big.bin").write_bytes(b"b" * (versioning.SMALL + 1))  # copied from the file
         return root
 
     ours, theirs = make(tmp_path / "ours"), make(tmp_path / "theirs")
@@ -119,9 +125,19 @@ def test_versioning_is_byte_identical_to_dvc_add(tmp_path, monkeypatch):
         assert (ours / name).read_bytes() == (theirs / name).read_bytes(), name
     cache = lambda root: {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mode & 0o777)
                           for p in (root / ".dvc" / "cache").rglob("*") if p.is_file()}
-    assert cache(ours) == cache(theirs) and len(cache(ours)) == 6
+    assert cache(ours) == cache(theirs) and len(cache(ours)) == 15
     status = subprocess.run(["dvc", "status"], cwd=ours, capture_output=True, text=True, check=True).stdout
     assert "up to date" in status
+
+
+@pytest.mark.parametrize("size", [0, 1, 1023, layout.CHUNK, layout.CHUNK + 3, 3 * layout.CHUNK])
+def test_read_file_hashes_every_byte_and_keeps_only_small_files(tmp_path, size):
+    data = os.urandom(size)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    assert layout.read_file(path, keep=size) == (hashlib.md5(data).hexdigest(), size, data)
+    if size:
+        assert layout.read_file(path, keep=size - 1) == (hashlib.md5(data).hexdigest(), size, None)
 
 
 def test_logged_data_round_trips_through_plain_dvc(workspace, tmp_path):
