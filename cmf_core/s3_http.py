@@ -13,9 +13,12 @@ URL (its body is not hashed for the signature).
 * :meth:`SignedHTTP.get` asks for the first :data:`DOWNLOAD_HEAD` bytes (all of
   most objects: one GET, no HEAD) and streams them into the engine's
   non-seekable writer; the size in that answer starts parallel ranged GETs of
-  the rest at once (at most :data:`CONCURRENCY`, each holding at most
-  :data:`DOWNLOAD_PART` bytes), and each range is written in order, piece by
-  piece as it arrives, so that the engine's md5 keeps pace with the network;
+  the rest at once (at most :data:`CONCURRENCY` per object and
+  :data:`RANGE_BUDGET` in all, each holding at most :data:`DOWNLOAD_PART`
+  bytes), and each range is written in order, piece by piece as it arrives, so
+  that the engine's md5 keeps pace with the network;
+* :meth:`SignedHTTP.names` lists keys with ListObjectsV2, read without an XML
+  parser (what a push asks before it uploads anything);
 * :meth:`SignedHTTP.put` is one PUT of a whole file (multipart stays with the SDKs),
   with a ``Content-MD5`` header: the key names the md5 of the bytes, so the
   server checks for free that what it stores is the object, and a corrupt DVC
@@ -29,15 +32,16 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import html
 import queue
+import re
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import BinaryIO, Callable, Deque, Dict, Iterator, List, Optional, Tuple, Union
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import urllib3
 
@@ -48,6 +52,7 @@ MIB = 1 << 20
 DOWNLOAD_HEAD = 8 * MIB    # objects up to this size come in one streamed GET
 DOWNLOAD_PART = 8 * MIB    # then ranges of this size: CONCURRENCY of them (64 MiB) may wait in memory
 CONCURRENCY = 8            # ranges in flight per object
+RANGE_BUDGET = 12          # ranges in flight in all, for every object a store downloads at once (96 MiB)
 RANGE_ATTEMPTS = 2         # a range whose body breaks off is asked once more for its missing bytes
 PRESIGNED_SECONDS = 3600   # lifetime of a signed URL: the request must start within it
 
@@ -84,6 +89,11 @@ class Addressing:
     def url(self, name: str) -> str:
         return self.base + quote(name, safe="/~")
 
+    @property
+    def bucket_url(self) -> str:
+        """The URL of the bucket itself, for a listing (a path-style bucket without its trailing slash)."""
+        return self.base if urlsplit(self.base).path == "/" else self.base.rstrip("/")
+
 
 class SignedHTTP:
     """GETs and one-PUT uploads of the objects at ``where``: a PUT to the URL ``presign`` gives, a GET to
@@ -95,6 +105,7 @@ class SignedHTTP:
         self.presign = presign
         self.sign_headers = sign_headers
         self.pool = s3.http_pool(where.endpoint, verify, pool_size, connect_timeout, read_timeout)
+        self.ranges = threading.BoundedSemaphore(RANGE_BUDGET)  # see _write_in_order
 
     @functools.cached_property
     def addressing(self) -> Addressing:
@@ -127,6 +138,38 @@ class SignedHTTP:
             self._write_in_order(key, head, rest, dst)
         finally:
             s3.release(head)
+
+    def names(self, prefix: str) -> Iterator[str]:
+        """Every key under ``prefix`` (a folder of keys ending in ``/``, or ``""``), a page at a time.
+
+        A ListObjectsV2 request signed in its headers, its answer read with a regular expression: the
+        SDKs build an object per key from a parsed XML tree, and listing 100,000 keys took 7.7 s of CPU
+        through minio's ``list_objects``."""
+        token: Optional[str] = None
+        while True:
+            query = {"list-type": "2", "max-keys": str(s3.PAGE), "prefix": self.where.name(prefix)}
+            if token is not None:
+                query["continuation-token"] = token
+            url = self.addressing.bucket_url + "?" + "&".join(f"{name}={quote(value, safe='-_.~')}"
+                                                              for name, value in sorted(query.items()))
+            headers: Dict[str, str] = {}
+            self.sign_headers("GET", url, self.addressing.region, headers)
+            with self._unreachable():
+                response = self.pool.request("GET", url, headers=headers)
+            if response.status != 200:
+                raise self._refused(response, prefix)
+            body = response.data
+            for found in _KEY.findall(body):
+                key = self.where.key(html.unescape(found.decode("utf-8")))
+                if key is not None:
+                    yield key
+            if _TRUNCATED not in body:
+                return
+            following = _TOKEN.search(body)
+            if following is None:
+                raise BackendError(f"{self.where} answered a listing of {prefix or 'the remote'} with a truncated "
+                                   f"page and no continuation token")
+            token = html.unescape(following.group(1).decode("utf-8"))
 
     def close(self) -> None:
         self.pool.clear()
@@ -182,34 +225,42 @@ class SignedHTTP:
         """Stream ``head`` into ``dst`` while the ranges ``rest`` download, then each range in order.
 
         A range goes to ``dst`` piece by piece as it arrives, not once complete: the md5 that the engine
-        computes in order can then keep pace with the network instead of waiting for whole ranges."""
+        computes in order can then keep pace with the network instead of waiting for whole ranges.
+
+        Each range in flight holds up to :data:`DOWNLOAD_PART` bytes, and takes one of the store's
+        :data:`RANGE_BUDGET` slots until it is written: 4 objects of 1 GiB pulled at once held 8 ranges
+        each (a peak of 499 MB).  A download that holds no slot waits for one; one that holds some
+        only takes a free one, so that two downloads never wait for each other's slots."""
         if not rest:
             self._stream(head, dst)
             return
         pool = ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="cmf-s3-range")
         stop = threading.Event()
+        todo: Deque[Tuple[int, int]] = deque(rest)
+        ahead: Deque[queue.SimpleQueue] = deque()  # each holds a slot until written
 
-        def start(first: int, last: int) -> "queue.SimpleQueue[Piece]":
-            pieces: "queue.SimpleQueue[Piece]" = queue.SimpleQueue()
-            pool.submit(self._range, key, first, last, pieces, stop)
-            return pieces
+        def start_more() -> None:
+            while todo and len(ahead) < CONCURRENCY and self.ranges.acquire(blocking=not ahead):
+                pieces: "queue.SimpleQueue[Piece]" = queue.SimpleQueue()
+                ahead.append(pieces)
+                pool.submit(self._range, key, *todo.popleft(), pieces, stop)
 
         try:
-            todo = iter(rest)
-            ahead: Deque[queue.SimpleQueue] = deque(start(*r) for r in islice(todo, CONCURRENCY))
+            start_more()
             self._stream(head, dst)
             while ahead:
-                pieces = ahead.popleft()
-                following = next(todo, None)
-                if following:
-                    ahead.append(start(*following))
-                for piece in iter(pieces.get, None):
+                for piece in iter(ahead[0].get, None):
                     if isinstance(piece, BaseException):
                         raise piece
                     dst.write(piece)
+                ahead.popleft()
+                self.ranges.release()
+                start_more()
         finally:
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
+            for _ in ahead:
+                self.ranges.release()
 
     def _stream(self, body: urllib3.BaseHTTPResponse, dst: BinaryIO) -> None:
         chunks = body.stream(MIB)
@@ -262,3 +313,8 @@ def _error_body(response: urllib3.BaseHTTPResponse) -> Tuple[Optional[str], Opti
     body = response.data.decode("utf-8", "replace")
     s3.release(response)
     return s3.parse_error_body(body)
+
+
+_KEY = re.compile(rb"<Key>([^<]*)</Key>")  # in a listing, only each object's <Contents> has a <Key>
+_TOKEN = re.compile(rb"<NextContinuationToken>([^<]*)</NextContinuationToken>")
+_TRUNCATED = b"<IsTruncated>true</IsTruncated>"

@@ -17,7 +17,6 @@ from typing import Dict, List
 
 import pytest
 import urllib3
-from botocore.stub import Stubber
 
 import cmf_core.transfer
 from cmf_core import api, config, layout, plugins, s3, s3_http
@@ -313,7 +312,8 @@ def test_small_objects_are_one_put(store, tmp_path, monkeypatch):
     assert sink.value == b"small"
 
 
-def test_exists_lists_instead_of_asking_per_key(store, tmp_path):
+def test_exists_lists_instead_of_asking_per_key(store, tmp_path, monkeypatch):
+    """Listings go through the signed HTTP pool (ListObjectsV2 signed by botocore), not the SDK's calls."""
     seen: List[str] = []
     store.client.meta.events.register("before-call.s3.*", lambda model, **_: seen.append(model.name))
     keys = [layout.key(hashlib.md5(str(i).encode()).hexdigest()) for i in range(500)]
@@ -321,9 +321,9 @@ def test_exists_lists_instead_of_asking_per_key(store, tmp_path):
         src = tmp_path / str(i)
         src.write_bytes(str(i).encode())
         store.put(src, key)
-    seen.clear()
+    requests = http_requests(store, monkeypatch)
     assert store.exists(keys) == set(keys[:7])
-    assert set(seen) == {"ListObjectsV2"} and len(seen) < 20, seen
+    assert not seen and set(requests) == {"GET None"} and len(requests) < 20, (seen, requests)
 
 
 # -- interoperation with DVC -------------------------------------------------------------------------
@@ -482,15 +482,19 @@ def test_unreachable_endpoint(ws, s3_bucket, monkeypatch, cmf):
     assert_one_error(cmf, f"cannot reach {dead}", s3_bucket)
 
 
+def answering(store, monkeypatch, status: int, code: str, message: str) -> None:
+    """Every request of the store's HTTP pool gets this S3 error answer."""
+    body = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
+    monkeypatch.setattr(store.http.pool, "request", lambda *a, **k: urllib3.HTTPResponse(
+        body=io.BytesIO(body), status=status, preload_content=k.get("preload_content", True)))
+
+
 def test_throttling_and_5xx_are_transient(store, monkeypatch):
     key = layout.key(hashlib.md5(b"busy").hexdigest())
-    with Stubber(store.client) as stub:
-        stub.add_client_error("list_objects_v2", "SlowDown", "Please reduce your request rate.", 503)
-        with pytest.raises(TransientError, match="SlowDown"):
-            store.exists([key])
-    busy = b"<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>"
-    monkeypatch.setattr(store.http.pool, "request", lambda *a, **k: urllib3.HTTPResponse(
-        body=io.BytesIO(busy), status=500, preload_content=False))
+    answering(store, monkeypatch, 503, "SlowDown", "Please reduce your request rate.")
+    with pytest.raises(TransientError, match="SlowDown"):
+        store.exists([key])
+    answering(store, monkeypatch, 500, "InternalError", "We encountered an internal error.")
     with pytest.raises(TransientError, match="InternalError"):
         store.get(key, Sink())
 
@@ -502,19 +506,16 @@ def test_a_refused_put_names_the_bucket_and_retries_only_when_transient(store, t
     # BadDigest of a file that does match its md5: the bytes were garbled on the way, worth sending again
     for status, code, kind in ((403, "AccessDenied", BackendError), (503, "SlowDown", TransientError),
                                (400, "BadDigest", TransientError)):
-        body = f"<Error><Code>{code}</Code><Message>no</Message></Error>".encode()
-        monkeypatch.setattr(store.http.pool, "request", lambda *a, **k: urllib3.HTTPResponse(
-            body=io.BytesIO(body), status=status, preload_content=False))
+        answering(store, monkeypatch, status, code, "no")
         with pytest.raises(kind) as raised:
             store.put(src, key)
         assert s3_bucket in str(raised.value) and (kind is TransientError) == isinstance(raised.value, TransientError)
 
 
-def test_errors_name_the_bucket_and_endpoint(store, s3_server, s3_bucket):
-    with Stubber(store.client) as stub:
-        stub.add_client_error("list_objects_v2", "AccessDenied", "Access Denied", 403)
-        with pytest.raises(BackendError) as raised:
-            store.exists([layout.key(hashlib.md5(b"denied").hexdigest())])
+def test_errors_name_the_bucket_and_endpoint(store, s3_server, s3_bucket, monkeypatch):
+    answering(store, monkeypatch, 403, "AccessDenied", "Access Denied")
+    with pytest.raises(BackendError) as raised:
+        store.exists([layout.key(hashlib.md5(b"denied").hexdigest())])
     assert not isinstance(raised.value, TransientError)
     assert s3_bucket in str(raised.value) and s3_server.endpoint in str(raised.value)
 
@@ -522,7 +523,7 @@ def test_errors_name_the_bucket_and_endpoint(store, s3_server, s3_bucket):
 @pytest.mark.parametrize("repo_type", ["amazonS3", "minioS3"])
 def test_gets_signed_in_headers_reach_objects_under_an_odd_prefix(repo_type, ws, s3_server, s3_bucket, tmp_path):
     """A GET's short URL is built from the address the SDK presigned once, with the remote's prefix quoted
-    by cmf: a prefix with a space, '+', '~' and '=' must still name the SDK's own objects."""
+    by cmf: a prefix with a space, '+', '~' and '=' must still name the SDK's own objects, and be listed."""
     import boto3
 
     prefix = "odd prefix/a+~x=y"
@@ -541,6 +542,7 @@ def test_gets_signed_in_headers_reach_objects_under_an_odd_prefix(repo_type, ws,
         sink = Sink()
         opened.get(key, sink)
         assert sink.value == data
+        assert opened.exists([key, layout.key("0" * 32)]) == {key}  # a listing's query signed as sent
     finally:
         opened.close()
 

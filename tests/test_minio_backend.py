@@ -317,17 +317,18 @@ def store(ws, tmp_path, s3_server, s3_bucket):
 
 def test_exists_lists_prefixes(store, tmp_path, monkeypatch):
     listed: List[str] = []
-    real = store.client.list_objects
+    real = store.http.names
 
-    def counting(bucket, prefix=None, recursive=False, **kw):
+    def counting(prefix):
         listed.append(prefix)
-        return real(bucket, prefix=prefix, recursive=recursive, **kw)
+        return real(prefix)
 
-    def no_head(*args, **kwargs):
-        raise AssertionError("exists must list, not ask per key")
+    def no_sdk(*args, **kwargs):
+        raise AssertionError("exists must list through the signed HTTP pool, never per key or through the SDK")
 
-    monkeypatch.setattr(store.client, "list_objects", counting)
-    monkeypatch.setattr(store.client, "stat_object", no_head)
+    monkeypatch.setattr(store.http, "names", counting)
+    monkeypatch.setattr(store.client, "stat_object", no_sdk)
+    monkeypatch.setattr(store.client, "list_objects", no_sdk)
     md5s = [hashlib.md5(str(i).encode()).hexdigest() for i in range(300)]
     for i, md5 in enumerate(md5s[:5]):
         src = tmp_path / str(i)
@@ -335,11 +336,88 @@ def test_exists_lists_prefixes(store, tmp_path, monkeypatch):
         store.put(src, layout.key(md5))
     keys = [layout.key(m) for m in md5s]
     assert store.exists(keys) == set(keys[:5])
-    assert listed == ["some/prefix/" + min(keys).rsplit("/", 1)[0] + "/", "some/prefix/files/md5/"], \
+    assert listed == [min(keys).rsplit("/", 1)[0] + "/", "files/md5/"], \
         "a small remote and many folders: one folder to estimate, then the common parent once"
     listed.clear()
     assert store.exists(keys[:3]) == set(keys[:3])
-    assert sorted(listed) == sorted({"some/prefix/" + k.rsplit("/", 1)[0] + "/" for k in keys[:3]})
+    assert sorted(listed) == sorted({k.rsplit("/", 1)[0] + "/" for k in keys[:3]})
+
+
+def test_a_listing_reads_every_page_and_unescapes_names(store, tmp_path, monkeypatch):
+    """ListObjectsV2 pages are read without an XML parser: continuation tokens are followed, XML entities
+    in names are undone, and objects outside the remote's prefix are not reported."""
+    monkeypatch.setattr(s3, "PAGE", 2)
+    names = sorted(f"files/md5/ab/{n}" for n in ("a&b", "c<d>e", "f'g\"h", "plain", "plain2"))
+    src = tmp_path / "obj"
+    src.write_bytes(b"x")
+    for name in names:
+        store.put(src, name)
+    store.client.put_object(store.where.bucket, "some/prefixed-not/files/md5/ab/outside", io.BytesIO(b"x"), 1)
+    requests: List[str] = []
+    send = store.http.pool.request
+    monkeypatch.setattr(store.http.pool, "request", lambda method, url, **kw: requests.append(url) or send(
+        method, url, **kw))
+    assert sorted(store.http.names("files/md5/ab/")) == names
+    assert len(requests) == 3 and all("max-keys=2" in url for url in requests)
+    assert sorted(store.http.names("")) == names
+
+
+class CountingSlots(threading.BoundedSemaphore):
+    """A semaphore that remembers how many slots were held at most (and refuses a release too many)."""
+
+    def __init__(self, value: int) -> None:
+        super().__init__(value)
+        self.held = self.peak = 0
+        self.count_lock = threading.Lock()
+
+    def acquire(self, blocking: bool = True, timeout=None) -> bool:
+        got = super().acquire(blocking, timeout) if timeout is not None else super().acquire(blocking)
+        if got:
+            with self.count_lock:
+                self.held += 1
+                self.peak = max(self.peak, self.held)
+        return got
+
+    def release(self, n: int = 1) -> None:
+        with self.count_lock:
+            self.held -= 1
+        super().release()
+
+
+def test_downloads_at_once_share_one_range_budget(store, tmp_path, monkeypatch):
+    """Big objects pulled at once hold at most RANGE_BUDGET ranges in memory between them (4 objects of
+    1 GiB held 8 each: 499 MB), never wait for each other for good, and give every slot back, also
+    when a download fails half-way."""
+    monkeypatch.setattr(s3_http, "DOWNLOAD_HEAD", MIB)
+    monkeypatch.setattr(s3_http, "DOWNLOAD_PART", MIB)
+    slots = store.http.ranges = CountingSlots(3)
+    objects = {}
+    for i in range(4):
+        data = random_bytes(6 * MIB + i, f"object {i}")
+        src = tmp_path / f"o{i}"
+        src.write_bytes(data)
+        key = layout.key(hashlib.md5(data).hexdigest())
+        store.put(src, key)
+        objects[key] = hashlib.md5(data).hexdigest()
+    sinks = {key: Sink(keep=False) for key in objects}
+    threads = [threading.Thread(target=store.get, args=(key, sinks[key])) for key in objects]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+        assert not thread.is_alive(), "downloads waited for each other's slots"
+    assert {key: sink.md5 for key, sink in sinks.items()} == objects
+    assert slots.peak == 3 and slots.held == 0
+
+    class Breaking(Sink):
+        def write(self, data) -> int:
+            if self.size > 3 * MIB:
+                raise OSError("disk full")
+            return super().write(data)
+
+    with pytest.raises(OSError, match="disk full"):
+        store.get(next(iter(objects)), Breaking(keep=False))
+    assert slots.held == 0
 
 
 def test_small_objects_are_one_signed_request_and_big_ones_come_in_ranges(store, tmp_path, monkeypatch):

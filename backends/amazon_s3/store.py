@@ -161,7 +161,7 @@ class AmazonS3Store(ObjectStore):
     # -- the ObjectStore methods ------------------------------------------------------------------
 
     def exists(self, keys: Sequence[str]) -> Set[str]:
-        return s3.existing(keys, self._list)
+        return s3.existing(keys, self.http.names)
 
     def put(self, src: Path, key: str) -> None:
         size = src.stat().st_size
@@ -195,17 +195,6 @@ class AmazonS3Store(ObjectStore):
         with self._translated():
             S3SigV4Auth(self.credentials.get_frozen_credentials(), "s3", region).add_auth(request)
         headers.update(request.headers.items())
-
-    def _list(self, prefix: str) -> Iterator[str]:
-        """Every key under ``prefix`` (relative to the remote's prefix), page by page."""
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.where.bucket, Prefix=self.where.name(prefix), PaginationConfig={"PageSize": 1000})
-        with self._translated():
-            for page in pages:
-                for obj in page.get("Contents", ()):
-                    key = self.where.key(obj["Key"])
-                    if key is not None:
-                        yield key
 
     @contextlib.contextmanager
     def _translated(self, key: Optional[str] = None, fetching: bool = False) -> Iterator[None]:

@@ -103,17 +103,8 @@ class MinioStore(ObjectStore):
         except HTTPError as exc:
             raise s3.http_failure(self.where, exc) from None
 
-    def _names(self, prefix: str) -> Iterator[str]:
-        """Every key under ``prefix`` (a folder of keys ending in ``/``, or ``""``)."""
-        with self._errors():
-            listing = self.client.list_objects(self.where.bucket, prefix=self.where.name(prefix), recursive=True)
-            for obj in listing:
-                key = self.where.key(obj.object_name)
-                if key is not None:
-                    yield key
-
     def exists(self, keys: Sequence[str]) -> Set[str]:
-        return s3.existing(keys, self._names)
+        return s3.existing(keys, self.http.names)
 
     def put(self, src: Path, key: str) -> None:
         size = src.stat().st_size
