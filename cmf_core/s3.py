@@ -201,10 +201,21 @@ def keep_debug_off(*loggers: str) -> None:
             logging.getLogger(name).setLevel(logging.INFO)
 
 
+DRAIN_LIMIT = 64 << 10  # unread bytes of an answer read off so that its connection serves the next request
+
+
 def release(response: "urllib3.BaseHTTPResponse") -> None:
-    """Done with ``response``: a body read to the end has already given its connection back to the
-    pool; one that was not is closed, so no unread bytes reach the next request on that connection."""
-    response.close()
+    """Done with ``response``: its connection goes back to the pool, once what is left of the body (none
+    after a PUT, or a download read to its end) is read off; with more than :data:`DRAIN_LIMIT` left (a
+    download cut short) the connection is closed instead, so no unread bytes reach the next request.
+
+    Closing every connection made each PUT of a push open a new one: 10,000 uploads left 10,000
+    sockets in TIME-WAIT, and connecting cost a sixth of the push's CPU."""
+    left = getattr(response, "length_remaining", None)
+    if left is not None and left <= DRAIN_LIMIT:
+        response.drain_conn()  # a failure here closes the connection: the pool then opens another
+    else:
+        response.close()
     response.release_conn()
 
 
