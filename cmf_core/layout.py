@@ -45,26 +45,30 @@ def file_md5(path: os.PathLike) -> str:
 
 def read_file(path: os.PathLike, keep: int = 0) -> Tuple[str, int, Optional[bytes]]:
     """The md5 and size of a file, read once; and its bytes when there are at most ``keep`` of them (a small
-    file then goes into the DVC cache from memory instead of being read again).
-
-    Raw reads, the first of the file's size: a buffered read of 1 MiB allocates 1 MiB first, for each
-    file, and a directory may hold 100,000 files of 1 KB."""
+    file then goes into the DVC cache from memory instead of being read again)."""
     digest, count, kept = hashlib.md5(), 0, []
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        want = min(os.fstat(fd).st_size + 1, CHUNK)
-        while True:
-            block = os.read(fd, want)
-            if not block:
-                break
+        for block in blocks(fd):
             digest.update(block)
             count += len(block)
             if count <= keep:
                 kept.append(block)
-            want = CHUNK
     finally:
         os.close(fd)
     return digest.hexdigest(), count, b"".join(kept) if count <= keep else None
+
+
+def blocks(fd: int) -> Iterator[bytes]:
+    """The bytes of the open file ``fd`` in raw reads of :data:`CHUNK`, the first of the file's size: a read
+    of 1 MiB allocates 1 MiB first, for each file, and a directory may hold 100,000 files of 1 KB."""
+    want = min(os.fstat(fd).st_size + 1, CHUNK)
+    while True:
+        block = os.read(fd, want)
+        if not block:
+            return
+        yield block
+        want = CHUNK
 
 
 def is_md5(value: str) -> bool:

@@ -79,19 +79,12 @@ class LocalStore(ObjectStore):
         except FileNotFoundError:
             raise ObjectNotFound(key, str(self.root)) from None
         try:
-            # a small file in one read of its size: a read of 1 MiB allocates 1 MiB first, for each file
-            want = min(os.fstat(fd).st_size + 1, _CHUNK)
-            while True:
-                block = os.read(fd, want)
-                if not block:
-                    return
+            for block in layout.blocks(fd):
                 dst.write(block)
-                want = _CHUNK
         finally:
             os.close(fd)
 
 
-_CHUNK = 1 << 20
 _NO_SENDFILE = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOTSOCK}
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 _process = f"{os.getpid()}-{os.urandom(4).hex()}"
@@ -127,7 +120,7 @@ def _copy(source: BinaryIO, out: int) -> None:
         if offset or isinstance(exc, OSError) and exc.errno not in _NO_SENDFILE:
             raise
     while True:  # nothing was written yet
-        block = source.read(_CHUNK)
+        block = source.read(layout.CHUNK)
         if not block:
             return
         view = memoryview(block)
