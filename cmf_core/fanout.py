@@ -51,8 +51,10 @@ def processes(count: int, jobs: int) -> int:
 
 
 def cpus() -> int:
-    """The CPUs this process may run on."""
-    return len(os.sched_getaffinity(0))
+    """The CPUs this process may run on (the machine's, where the system cannot say: macOS)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 BLOCK = 64  # neighbours dealt together at most (see shares)

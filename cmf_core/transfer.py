@@ -421,11 +421,15 @@ class Engine:
     def _find_source(self, obj: Obj) -> None:
         """Set where a file to push is read from: its DVC cache file, else the workspace file when its md5
         is the object's; :class:`_Missing` when neither (the remote lacks it too, or it would not be pushed)."""
-        for candidate in (self.ws.cache_file(obj.md5), obj.workspace_copy):
-            size = None if candidate is None else _file_size(candidate)
-            if size is not None and (candidate != obj.workspace_copy or layout.file_md5(candidate) == obj.md5):
-                obj.source, obj.size = Path(candidate), size
-                return
+        cached, copy = self.ws.cache_file(obj.md5), obj.workspace_copy
+        size = _file_size(cached)
+        if size is not None:
+            obj.source, obj.size = Path(cached), size
+            return
+        size = None if copy is None else _file_size(copy)
+        if size is not None and layout.file_md5(copy) == obj.md5:
+            obj.source, obj.size = Path(copy), size
+            return
         raise _Missing("not on the remote, not in the DVC cache, and not in the workspace with that md5")
 
     def push(self, artifacts: Sequence[Artifact], result: TransferResult) -> None:

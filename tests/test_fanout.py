@@ -167,3 +167,10 @@ def _md5_tail(dataset: Dataset, rel: str) -> str:
     import hashlib
 
     return hashlib.md5(dataset.files[rel]).hexdigest()[2:]
+
+
+def test_cpus_falls_back_to_the_machine_where_affinity_is_unknown(monkeypatch):
+    """macOS has no sched_getaffinity: logging a directory (which hashes big files in one thread per CPU)
+    must not fail there."""
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    assert fanout.cpus() == (os.cpu_count() or 1)
