@@ -279,38 +279,45 @@ def artifact_pull(pipeline: str, mlmd: str = "mlmd", artifact: Optional[str] = N
 __all__ += ["metadata_push", "metadata_pull", "repo_push", "repo_pull", "RepoResult"]
 
 
-def _server_client(mlmd: str):
-    """The metadata server client of the workspace holding ``mlmd`` (its ``[cmf] server-url`` and token)."""
+def _server_client(mlmd: str, timeout: Optional[float] = None):
+    """The metadata server client of the workspace holding ``mlmd`` (its ``[cmf] server-url`` and token),
+    waiting ``timeout`` seconds for an answer (default: ``$CMF_SERVER_TIMEOUT``, else an hour)."""
     from cmf_core.server.client import MetadataClient
 
-    return MetadataClient.for_workspace(config.find_workspace(Path(mlmd).absolute().parent))
+    return MetadataClient.for_workspace(config.find_workspace(Path(mlmd).absolute().parent), timeout)
 
 
 def metadata_push(pipeline: str, mlmd: str = "mlmd", execution_uuid: Optional[str] = None,
-                  tensorboard: Optional[str] = None, client=None):
+                  tensorboard: Optional[str] = None, client=None, *, force: bool = False,
+                  timeout: Optional[float] = None):
     """Push the pipeline's metadata (only ``execution_uuid``'s execution if given) to the workspace's metadata
     server, then the python-env files and label CSVs it references and the ``tensorboard`` logs.
 
+    ``force``: replace the values the server holds of executions and artifacts this push changes (without it
+    such a push is refused, HTTP 409).  ``timeout``: seconds to wait for the server's answer; the push is never
+    sent twice, so when they run out it may still be merging on the server.
     Returns a :class:`cmf_core.server.client.PushResult` (``status`` "success" or "exists").
     """
     from cmf_core.server.client import push_metadata
 
     own = client is None
-    client = client or _server_client(mlmd)
+    client = client or _server_client(mlmd, timeout)
     try:
-        return push_metadata(client, pipeline, mlmd, execution_uuid or None, tensorboard or None)
+        return push_metadata(client, pipeline, mlmd, execution_uuid or None, tensorboard or None, force=force)
     finally:
         if own:
             client.close()
 
 
-def metadata_pull(pipeline: str, mlmd: str = "mlmd", execution_uuid: Optional[str] = None, client=None):
+def metadata_pull(pipeline: str, mlmd: str = "mlmd", execution_uuid: Optional[str] = None, client=None, *,
+                  timeout: Optional[float] = None):
     """Pull the pipeline (only ``execution_uuid``'s execution if given) from the metadata server into ``mlmd``,
-    created if missing; a failed pull leaves ``mlmd`` as it was. Returns a ``PullResult``."""
+    created if missing; a failed pull leaves ``mlmd`` as it was. ``timeout``: seconds to wait for the server's
+    answer (a pull that times out is tried again). Returns a ``PullResult``."""
     from cmf_core.server.client import pull_metadata
 
     own = client is None
-    client = client or _server_client(mlmd)
+    client = client or _server_client(mlmd, timeout)
     try:
         return pull_metadata(client, pipeline, mlmd, execution_uuid or None)
     finally:
@@ -375,11 +382,13 @@ def _transfer_text(transfer) -> str:
 
 
 def repo_push(pipeline: str, mlmd: str = "mlmd", execution_uuid: Optional[str] = None,
-              tensorboard: Optional[str] = None, jobs: Optional[int] = None, progress=None) -> RepoResult:
+              tensorboard: Optional[str] = None, jobs: Optional[int] = None, progress=None, *,
+              timeout: Optional[float] = None) -> RepoResult:
     """Artifacts to the artifact repository, metadata to the server, then ``git push cmf_origin <branch>``.
 
     The first failing step raises a CmfError naming it; the later steps do not run.
-    ``progress`` (optional) is called with one line per finished step.
+    ``progress`` (optional) is called with one line per finished step; ``timeout`` is the metadata push's
+    (see :func:`metadata_push`).
     """
     from cmf_core.workspace import GIT_REMOTE
 
@@ -392,7 +401,7 @@ def repo_push(pipeline: str, mlmd: str = "mlmd", execution_uuid: Optional[str] =
         return _transfer_text(transfer), transfer
 
     def metadata():
-        pushed = metadata_push(pipeline, mlmd, execution_uuid, tensorboard)
+        pushed = metadata_push(pipeline, mlmd, execution_uuid, tensorboard, timeout=timeout)
         return f"{pushed.status}, {len(pushed.uploaded)} files uploaded", pushed
 
     def git_push():
@@ -406,9 +415,10 @@ def repo_push(pipeline: str, mlmd: str = "mlmd", execution_uuid: Optional[str] =
 
 
 def repo_pull(pipeline: str, mlmd: str = "mlmd", execution_uuid: Optional[str] = None,
-              jobs: Optional[int] = None, progress=None) -> RepoResult:
+              jobs: Optional[int] = None, progress=None, *, timeout: Optional[float] = None) -> RepoResult:
     """Metadata from the server, then the artifacts (of ``execution_uuid`` only, if given), then
-    ``git pull cmf_origin <branch>``; the first failing step raises a CmfError naming it."""
+    ``git pull cmf_origin <branch>``; the first failing step raises a CmfError naming it. ``timeout`` is the
+    metadata pull's (see :func:`metadata_pull`)."""
     from cmf_core.workspace import GIT_REMOTE
 
     cwd = Path(mlmd).absolute().parent
@@ -416,7 +426,7 @@ def repo_pull(pipeline: str, mlmd: str = "mlmd", execution_uuid: Optional[str] =
     result = RepoResult("pull")
 
     def metadata():
-        pulled = metadata_pull(pipeline, mlmd, execution_uuid)
+        pulled = metadata_pull(pipeline, mlmd, execution_uuid, timeout=timeout)
         return pulled.status, pulled
 
     def artifacts():

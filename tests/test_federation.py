@@ -6,7 +6,8 @@ asks for a bearer token), each registered as the other's peer with the CLI.
 * every bad answer is a logged, named failure that changes nothing: an unreachable peer, non-JSON, JSON that is
   not an export, HTTP 500 (from a tiny stand-in peer), a wrong token (401), and records our store refuses (a
   property type clash), where not even the pipelines that were fine are merged;
-* a peer with an interval is synced by the running server by itself; only one process claims a due peer;
+* a peer with an interval is synced by the running server by itself; only one process claims a due peer; a bad
+  ``CMF_SYNC_DEADLINE`` stops the server at start (the malicious peers are ``tests/security/test_peer_probe.py``);
 * the CLI (``peers add|list|remove``, ``sync``, ``sync-log``), ``/api/peers``, ``/api/sync-runs``, ``POST
   /api/sync`` and the page ``/peers`` (tokens masked, a peer's error escaped).
 
@@ -15,12 +16,12 @@ The servers are started once for the module; each test pushes pipelines of its o
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -33,6 +34,7 @@ from cmf_core.server.federation import BadPeerUrl, Federation, UnknownPeer
 from cmf_core.server.store import PostgresConfig, ServerStore
 from cmf_core.testing.metadata_server import MetadataServer, PostgresServer
 from cmf_core.testing.servers import free_port
+from cmf_core.testing.stand_in import StandIns, send, send_json
 from tests.test_server_transactions import artifact, execution, export
 
 B_TOKEN = "b-secret-token-7Qx"
@@ -122,44 +124,20 @@ def peered(a, b, token_files) -> Tuple[Node, Node]:
     return a, b
 
 
-class StandIn(BaseHTTPRequestHandler):
-    """A stand-in peer: ``POST /<kind>/mlmd_pull`` answers what :data:`ANSWERS` has for ``kind``."""
-
-    ANSWERS: Dict[str, Tuple[int, bytes]] = {}
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        status, body = self.ANSWERS[self.path.split("/")[1]]
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
-def stand_in() -> Iterator[str]:
-    """The stand-in peer's base URL; stopped by its object."""
+def stand_ins() -> Iterator[Dict[str, str]]:
+    """Stand-in peers, their URLs by what they answer to ``POST /mlmd_pull``."""
     clash = json.loads(one_pipeline("clashing", "clash.csv"))
     clash["Pipeline"][0]["stages"][0]["executions"][0]["events"][0]["artifact"]["properties"]["Commit"] = 5
     fine = json.loads(one_pipeline("fine", "fine.pkl", kind="Model"))
-    StandIn.ANSWERS = {
-        "garbage": (200, b"<script>alert(1)</script>"),
-        "not-export": (200, b'{"hello": "world"}'),
-        "error": (500, b"internal error"),
-        "clash": (200, json.dumps({"Pipeline": fine["Pipeline"] + clash["Pipeline"]}).encode()),
+    answers = {
+        "garbage": send(b"<script>alert(1)</script>"),
+        "not-export": send(b'{"hello": "world"}'),
+        "error": send(b"internal error", 500),
+        "clash": send_json({"Pipeline": fine["Pipeline"] + clash["Pipeline"]}),
     }
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with StandIns() as peers:
+        yield {kind: peers.add(answer) for kind, answer in answers.items()}
 
 
 def failed_sync(a: Node, peer: str) -> Dict[str, Any]:
@@ -232,15 +210,15 @@ def test_an_unreachable_peer_is_a_logged_failure(a):
 
 @pytest.mark.parametrize("kind, named", [("garbage", "not JSON"), ("not-export", "not an export"),
                                          ("error", "HTTP 500")])
-def test_a_peer_answering_no_export_is_a_logged_failure(a, stand_in, kind, named):
-    assert named in failed_sync(a, f"{stand_in}/{kind}")["error"]
+def test_a_peer_answering_no_export_is_a_logged_failure(a, stand_ins, kind, named):
+    assert named in failed_sync(a, stand_ins[kind])["error"]
 
 
-def test_a_clash_with_our_records_merges_nothing_of_that_sync(a, stand_in):
+def test_a_clash_with_our_records_merges_nothing_of_that_sync(a, stand_ins):
     """The stand-in sends a fine pipeline, then one whose Dataset has an integer Commit (ours is a string)."""
     name = f"ours-{tag()}"
     a.push(name, one_pipeline(name, "ours.csv"))
-    run = failed_sync(a, f"{stand_in}/clash")
+    run = failed_sync(a, stand_ins["clash"])
     assert "refused" in run["error"]
     assert not {"fine", "clashing"} & set(a.contents())
 
@@ -307,6 +285,15 @@ def test_only_one_process_claims_a_due_peer(kind, tmp_path, request):
         store.close()
 
 
+def test_a_bad_sync_deadline_stops_the_server_at_start(tmp_path):
+    """``CMF_SYNC_DEADLINE`` (seconds a peer has for its whole answer) is checked when the server starts."""
+    env = {**os.environ, "CMF_SYNC_DEADLINE": "soon"}
+    done = subprocess.run([sys.executable, "-m", "cmf_core.cli.server", "--data-dir", str(tmp_path), "--port",
+                           str(free_port())], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1, done
+    assert "CMF_SYNC_DEADLINE is a number of seconds above 0, not 'soon'" in done.stderr
+
+
 # -- the CLI, the API and the page ------------------------------------------------------------------------
 
 
@@ -339,9 +326,9 @@ def test_the_cli_manages_peers_and_runs_syncs(peered, tmp_path):
                                        *a.store_args).exception)
 
 
-def test_the_api_and_the_page_show_peers_and_runs(peered, stand_in):
+def test_the_api_and_the_page_show_peers_and_runs(peered, stand_ins):
     a, b = peered
-    failed_sync(a, f"{stand_in}/garbage")  # its error quotes the answer: <script>alert(1)</script>
+    failed_sync(a, stand_ins["garbage"])  # its error quotes the answer: <script>alert(1)</script>
     peers = a.get("/api/peers")
     assert peers.status_code == 200 and B_TOKEN not in peers.text
     assert next(p for p in peers.json()["peers"] if p["url"] == b.url)["token"] == "****"

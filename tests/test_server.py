@@ -392,7 +392,8 @@ def test_oversized_body_is_413(server):
     assert r.status_code == 413 and "limit" in r.json()["detail"]
     r = requests.post(f"{server.url}/api/python-env", files={"file": ("big.txt", big.encode())})
     assert r.status_code == 413
-    chunked = requests.post(f"{server.url}/api/mlmd_push", data=(b"x" * 65536 for _ in range(64)))
+    chunked = requests.post(f"{server.url}/api/mlmd_push", data=(b"x" * 65536 for _ in range(64)),
+                            headers={"Content-Type": "application/json"})
     assert chunked.status_code == 413
     assert not (server.data_dir / "env" / "big.txt").exists()
 
@@ -496,7 +497,7 @@ def test_cli_errors_for_404_422_and_an_unreachable_server(client_ws, server, tmp
     assert not list(other.glob(".*pull-*"))
 
 
-def test_client_retries_5xx_and_connection_errors_but_not_4xx():
+def test_client_resends_a_push_only_when_nothing_was_done_but_repeats_reads():
     calls: List[int] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
@@ -506,11 +507,27 @@ def test_client_retries_5xx_and_connection_errors_but_not_4xx():
         return httpx.Response(404, json={"detail": "pipeline 'p' is not on the server"})
 
     client = MetadataClient("http://cmf.test", retries=3, backoff=0.01, transport=httpx.MockTransport(answer))
-    assert client.push("p", "{}")["status"] == "success" and len(calls) == 3
+    assert client.push("p", "{}")["status"] == "success" and len(calls) == 3  # 503: "try later"
     calls.clear()
     with pytest.raises(ServerError, match="has no pipeline 'p'"):
         client.pull("p")
+    assert len(calls) == 1  # a 4xx is never repeated
+
+    def late_or_failing(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if request.url.path.endswith("/mlmd_pull"):
+            raise httpx.ReadTimeout("timed out", request=request)
+        return httpx.Response(500, json={"detail": "merge failed"})
+
+    calls.clear()
+    client = MetadataClient("http://cmf.test", retries=2, backoff=0.01, transport=httpx.MockTransport(late_or_failing))
+    with pytest.raises(ServerError, match="HTTP 500 after 1 attempt: merge failed"):
+        client.push("p", "{}")  # it may have merged part of it: never sent twice
     assert len(calls) == 1
+    calls.clear()
+    with pytest.raises(ServerError, match="did not answer within 3600 s .tried 3 times"):
+        client.pull("p")  # a read changes nothing: repeated
+    assert len(calls) == 3
 
     def refuse(request: httpx.Request) -> httpx.Response:
         calls.append(1)

@@ -207,7 +207,7 @@ def test_a_store_process_killed_mid_push_fails_that_push_only(tmp_path):
         for child in stores:
             os.kill(child, signal.SIGKILL)
         thread.join()
-        assert answer["r"].status_code == 500 and "process died" in answer["r"].json()["detail"]
+        assert answer["r"].status_code == 503 and "process died" in answer["r"].json()["detail"]
         assert stored(srv.url) == ([], [])
         assert push(srv.url, text).json()["executions"] == 2000
         assert requests.get(f"{srv.url}/health", timeout=10).status_code == 200

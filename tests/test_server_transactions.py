@@ -120,7 +120,7 @@ def base_pushes() -> List[Tuple[str, str]]:
 
 def rich_push() -> str:
     """A push that makes every kind of write a merge makes: it updates the pipeline's and a stage's context,
-    an execution (a second uuid, a custom property) and an artifact (a second url); it links an existing
+    an execution (a second uuid, a new custom property) and an artifact (a second url); it links an existing
     execution to an existing artifact, an existing stage context to the pipeline, extends the Dataset type
     by a property, and creates a stage, execution and artifact types, executions, artifacts and events."""
     mid = artifact("mid.csv", url=f"remote:/{hashlib.md5(b'mid.csv').hexdigest()},mirror:/mid")
@@ -129,7 +129,7 @@ def rich_push() -> str:
     return export("rich", [
         ("rich/prepare", {"note": "x"}, [
             execution("rich", "prepare", (U["prepare"], U["prepare2"]), [artifact("raw.csv"), artifact("o.csv")],
-                      [mid], seed=2),
+                      [mid], seed=1, epochs=2),
             execution("rich", "prepare", (U["new"],), [mid], [extra])]),
         ("rich/shared", {}, [execution("rich", "shared", (U["shared"],), outputs=[artifact("s.csv")])]),
         ("rich/evaluate", {}, [execution("rich", "evaluate", (U["evaluate"],), [extra],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 import logging
 import os
 import time
@@ -24,6 +25,10 @@ EXECUTION = click.option("-e", "--execution_uuid", "--execution-uuid", "executio
                          help="only this execution")
 TENSORBOARD = click.option("-t", "--tensorboard_path", "--tensorboard-path", "tensorboard", metavar="PATH",
                            help="tensorboard log file or directory to upload")
+SERVER_TIMEOUT = click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+    help="how long to wait for the metadata server's answer (default: env CMF_SERVER_TIMEOUT, else 3600); "
+         "a push is never sent twice, so one that runs out of time may still be merging on the server")
 
 
 def _loopback(host: str) -> bool:
@@ -258,11 +263,17 @@ def sync_log_command(federation, limit: int) -> None:
               show_default=True, help="the mlmd file to show (read-only; new records appear as it changes)")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
-def ui_command(mlmd: Path, host: str, port: int) -> None:
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="a host name the browser may use to reach the UI besides localhost and the --host address "
+                   "(repeatable); requests naming any other host are refused, so that a web page cannot reach "
+                   "the UI through a DNS name of its own that points at this machine")
+def ui_command(mlmd: Path, host: str, port: int, allowed_hosts: Tuple[str, ...]) -> None:
     """Browse a workspace's pipelines in the web UI, read-only, without pushing them anywhere.
 
     The same pages as 'cmf server': pipelines, executions, artifacts, lineage, compare, step-metric charts.
-    Files (python environments, step metrics, small artifacts) are read from the workspace beside the mlmd file.
+    Files (python environments, step metrics, small artifacts) are read from the workspace beside the mlmd file,
+    and only while their bytes have the md5 the metadata logs; workspace configuration (.git/, .dvc/,
+    .cmfconfig*) is never shown.
     """
     import uvicorn
 
@@ -277,7 +288,10 @@ def ui_command(mlmd: Path, host: str, port: int) -> None:
         click.echo(f"cmf: warning: serving {mlmd} on {host} to anyone who can reach it (no authentication)", err=True)
     click.echo(f"cmf ui: {mlmd} (read-only) on http://{host}:{port}", err=True)
     logging.basicConfig(level="WARNING", format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    app = create_app(Settings(None, mlmd.parent, mlmd=mlmd))
+    names = {"localhost", "127.0.0.1", "::1", *allowed_hosts}
+    if host not in ("0.0.0.0", "::"):  # a wildcard address is no name a browser asks for
+        names.add(host)
+    app = create_app(Settings(None, mlmd.parent, mlmd=mlmd, allowed_hosts=tuple(sorted(names))))
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_keep_alive=30)).run()
 
 
@@ -289,17 +303,30 @@ def ui_command(mlmd: Path, host: str, port: int) -> None:
 @MLMD
 @EXECUTION
 @TENSORBOARD
-def metadata_push(pipeline: str, mlmd: str, execution_uuid: Optional[str], tensorboard: Optional[str]) -> None:
+@click.option("--force", is_flag=True,
+              help="replace the server's values of executions and artifacts this push changes (without it the "
+                   "server refuses such a push)")
+@SERVER_TIMEOUT
+@click.option("--json", "as_json", is_flag=True,
+              help="print the result as JSON (counts is null when the server does not report them)")
+def metadata_push(pipeline: str, mlmd: str, execution_uuid: Optional[str], tensorboard: Optional[str], force: bool,
+                  timeout: Optional[float], as_json: bool) -> None:
     """Push a pipeline's metadata (or one execution) to the metadata server."""
-    result = api.metadata_push(pipeline, mlmd, execution_uuid, tensorboard)
-    _report_push(result)
+    result = api.metadata_push(pipeline, mlmd, execution_uuid, tensorboard, force=force, timeout=timeout)
+    _report_push(result, as_json)
 
 
-def _report_push(result) -> None:
+def _report_push(result, as_json: bool) -> None:
     for warning in result.warnings:
         click.echo(f"cmf: warning: {warning}", err=True)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+        return
     if result.status == "exists":
         click.echo(f"metadata of {result.pipeline!r} is already on {result.server}: nothing new")
+    elif result.counts is None:  # the original server answers {"status": "success"} only
+        click.echo(f"pushed metadata of {result.pipeline!r} to {result.server}: {result.status} "
+                   f"(the server did not report counts)")
     else:
         counts = result.counts
         click.echo(f"pushed metadata of {result.pipeline!r} to {result.server}: {counts.get('executions', 0)} "
@@ -313,9 +340,10 @@ def _report_push(result) -> None:
 @PIPELINE
 @MLMD
 @EXECUTION
-def metadata_pull(pipeline: str, mlmd: str, execution_uuid: Optional[str]) -> None:
+@SERVER_TIMEOUT
+def metadata_pull(pipeline: str, mlmd: str, execution_uuid: Optional[str], timeout: Optional[float]) -> None:
     """Pull a pipeline's metadata (or one execution) from the metadata server into the mlmd file."""
-    _report_pull(api.metadata_pull(pipeline, mlmd, execution_uuid))
+    _report_pull(api.metadata_pull(pipeline, mlmd, execution_uuid, timeout=timeout))
 
 
 def _report_pull(result) -> None:
@@ -348,10 +376,11 @@ def repo_group() -> None:
 @EXECUTION
 @TENSORBOARD
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), metavar="N", help="artifact transfers at once")
+@SERVER_TIMEOUT
 def repo_push(pipeline: str, mlmd: str, execution_uuid: Optional[str], tensorboard: Optional[str],
-              jobs: Optional[int]) -> None:
+              jobs: Optional[int], timeout: Optional[float]) -> None:
     """Push artifacts, then metadata, then 'git push cmf_origin <current branch>'; stops at the first failure."""
-    result = api.repo_push(pipeline, mlmd, execution_uuid, tensorboard, jobs, progress=click.echo)
+    result = api.repo_push(pipeline, mlmd, execution_uuid, tensorboard, jobs, progress=click.echo, timeout=timeout)
     click.echo(f"repo push of {pipeline!r} done: {result.summary()}")
 
 
@@ -360,9 +389,11 @@ def repo_push(pipeline: str, mlmd: str, execution_uuid: Optional[str], tensorboa
 @MLMD
 @EXECUTION
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), metavar="N", help="artifact transfers at once")
-def repo_pull(pipeline: str, mlmd: str, execution_uuid: Optional[str], jobs: Optional[int]) -> None:
+@SERVER_TIMEOUT
+def repo_pull(pipeline: str, mlmd: str, execution_uuid: Optional[str], jobs: Optional[int],
+              timeout: Optional[float]) -> None:
     """Pull metadata, then artifacts, then 'git pull cmf_origin <current branch>'; stops at the first failure."""
-    result = api.repo_pull(pipeline, mlmd, execution_uuid, jobs, progress=click.echo)
+    result = api.repo_pull(pipeline, mlmd, execution_uuid, jobs, progress=click.echo, timeout=timeout)
     click.echo(f"repo pull of {pipeline!r} done: {result.summary()}")
 
 

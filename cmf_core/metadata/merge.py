@@ -12,9 +12,31 @@ the same across stores, never by the sender's ids:
 * events by (execution, artifact, type).
 
 Merging the same payload twice creates nothing (the result says ``exists``).
-The whole payload is validated before the first write; the writes are one MLMD
-transaction per stage.  Ids inside properties (``Context_ID``, ``Pipeline_id``)
-are rewritten to the receiving store's ids.
+The whole payload is validated before the first write, the pipeline's name
+with the rule of :func:`cmf_core.names.check_name` (it becomes a folder name on
+the server), whether it comes from a push, a pull or a peer.  The writes are one
+MLMD transaction per stage (the server runs the whole merge in one database
+transaction).  Ids inside properties (``Context_ID``, ``Pipeline_id``) are
+rewritten to the receiving store's ids.
+
+What an existing record gets from a payload:
+
+* new keys of an execution's properties and custom properties, and of an
+  artifact's custom properties, are added;
+* a key whose stored value differs from the payload's is a CLASH: without
+  ``replace`` the merge raises :class:`Clash`, naming the record, the key and
+  both values, before its first write (so nothing of the payload is written);
+  with ``replace`` the payload's value replaces the stored one.  The metadata
+  server answers a clash with 409 unless the push says ``"force": true``;
+  federation never replaces; ``cmf metadata pull`` always does (the server's
+  values win in the local mlmd);
+* never a clash: an execution's ``Execution_uuid`` (the uuids are united), its
+  ``Context_ID``/``Pipeline_id`` (the receiving store's ids), its
+  ``Git_End_Commit`` (the payload's is taken: ``finalize`` sets it after a push
+  made before it, and a reused execution moves it on), an artifact's
+  ``url`` property (the urls are united), an artifact's other properties (kept
+  as stored), the custom properties of pipeline and stage contexts (the
+  payload's values are set).
 """
 from __future__ import annotations
 
@@ -27,14 +49,28 @@ from ml_metadata.proto import metadata_store_pb2 as pb
 
 from cmf_core.errors import CmfError
 from cmf_core.metadata import store as records
+from cmf_core.names import UnsafeName, check_name
 
 EVENT_TYPES = {pb.Event.INPUT, pb.Event.OUTPUT}
+#: Execution properties that are never a clash: the uuids are united, the ids are the receiving store's own.
+NOT_CLASHING = ("Execution_uuid", "Context_ID", "Pipeline_id")
+#: Execution properties whose newer value is taken without a clash: a run's end commit is recorded by
+#: ``finalize`` (after a push made before it) and moves on each time a reused execution runs again.
+LATEST = ("Git_End_Commit",)
 BULK_LOOKUP = 200  # from this many artifacts of one type in a payload on, read the type whole
+#: ML Metadata's columns for the names of records, types and properties are VARCHAR(255): PostgreSQL refuses a
+#: longer name (SQLite would keep it), so every store refuses it before anything is written.
+MAX_NAME = 255
 _SCALARS = {str, int, float, bool}  # exact types: JSON gives no subclasses
 
 
 class MergeError(CmfError):
     """A payload that is not a well-formed pipeline export (the server answers 422)."""
+
+
+class Clash(MergeError):
+    """A payload that would change a value an existing record holds, merged without ``replace`` (the server
+    answers 409): nothing of the payload was written."""
 
 
 @dataclass
@@ -54,13 +90,16 @@ class MergeResult:
 
 
 def _storable(value: Any, where: str) -> Any:
-    """``value`` if ML Metadata can store it: valid UTF-8, a 64-bit integer, a finite number."""
+    """``value`` if every store can keep it: valid UTF-8 without NUL (PostgreSQL's text cannot hold one, SQLite's
+    can: both refuse it), a 64-bit integer, a finite number."""
     kind = type(value)
     if kind is str:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate (a \ud800 escape in the JSON)
             raise MergeError(f"{where} is not valid UTF-8") from None
+        if "\x00" in value:
+            raise MergeError(f"{where} has a NUL character, which PostgreSQL cannot store")
     elif kind is float and not math.isfinite(value):
         raise MergeError(f"{where} must be a finite number")
     elif kind is int and not -2 ** 63 <= value < 2 ** 63:
@@ -74,11 +113,25 @@ def _require(value: Any, kind: type, where: str) -> Any:
     return _storable(value, where)
 
 
+def _long_name(name: str, where: str) -> MergeError:
+    return MergeError(f"{where} {name[:40]!r}... is longer than {MAX_NAME} characters, ML Metadata's limit for a name")
+
+
+def _name(value: Any, where: str) -> str:
+    """``value`` if ML Metadata can store it as the name of a record or a type."""
+    name = _require(value, str, where)
+    if len(name) > MAX_NAME:
+        raise _long_name(name, where)
+    return name
+
+
 def _props(value: Any, where: str) -> Dict[str, Any]:
     props = _require(value if value is not None else {}, dict, where)
     for key, item in props.items():
         if type(key) is not str or type(item) not in _SCALARS:
             raise MergeError(f"{where}[{key!r}] must be a string, number or boolean")
+        if len(key) > MAX_NAME:
+            raise _long_name(key, f"{where} key")
         try:
             _storable(key, "")
             _storable(item, "")
@@ -117,18 +170,21 @@ def pipeline_of(payload: Any, pipeline_name: Optional[str] = None) -> Checked:
         if not pipelines:
             raise MergeError(f"payload holds no pipeline named {pipeline_name!r}")
     pipeline = _require(pipelines[0], dict, "Pipeline[0]")
-    _require(pipeline.get("name"), str, "pipeline name")
+    try:
+        check_name(_require(pipeline.get("name"), str, "pipeline name"), "pipeline name")
+    except UnsafeName as exc:
+        raise MergeError(str(exc)) from None
     _props(pipeline.get("custom_properties"), "pipeline custom_properties")
     for s, stage in enumerate(_require(pipeline.get("stages", []), list, "stages")):
         where = f"stages[{s}]"
         _require(stage, dict, where)
-        _require(stage.get("name"), str, f"{where}.name")
+        _name(stage.get("name"), f"{where}.name")
         _props(stage.get("custom_properties"), f"{where}.custom_properties")
         for e, execution in enumerate(_require(stage.get("executions", []), list, f"{where}.executions")):
             at = f"{where}.executions[{e}]"
             _require(execution, dict, at)
-            _require(execution.get("type"), str, f"{at}.type")
-            _require(execution.get("name") or "", str, f"{at}.name")
+            _name(execution.get("type"), f"{at}.type")
+            _name(execution.get("name") or "", f"{at}.name")
             properties = _props(execution.get("properties"), f"{at}.properties")
             _require(properties.get("Execution_uuid", ""), str, f"{at}.properties.Execution_uuid")
             _props(execution.get("custom_properties"), f"{at}.custom_properties")
@@ -140,7 +196,7 @@ def pipeline_of(payload: Any, pipeline_name: Optional[str] = None) -> Checked:
                     raise MergeError(f"{ev}.type must be 3 (input) or 4 (output)")
                 artifact = _require(event.get("artifact"), dict, f"{ev}.artifact")
                 for key in ("name", "type"):
-                    _require(artifact.get(key), str, f"{ev}.artifact.{key}")
+                    _name(artifact.get(key), f"{ev}.artifact.{key}")
                 _require(artifact.get("uri", ""), str, f"{ev}.artifact.uri")
                 _props(artifact.get("properties"), f"{ev}.artifact.properties")
                 _props(artifact.get("custom_properties"), f"{ev}.artifact.custom_properties")
@@ -157,6 +213,11 @@ def _uuids(value: str) -> List[str]:
 def _exec_props(execution: Dict[str, Any]) -> Dict[str, Any]:
     """An execution's properties; validation lets them be absent or null."""
     return execution.get("properties") or {}
+
+
+def _merged_props(execution: Dict[str, Any], skip: Tuple[str, ...] = ()) -> Dict[str, Any]:
+    """An incoming execution's properties that are merged into a stored execution's (less ``skip``)."""
+    return {k: v for k, v in _exec_props(execution).items() if k not in NOT_CLASHING and k not in skip}
 
 
 def _changed(target: Any, values: Mapping[str, Any]) -> bool:
@@ -215,29 +276,35 @@ class _Merger:
         return self._artifact_types[name]
 
 
-def merge_pipeline(store, payload: Any, exec_uuid: Optional[str] = None,
-                   pipeline_name: Optional[str] = None) -> MergeResult:
+def merge_pipeline(store, payload: Any, exec_uuid: Optional[str] = None, pipeline_name: Optional[str] = None,
+                   replace: bool = False) -> MergeResult:
     """Merge one pipeline of ``payload`` (an export, or its pipeline as :func:`pipeline_of` checked it) into
-    ``store``; only executions with ``exec_uuid`` if given."""
+    ``store``; only executions with ``exec_uuid`` if given.
+
+    A stored value that the payload would change is a :class:`Clash`, raised before the first write, unless
+    ``replace``: then the payload's value is stored.
+    """
     pipeline = payload if isinstance(payload, Checked) else pipeline_of(payload, pipeline_name)
+    stages = [(stage, [e for e in stage.get("executions", [])
+                       if exec_uuid is None or exec_uuid in _uuids(_exec_props(e).get("Execution_uuid", ""))])
+              for stage in pipeline.get("stages", [])]
+    executions = [e for _, chosen in stages for e in chosen]
     merger = _Merger(store)
-    for stage in pipeline.get("stages", []):
-        for execution in stage.get("executions", []):
-            for event in execution.get("events", []):
-                kind = event["artifact"]["type"]
-                merger.wanted[kind] = merger.wanted.get(kind, 0) + 1
+    for execution in executions:
+        for event in execution.get("events", []):
+            kind = event["artifact"]["type"]
+            merger.wanted[kind] = merger.wanted.get(kind, 0) + 1
+    known = store.get_context_by_type_and_name(records.PARENT_CONTEXT, pipeline["name"])
+    wanted = {u for e in executions for u in _uuids(_exec_props(e).get("Execution_uuid", ""))}
+    by_uuid = {} if known is None else _known_executions(store, known.id, wanted)
+    if not replace:
+        _refuse_clashes(store, merger, pipeline["name"], executions, by_uuid)
+
     result = MergeResult(pipeline["name"])
     parent = records.get_or_create_context(store, merger.types, records.PARENT_CONTEXT, pipeline["name"],
                                            pipeline.get("custom_properties"))
-
-    wanted = {u for stage in pipeline.get("stages", []) for e in stage.get("executions", [])
-              for u in _uuids(_exec_props(e).get("Execution_uuid", ""))}
-    by_uuid = _known_executions(store, parent.id, wanted)
-
-    for stage in pipeline.get("stages", []):
-        executions = [e for e in stage.get("executions", [])
-                      if exec_uuid is None or exec_uuid in _uuids(_exec_props(e).get("Execution_uuid", ""))]
-        if not executions:
+    for stage, chosen in stages:
+        if not chosen:
             continue
         stage_ctx = records.get_or_create_context(store, merger.types, records.STAGE_CONTEXT, stage["name"],
                                                   stage.get("custom_properties"))
@@ -246,8 +313,35 @@ def merge_pipeline(store, payload: Any, exec_uuid: Optional[str] = None,
         except Exception as exc:
             if "AlreadyExists" not in type(exc).__name__:
                 raise
-        _merge_stage(store, merger, result, parent, stage_ctx, executions, by_uuid)
+        _merge_stage(store, merger, result, parent, stage_ctx, chosen, by_uuid)
     return result
+
+
+def _refuse_clashes(store, merger: _Merger, pipeline: str, executions: List[Dict[str, Any]],
+                    by_uuid: Dict[str, pb.Execution]) -> None:
+    """Raise :class:`Clash` at the first value of an existing execution or artifact that ``executions`` (and
+    the artifacts of their events) would change."""
+    for incoming in executions:
+        execution = _find_execution(store, incoming, by_uuid)
+        if execution is not None:
+            uuids = _exec_props(incoming).get("Execution_uuid")
+            record = f"pipeline {pipeline!r}, execution {uuids or incoming['name']}"
+            _clash(execution.properties, _merged_props(incoming, skip=LATEST), f"{record}: property")
+            _clash(execution.custom_properties, incoming.get("custom_properties"), f"{record}: custom property")
+        for event in incoming.get("events", []):
+            spec = event["artifact"]
+            artifact = merger.artifact(spec["type"], spec["name"])
+            if artifact is not None:
+                _clash(artifact.custom_properties, spec.get("custom_properties"),
+                       f"pipeline {pipeline!r}, {spec['type']} artifact {spec['name']!r}: custom property")
+
+
+def _clash(stored: Any, incoming: Optional[Mapping[str, Any]], what: str) -> None:
+    """Raise :class:`Clash` if a key of ``incoming`` holds another value in the protobuf map ``stored``."""
+    for key, value in (incoming or {}).items():
+        if key in stored and stored[key] != records.to_value(value):
+            raise Clash(f"clash at {what} {key!r} is {records.from_value(stored[key])!r} in the store but "
+                        f"{value!r} in the payload; nothing was merged")
 
 
 def _known_executions(store, pipeline_id: int, uuids: Set[str]) -> Dict[str, pb.Execution]:
@@ -299,7 +393,7 @@ def _merge_stage(store, merger: _Merger, result: MergeResult, parent: pb.Context
             index = None
             mine = _uuids(execution.properties["Execution_uuid"].string_value)
             union = mine + [u for u in _uuids(_exec_props(incoming).get("Execution_uuid", "")) if u not in mine]
-            changed = _changed(execution.properties, {"Execution_uuid": ",".join(union)})
+            changed = _changed(execution.properties, {**_merged_props(incoming), "Execution_uuid": ",".join(union)})
             changed |= _changed(execution.custom_properties, incoming.get("custom_properties") or {})
             if changed:
                 store.put_executions([execution])

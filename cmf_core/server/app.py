@@ -5,7 +5,8 @@ Wire format (the original cmf-server's, which the original client speaks):
 =======================================  ==============================================================
 ``POST /mlmd_push``                      JSON ``{"exec_uuid", "json_payload", "pipeline_name"}``
                                          (``json_payload``: the export as a string) ->
-                                         ``{"status": "success"|"exists", ...counts}``
+                                         ``{"status": "success"|"exists", ...counts}``; 409 when it
+                                         would change a stored value, unless ``"force": true`` (ours)
 ``POST /mlmd_pull``                      JSON ``{"pipeline_name", "exec_uuid"}`` -> the export JSON;
                                          404 for an unknown pipeline; the body ``no_exec_uuid``
                                          (HTTP 200, as the original) for an unknown uuid.  Without a
@@ -26,7 +27,7 @@ Safety, unlike the original: bearer-token auth when tokens are configured (401 w
 ``WWW-Authenticate: Bearer``, constant-time compare), a request-size limit (413),
 file and pipeline names that could leave the data directory refused (400), CORS only
 for origins given, and errors as HTTP codes with a JSON ``{"detail": reason}``:
-400 bad name, 401, 404, 413, 422 malformed payload, 500 unexpected.
+400 bad name, 401, 404, 409 clash with stored values, 413, 422 malformed payload, 500 unexpected.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ import logging
 import os
 import tempfile
 import time
+import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
@@ -48,13 +50,15 @@ from fastapi import APIRouter, FastAPI, File, HTTPException, Query, Request, Upl
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.concurrency import run_in_threadpool
 
 from cmf_core import layout
 from cmf_core.errors import CmfError
-from cmf_core.metadata.merge import MergeError
-from cmf_core.server.db import SCHEMA_VERSION, Database, check_schema
+from cmf_core.metadata.merge import Clash, MergeError
+from cmf_core.names import UnsafeName, check_name
+from cmf_core.server.db import SCHEMA_VERSION, Database, StoreUnavailable, check_schema
 from cmf_core.server.federation import mount_federation
 from cmf_core.server.files import ServerFiles, WorkspaceFiles
 from cmf_core.server.filters import FilterError
@@ -67,34 +71,10 @@ __all__ = ["Settings", "create_app", "load_tokens", "check_name", "UnsafeName", 
 log = logging.getLogger("cmf.server")
 MB = 1024 * 1024
 #: Paths answered without a token (liveness probes).
-PUBLIC_PATHS = frozenset({"/health", "/api/health", "/login", "/favicon.ico"})
+PUBLIC_PATHS = frozenset({"/health", "/api/health", "/login", "/logout", "/favicon.ico"})
 #: How much of an oversized body is read and thrown away before the 413, so that the client (still
 #: sending) reads the answer instead of a connection reset; beyond it the connection is just closed.
 DRAIN_LIMIT = 64 * MB
-
-
-class UnsafeName(CmfError):
-    """A file or pipeline name that could escape the data directory (HTTP 400)."""
-
-
-def check_name(name: Optional[str], what: str, nested: bool = False) -> str:
-    """``name`` if it is safe as a path under the data directory, else :class:`UnsafeName`.
-
-    Refused: empty, absolute, NUL or control characters, backslashes, ``.``/``..`` components
-    and, unless ``nested`` (tensorboard files keep their relative paths), any ``/``.
-    """
-    if not name:
-        raise UnsafeName(f"{what} is empty")
-    if any(ord(c) < 32 for c in name) or "\\" in name:
-        raise UnsafeName(f"{what} {name!r} has a control character or a backslash")
-    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        raise UnsafeName(f"{what} {name!r} is an absolute path")
-    parts = name.split("/")
-    if len(parts) > 1 and not nested:
-        raise UnsafeName(f"{what} {name!r} has a '/'")
-    if any(p in ("", ".", "..") for p in parts):
-        raise UnsafeName(f"{what} {name!r} has an empty, '.' or '..' component")
-    return name
 
 
 def load_tokens(token_file: Optional[os.PathLike] = None, environ: Optional[Dict[str, str]] = None) -> FrozenSet[str]:
@@ -123,6 +103,7 @@ class Settings:
     max_body_bytes: int = 512 * MB
     cors_origins: Tuple[str, ...] = ()
     mlmd: Optional[Path] = None  # cmf ui: the workspace's mlmd file, read-only; the wire routes are off
+    allowed_hosts: Tuple[str, ...] = ()  # answer only requests with one of these Host names (DNS rebinding)
 
 
 # -- ASGI middleware -----------------------------------------------------------------------------------
@@ -156,41 +137,88 @@ def _one_of(given: bytes, accepted: Iterable[bytes]) -> bool:
     return ok
 
 
+#: Methods that only read: the session cookie authorises them, and nothing else.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def same_origin(headers: Dict[bytes, bytes]) -> Optional[bool]:
+    """Whether a browser sent this request from one of this server's own pages: True when ``Origin`` names this
+    server (the ``Host`` it was asked as) or ``Sec-Fetch-Site`` is ``same-origin``; False when either says
+    another origin (another port of the same host is another origin; ``Origin: null`` is nobody's); None when
+    neither is sent (not a browser: curl, the cmf client)."""
+    origin = headers.get(b"origin")
+    if origin is not None:
+        host = headers.get(b"host", b"").lower()
+        return bool(host) and origin.lower().partition(b"://")[2] == host
+    site = headers.get(b"sec-fetch-site")
+    return None if site is None else site in (b"same-origin", b"none")
+
+
 class BearerAuth:
     """Refuse every request without ``Authorization: Bearer <one of tokens>`` or the UI's session cookie;
-    compared in constant time.  A browser asking for a page is sent to the login form; the rest get 401."""
+    compared in constant time.  A browser asking for a page is sent to the login form; the rest get 401.
+
+    The cookie authorises reading (safe methods) and nothing else (the UI's only forms, login and logout, need
+    no credential): a page on another origin of the same site (another port of the host) gets the SameSite
+    cookie sent along with its forms, so every write — pushes, uploads, syncs — needs the bearer header, which
+    no other page can make a browser send (403 otherwise)."""
 
     def __init__(self, app, tokens: FrozenSet[str]) -> None:
         self.app = app
         self.tokens = [t.encode() for t in sorted(tokens)]
         self.sessions = [session_value(t).encode() for t in sorted(tokens)]
 
-    def _allowed(self, headers: Dict[bytes, bytes]) -> bool:
+    def _credential(self, headers: Dict[bytes, bytes]) -> Optional[str]:
+        """"bearer" or "cookie" when the request carries a valid one (the header is looked at first), else None."""
         scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
         if scheme.lower() == b"bearer" and given and _one_of(given.strip(), self.tokens):
-            return True
+            return "bearer"
         cookies = SimpleCookie()
         try:
             cookies.load(headers.get(b"cookie", b"").decode("latin-1"))
         except CookieError:
-            return False
+            return None
         session = cookies.get(SESSION_COOKIE)
-        return session is not None and _one_of(session.value.encode("latin-1"), self.sessions)
+        return "cookie" if session is not None and _one_of(session.value.encode("latin-1"), self.sessions) else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         if scope["type"] != "http" or not self.tokens or path in PUBLIC_PATHS or path.startswith("/static/"):
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
-        if self._allowed(headers):
+        credential = self._credential(headers)
+        method = scope["method"]
+        if credential == "bearer" or (credential == "cookie" and method in SAFE_METHODS):
             return await self.app(scope, receive, send)
-        if (scope["method"] == "GET" and not path.startswith("/api") and b"authorization" not in headers
+        if credential == "cookie":
+            return await _send_json(send, 403, f"the session cookie only lets a browser read; {method} {path} "
+                                               f"needs an Authorization: Bearer header")
+        if (method == "GET" and not path.startswith("/api") and b"authorization" not in headers
                 and b"text/html" in headers.get(b"accept", b"")):
             query = scope.get("query_string", b"").decode("latin-1")
             target = "/login?" + urlencode({"next": path + ("?" + query if query else "")})
             return await send_redirect(send, target)
         detail = "the bearer token is not valid" if b"authorization" in headers else "a bearer token is required"
         return await _send_json(send, 401, detail, [(b"www-authenticate", b'Bearer realm="cmf"')])
+
+
+class SameOrigin:
+    """Refuse (403) every write a browser sends from a page of another origin, whatever it carries: a form on
+    another port of this host, a page of another site (the origins given with ``--cors-origin`` excepted).
+    Clients that are not browsers send neither ``Origin`` nor ``Sec-Fetch-Site`` and pass."""
+
+    def __init__(self, app, allowed: Tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.allowed = {o.lower().rstrip("/").encode() for o in allowed}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        if same_origin(headers) is False and headers.get(b"origin", b"").lower() not in self.allowed:
+            origin = headers.get(b"origin", headers.get(b"sec-fetch-site", b"")).decode("latin-1")
+            return await _send_json(send, 403, f"a {scope['method']} from another origin ({origin}) is refused")
+        return await self.app(scope, receive, send)
 
 
 async def send_redirect(send: Send, location: str) -> None:
@@ -218,6 +246,39 @@ class SecurityHeaders:
             await send(message)
 
         return await self.app(scope, receive, with_headers)
+
+
+class Failures:
+    """Answer 500 for whatever a route raises, inside the other middleware, so the answer carries the security
+    headers, and without letting the exception reach uvicorn, which would then drop the connection under the
+    client's next request.  The answer names an incident that the server's log holds with the traceback; never
+    the exception's text, which may hold SQL, paths or values."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked(message: Dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            incident = uuid.uuid4().hex[:12]
+            log.exception("%s %s failed (incident %s)", scope["method"], scope.get("path", ""), incident)
+            if started:  # part of the answer is out: closing the connection is all that is left
+                raise
+            message = f"the server failed to answer (incident {incident}; its log has the details)"
+            request = Request(scope)
+            response = error_page(500, message) if wants_html(request) else \
+                JSONResponse({"detail": message}, status_code=500)
+            await response(scope, receive, send)
 
 
 class BodyLimit:
@@ -262,6 +323,14 @@ def _json_body(raw: bytes) -> Dict[str, Any]:
     if not isinstance(body, dict):
         raise MergeError("the request body must be a JSON object")
     return body
+
+
+def _only_json(request: Request) -> None:
+    """Refuse (415) a body that is not declared JSON: a page of another origin can make a browser post
+    ``text/plain`` or a form without asking first, but not ``application/json``."""
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media != "application/json":
+        raise HTTPException(415, f"the body must be sent as application/json, not {media or 'without a type'!r}")
 
 
 def _optional_str(body: Dict[str, Any], key: str) -> Optional[str]:
@@ -353,6 +422,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @router.post("/mlmd_push")
     async def mlmd_push(request: Request) -> Dict[str, Any]:
+        _only_json(request)
         body = _json_body(await request.body())
         if "json_payload" not in body:
             raise MergeError('the request has no "json_payload"')
@@ -360,8 +430,11 @@ def create_app(settings: Settings) -> FastAPI:
         if name is not None:
             check_name(name, "pipeline name")
         exec_uuid = _optional_str(body, "exec_uuid")
+        force = body.get("force", False)  # ours: replace stored values that differ (else 409); the original ignores it
+        if not isinstance(force, bool):
+            raise MergeError("force must be true or false")
         started = time.monotonic()
-        result = await run_in_threadpool(store.push, body["json_payload"], name, exec_uuid)
+        result = await run_in_threadpool(store.push, body["json_payload"], name, exec_uuid, force)
         log.info("push %s: %s in %.2f s (%d executions, %d artifacts, %d events created, %d updated)",
                  result.pipeline, result.status, time.monotonic() - started, result.executions, result.artifacts,
                  result.events, result.updated)
@@ -412,7 +485,7 @@ def create_app(settings: Settings) -> FastAPI:
         name = check_name(file.filename, "file name", nested=True)
         return await _upload(file, f"tensorboard/{pipeline_name}/{name}")
 
-    mount_federation(app, store)  # peers: /api/peers, /api/sync-runs, POST /api/sync, the page /peers
+    mount_federation(app, store, settings.max_body_bytes)  # peers: /api/peers, /api/sync-runs, POST /api/sync, /peers
     _finish(app, settings, router, reads, "")
     return app
 
@@ -432,7 +505,7 @@ def _finish(app: FastAPI, settings: Settings, router: APIRouter, reads: Reads, n
         return handle
 
     for kind, status in ((UnsafeName, 400), (BadRequest, 400), (FilterError, 400), (PipelineNotFound, 404),
-                         (NotFound, 404), (MergeError, 422)):
+                         (NotFound, 404), (MergeError, 422), (Clash, 409), (StoreUnavailable, 503)):
         app.add_exception_handler(kind, handler(status))
 
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -445,27 +518,25 @@ def _finish(app: FastAPI, settings: Settings, router: APIRouter, reads: Reads, n
             return error_page(404, "there is no such page (a part of its address is not valid)")
         return JSONResponse({"detail": jsonable(exc.errors())}, status_code=422)
 
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("%s %s failed", request.method, request.url.path)
-        if wants_html(request):
-            return error_page(500, f"the server failed to answer: {type(exc).__name__}; its log has the details")
-        return JSONResponse({"detail": f"internal server error: {type(exc).__name__}: {exc}"}, status_code=500)
-
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
-    app.add_exception_handler(Exception, unexpected)
 
-    # add_middleware puts the last added outermost: CORS answers preflights before auth, auth runs before a
-    # body is read, and the size limit guards what is read
+    # add_middleware puts the last added outermost: every answer (the refusals of the middleware too) carries the
+    # security headers; CORS answers preflights before auth; a cross-origin write is refused, and auth checked,
+    # before a body is read; the size limit guards what is read; failures become 500s inside all of them
+    app.add_middleware(Failures)
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
-    app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(BearerAuth, tokens=settings.tokens)
+    app.add_middleware(SameOrigin, allowed=settings.cors_origins)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
+    if settings.allowed_hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
+    app.add_middleware(SecurityHeaders)
 
 
 def jsonable(errors: Any) -> Any:
@@ -476,7 +547,12 @@ def _login_routes(app: FastAPI, tokens: FrozenSet[str]) -> None:
     """``/login`` (a form that sets the HttpOnly session cookie) and ``/logout``, when tokens are configured."""
 
     def safe_next(target: str) -> str:
-        return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
+        """``target`` if it is a path of this server, else ``/``: no scheme or host, no ``//`` or backslash a
+        browser reads as another host, no control character (tab, newline) or trailing space it would drop first
+        (``/<tab>/x`` is ``//x`` to it)."""
+        clean = target.startswith("/") and not target.startswith("//") and "\\" not in target
+        return target if clean and target == target.rstrip() and all(
+            31 < ord(c) < 127 or ord(c) > 159 for c in target) else "/"
 
     @app.get("/login")
     async def login_form(next: str = "/") -> Response:

@@ -1,10 +1,18 @@
 """The metadata server's client (what ``cmf metadata push|pull`` use), and push/pull built on it.
 
 :class:`MetadataClient` speaks the original wire format (see :mod:`cmf_core.server.app`)
-to ``<server-url>/api/...``.  It retries connection failures, timeouts and HTTP 5xx
-with exponential backoff (a push is idempotent, so a retry after a lost answer is
-safe) and never retries a 4xx.  Every failure is one :class:`ServerError` line that
-says what to do: 401 (token), 404, 413 (size limit), 422 (the payload's problem), 5xx.
+to ``<server-url>/api/...``.  It retries, with exponential backoff, what never reached
+the server (connection refused, connect timeouts) and HTTP 503 ("try later": nothing was
+done).  A push is never sent again once it was sent: the original server needs minutes
+to merge a big pipeline (735 s for 1,000 executions) and a second copy would be merged
+beside the first; a timeout or a lost connection then says that the push may still be
+merging.  Pulls and uploads (a file stored under its name: a second copy replaces the
+first with the same bytes) are repeated after any transient failure and any 5xx.  A 4xx
+is never retried.  Every failure is one :class:`ServerError` line that says what to do:
+401 (token), 404, 409 (``--force``), 413 (size limit), 422 (the payload's problem), 5xx.
+
+The read timeout (how long to wait for an answer) is ``timeout`` seconds, else
+``$CMF_SERVER_TIMEOUT``, else :data:`DEFAULT_TIMEOUT`.
 
 The token is read from ``CMF_SERVER_TOKEN`` or from ``[cmf] server-token`` in the
 workspace's git-ignored ``.cmfconfig.local`` -- never from a tracked file.
@@ -12,12 +20,13 @@ workspace's git-ignored ``.cmfconfig.local`` -- never from a tracked file.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import httpx
 
@@ -26,18 +35,29 @@ from cmf_core.errors import CmfError
 from cmf_core.layout import file_md5
 from cmf_core.metadata.merge import MergeError, MergeResult, merge_pipeline, pipeline_of
 
-__all__ = ["MetadataClient", "ServerError", "ServerUnavailable", "ServerAuthError", "PushResult", "PullResult",
-           "push_metadata", "pull_metadata", "server_token"]
+__all__ = ["MetadataClient", "ServerError", "ServerUnavailable", "ServerNoAnswer", "ServerAuthError", "PushResult",
+           "PullResult", "push_metadata", "pull_metadata", "server_token", "DEFAULT_TIMEOUT"]
 
 TOKEN_ENV = "CMF_SERVER_TOKEN"
 RETRIES_ENV = "CMF_SERVER_RETRIES"
+TIMEOUT_ENV = "CMF_SERVER_TIMEOUT"
 STEP_METRICS = "/step-metrics"
 #: The one warning of a push to a server without ``/step-metrics`` (it answers 404 or 405).
 OLD_SERVER = ("the server does not accept step metrics (an older cmf server); "
               "charts of step metrics will not show there")
-TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=600.0, pool=10.0)
-#: Failures worth another try: nothing (or not all) reached the server, or its answer was lost.
-TRANSIENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+#: Seconds to wait for an answer: the original server merges 1,000 executions in 735 s; an hour leaves room
+#: for ~5,000 (ours merges them in seconds).
+DEFAULT_TIMEOUT = 3600.0
+CONNECT_TIMEOUT = 10.0
+#: Failures before the request reached the server: any request may be sent again.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+#: Failures after (part of) the request was sent: its answer was late or lost.
+NO_ANSWER = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+#: "Try later": the server (or a proxy before it) did not take the request.
+UNAVAILABLE = 503
+#: What a push that got no answer adds to its error.
+MAY_BE_MERGING = ("the push may still be merging on the server: check with 'cmf metadata pull' or the UI "
+                  "before pushing again")
 
 
 class ServerError(CmfError):
@@ -49,7 +69,11 @@ class ServerError(CmfError):
 
 
 class ServerUnavailable(ServerError):
-    """The server could not be reached (connection refused, timeouts), retries exhausted."""
+    """The server could not be reached (connection refused, connect timeouts), retries exhausted."""
+
+
+class ServerNoAnswer(ServerError):
+    """A request was sent but its answer did not come: a read timeout or a lost connection."""
 
 
 class ServerAuthError(ServerError):
@@ -76,28 +100,48 @@ def _reason(response: httpx.Response) -> str:
     return str(detail) if detail else response.text[:300]
 
 
+def timeout_seconds(timeout: Optional[float] = None) -> float:
+    """The read timeout: ``timeout`` if given, else ``$CMF_SERVER_TIMEOUT``, else :data:`DEFAULT_TIMEOUT`;
+    a CmfError naming the setting unless it is a number of seconds above 0."""
+    source, text = ("timeout", str(timeout)) if timeout is not None else (TIMEOUT_ENV, os.environ.get(TIMEOUT_ENV, ""))
+    if not text.strip():
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise CmfError(f"{source} must be a number of seconds above 0, not {text!r}")
+    return seconds
+
+
 class MetadataClient:
     """Requests to one metadata server at ``url`` (``http(s)://host:port[/prefix]``)."""
 
     def __init__(self, url: str, token: Optional[str] = None, *, retries: int = 3, backoff: float = 0.5,
-                 timeout: httpx.Timeout = TIMEOUT, transport: Optional[httpx.BaseTransport] = None) -> None:
+                 timeout: Union[float, httpx.Timeout] = DEFAULT_TIMEOUT,
+                 transport: Optional[httpx.BaseTransport] = None) -> None:
+        """``timeout``: seconds to wait for an answer (and at most 10 s to connect), or an httpx Timeout."""
         if not url.startswith(("http://", "https://")):
             raise CmfError(f"the metadata server url must start with http:// or https://, not {url!r}")
         base = url.rstrip("/")
         self.url = base
         self.api = base if base.endswith("/api") else base + "/api"
         self.retries, self.backoff = max(0, retries), backoff
+        if not isinstance(timeout, httpx.Timeout):
+            timeout = httpx.Timeout(timeout, connect=min(CONNECT_TIMEOUT, timeout))
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(headers=headers, timeout=timeout, transport=transport)
 
     @classmethod
-    def for_workspace(cls, root: Path) -> "MetadataClient":
-        """The client of the server ``cmf init --cmf-server-url`` configured for the workspace at ``root``."""
+    def for_workspace(cls, root: Path, timeout: Optional[float] = None) -> "MetadataClient":
+        """The client of the server ``cmf init --cmf-server-url`` configured for the workspace at ``root``;
+        ``timeout`` seconds to wait for an answer (default: :func:`timeout_seconds`)."""
         cfg = config.load(root)
         retries = os.environ.get(RETRIES_ENV, "3")
         if not retries.isdigit():
             raise CmfError(f"{RETRIES_ENV} must be a whole number, not {retries!r}")
-        return cls(cfg.server_url, server_token(cfg.root), retries=int(retries))
+        return cls(cfg.server_url, server_token(cfg.root), retries=int(retries), timeout=timeout_seconds(timeout))
 
     def close(self) -> None:
         self._http.close()
@@ -108,11 +152,16 @@ class MetadataClient:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def _send(self, what: str, method: str, path: str, *, upload: Optional[Tuple[str, Path]] = None,
-              **kwargs: Any) -> httpx.Response:
-        """One request with retries; ``upload`` = (file name, local path) is reopened, and streamed, per attempt."""
+    def _send(self, what: str, method: str, path: str, *, repeatable: bool = True,
+              upload: Optional[Tuple[str, Path]] = None, **kwargs: Any) -> httpx.Response:
+        """One request with retries; ``upload`` = (file name, local path) is reopened, and streamed, per attempt.
+
+        A request that is not ``repeatable`` is sent again only when it never reached the server (connection
+        refused, connect timeout) or the server answered 503; a repeatable one also after a timeout, a lost
+        connection or any 5xx."""
         url = self.api + path
         for attempt in range(self.retries + 1):
+            tries = "tried once" if attempt == 0 else f"tried {attempt + 1} times"
             last = attempt == self.retries
             try:
                 if upload is None:
@@ -120,17 +169,30 @@ class MetadataClient:
                 else:
                     with open(upload[1], "rb") as fh:
                         response = self._http.request(method, url, files={"file": (upload[0], fh)}, **kwargs)
-            except TRANSIENT as exc:
+            except NOT_SENT as exc:
                 if last:
                     raise ServerUnavailable(f"{what}: cannot reach the metadata server at {self.url}: "
-                                            f"{exc or type(exc).__name__} (tried {attempt + 1} times)") from None
+                                            f"{exc or type(exc).__name__} ({tries})") from None
+            except NO_ANSWER as exc:
+                if last or not repeatable:
+                    raise ServerNoAnswer(f"{what}: {self._no_answer(exc, tries)}") from None
             except httpx.HTTPError as exc:
                 raise ServerError(f"{what}: request to {self.url} failed: {exc}") from None
             else:
-                if response.status_code < 500 or last:
+                code = response.status_code
+                if last or code < 500 or (code != UNAVAILABLE and not repeatable):
                     return self._check(what, response, attempt + 1)
             time.sleep(self.backoff * 2 ** attempt)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _no_answer(self, exc: httpx.HTTPError, tries: str) -> str:
+        """Why a sent request got no answer, and what to do about a timeout."""
+        if isinstance(exc, httpx.TimeoutException):
+            seconds = self._http.timeout.read if isinstance(exc, httpx.ReadTimeout) else self._http.timeout.write
+            return (f"the metadata server at {self.url} did not answer within {seconds:g} s ({tries}); give it "
+                    f"longer with --timeout SECONDS or {TIMEOUT_ENV}")
+        reason = str(exc).rstrip(".") or type(exc).__name__
+        return f"the connection to the metadata server at {self.url} was lost: {reason} ({tries})"
 
     def _check(self, what: str, response: httpx.Response, attempts: int) -> httpx.Response:
         code = response.status_code
@@ -140,21 +202,35 @@ class MetadataClient:
         if code in (401, 403):
             raise ServerAuthError(f"{what}: the metadata server at {self.url} refused the token (HTTP {code}: "
                                   f"{reason}); set {TOKEN_ENV} or [cmf] server-token in {config.SECRETS_FILE}", code)
+        if code == 409:
+            raise ServerError(f"{what}: the metadata server holds other values (HTTP 409: {reason}); push again "
+                              f"with --force to replace the server's values", code)
         if code == 413:
             raise ServerError(f"{what}: too large for the metadata server (HTTP 413: {reason})", code)
         if code == 422:
             raise ServerError(f"{what}: the metadata server rejected the payload (HTTP 422: {reason})", code)
         if code >= 500:
             raise ServerError(f"{what}: the metadata server at {self.url} failed (HTTP {code} after {attempts} "
-                              f"attempts: {reason})", code)
+                              f"attempt{'s' if attempts > 1 else ''}: {reason})", code)
         raise ServerError(f"{what}: HTTP {code} from the metadata server at {self.url}: {reason}", code)
 
     # -- the endpoints --------------------------------------------------------------------------------
 
-    def push(self, pipeline: str, payload: str, exec_uuid: Optional[str] = None) -> Dict[str, Any]:
-        """``POST /mlmd_push``; the server's answer (``status`` is "success" or "exists")."""
-        response = self._send(f"metadata push of {pipeline!r}", "POST", "/mlmd_push",
-                              json={"exec_uuid": exec_uuid, "json_payload": payload, "pipeline_name": pipeline})
+    def push(self, pipeline: str, payload: str, exec_uuid: Optional[str] = None, *,
+             force: bool = False) -> Dict[str, Any]:
+        """``POST /mlmd_push``, sent at most once (see the module's docstring); the server's answer (``status``
+        is "success" or "exists").  ``force`` asks the server to replace the values it holds of executions and
+        artifacts that this push changes (else it answers 409); without it the body is the original client's."""
+        body: Dict[str, Any] = {"exec_uuid": exec_uuid, "json_payload": payload, "pipeline_name": pipeline}
+        if force:
+            body["force"] = True
+        try:
+            response = self._send(f"metadata push of {pipeline!r}", "POST", "/mlmd_push", repeatable=False,
+                                  json=body)
+        except ServerError as exc:  # no answer, or a proxy's "gateway timeout": the server may be merging it
+            if isinstance(exc, ServerNoAnswer) or exc.status == 504:
+                raise type(exc)(f"{exc}; {MAY_BE_MERGING}", exc.status) from None
+            raise
         try:
             answer = response.json()
             answer["status"]
@@ -194,9 +270,13 @@ class PushResult:
     pipeline: str
     server: str
     status: str  # "success" (something new was merged) or "exists"
-    counts: Dict[str, int] = field(default_factory=dict)
+    counts: Optional[Dict[str, int]]  # None: the server did not report counts (the original server does not)
     uploaded: List[str] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
+
+    def as_dict(self) -> Dict[str, Any]:
+        """Every field, for ``--json``."""
+        return asdict(self)
 
 
 @dataclass
@@ -264,11 +344,12 @@ def _tensorboard_files(path: Path) -> Iterator[Tuple[str, Path]]:
 
 
 def push_metadata(client: MetadataClient, pipeline: str, mlmd: str = "mlmd", execution_uuid: Optional[str] = None,
-                  tensorboard: Optional[str] = None) -> PushResult:
+                  tensorboard: Optional[str] = None, *, force: bool = False) -> PushResult:
     """Send the pipeline's export (only ``execution_uuid``'s execution if given) to the server, then upload the
     python-env files, label CSVs and step-metrics files it references, then the tensorboard file or directory
-    (if given).  A server without ``/step-metrics`` (404/405: an older cmf server) costs one warning, not the
-    push: its UI cannot chart step metrics anyway."""
+    (if given).  ``force``: replace the server's values of executions and artifacts the push changes.  A server
+    without ``/step-metrics`` (404/405: an older cmf server) costs one warning, not the push: its UI cannot
+    chart step metrics anyway."""
     from cmf_core.metadata.query import CmfQuery
 
     query = CmfQuery(mlmd)
@@ -283,9 +364,9 @@ def push_metadata(client: MetadataClient, pipeline: str, mlmd: str = "mlmd", exe
     if execution_uuid and not any(s["executions"] for p in export["Pipeline"] for s in p["stages"]):
         raise CmfError(f"no execution with uuid {execution_uuid} in pipeline {pipeline!r}")
 
-    answer = client.push(pipeline, payload, execution_uuid)
-    result = PushResult(pipeline, client.url, answer["status"],
-                        {k: v for k, v in answer.items() if isinstance(v, int) and not isinstance(v, bool)})
+    answer = client.push(pipeline, payload, execution_uuid, force=force)
+    counts = {k: v for k, v in answer.items() if isinstance(v, int) and not isinstance(v, bool)}
+    result = PushResult(pipeline, client.url, answer["status"], counts or None)
     files, result.warnings = _referenced_files(export, Path(mlmd).absolute().parent)
     step_metrics = True  # until the server shows it has no such route
     for endpoint, name, path in files:
@@ -330,7 +411,8 @@ def pull_metadata(client: MetadataClient, pipeline: str, mlmd: str = "mlmd",
                 shutil.copyfile(target, work)
             store = records.open_store(work)
             try:
-                merged = merge_pipeline(store, checked, exec_uuid=execution_uuid)
+                # the server's values win: a pull brings the shared record of the pipeline into this workspace
+                merged = merge_pipeline(store, checked, exec_uuid=execution_uuid, replace=True)
             except MergeError:
                 raise
             except Exception as exc:  # MLMD refused a record: nothing replaced

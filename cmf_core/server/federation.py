@@ -8,13 +8,19 @@ Design
   same log: the CLI (``cmf server peers|sync|sync-log``), each worker of ``cmf server --workers N``, several
   hosts on one PostgreSQL.
 * **A run** is the original wire protocol: ``POST <peer>/mlmd_pull`` with ``last_sync_time`` answers an
-  export of every pipeline whose executions changed after it.  The answer is checked (HTTP 200, at most
-  :data:`MAX_ANSWER_BYTES`, JSON, a ``"Pipeline"`` list) and merged by ``store.push_all``: every pipeline in
-  ONE transaction, all or nothing.  Success or failure, the run is then recorded in a transaction of its
-  own, with a named error for each cause: the peer is unreachable, answered an HTTP error (401: our token),
+  export of every pipeline whose executions changed after it.  The answer is checked (HTTP 200, JSON, a
+  ``"Pipeline"`` list) and merged by ``store.push_all``: every pipeline in ONE transaction, all or nothing.
+  Success or failure, the run is then recorded in a transaction of its own, with a named error for each
+  cause: the peer is unreachable, answered an HTTP error (401: our token; a redirect is not followed),
   something that is not JSON or not an export, or records our store refused (a clash); a failed run merged
   nothing and leaves the position where it was.  A process dying between the merge and the record costs
   a re-merge, which creates nothing.
+* **What a peer can cost us.**  Its whole answer, from connecting to the last byte, must arrive within the
+  deadline (:data:`DEADLINE`, or ``CMF_SYNC_DEADLINE`` seconds): a per-read timeout alone lets a peer that
+  sends one byte now and then hold a run for ever.  The answer is read as it arrives and gzip (the one
+  encoding we ask for) decompressed as it arrives, and the run stops as soon as more than the server's body
+  limit (``--max-body-mb``: what a client may push us) came in or came out: a gzip bomb costs at most the
+  limit in memory, never its decompressed size.
 * **The position** (``last_sync_time``) is in the *peer's* clock, never ours: after a successful run it
   becomes the newest ``last_update_time_since_epoch`` of the pipelines, stages and executions the peer sent,
   less :data:`OVERLAP_MS` (one minute), and it only moves forward.  The peer compares it with its own
@@ -29,35 +35,44 @@ Design
   ``UPDATE cmf_peer SET next_sync_at = now + interval ... WHERE next_sync_at <= now RETURNING ...`` in a
   write transaction: only the process whose update changed a peer's row runs it.  The next run is due one
   interval after the claim; nothing is held while a run goes on, so a process that dies mid-run leaves the
-  peer simply due again.  Two runs of one peer at once (a manual one and a scheduled one) are harmless: the
-  merges are idempotent and the position only moves forward.
+  peer simply due again.  The scheduler thread only claims: each claimed peer runs in a pool of
+  :data:`SYNC_WORKERS` threads, at most one run of a peer at a time in a process (a peer claimed while its
+  last run still goes on skips that turn), so a peer that hangs (until the deadline) delays no other and no
+  tick.  ``POST /api/sync`` of every peer runs them side by side in the same way.  Two runs of one peer at
+  once (a manual one and a scheduled one) are harmless: the merges are idempotent and the position only
+  moves forward.
 * **Security.**  Peers are added from the CLI on the store, not over HTTP, so no request can make the server
   fetch an address of its choosing; ``POST /api/sync`` only runs known peers.  A peer's bearer token is kept
   in the database (the server sends it) and never shown: listings mask it as ``****``.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
+import os
 import threading
 import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
-import requests
+import httpx
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from cmf_core.errors import CmfError
-from cmf_core.metadata.merge import MergeError, MergeResult
+from cmf_core.metadata.merge import Clash, MergeError, MergeResult
 from cmf_core.server.reads import BadRequest, NotFound
 from cmf_core.server.store import StoreRefused
 from cmf_core.server.ui import render
 
 __all__ = ["Federation", "Peer", "SyncRun", "SyncFailed", "UnknownPeer", "BadPeerUrl", "mount_federation",
-           "normalise_url", "OVERLAP_MS"]
+           "normalise_url", "sync_deadline", "OVERLAP_MS"]
 
 log = logging.getLogger("cmf.server.federation")
 
@@ -65,10 +80,17 @@ log = logging.getLogger("cmf.server.federation")
 OVERLAP_MS = 60_000
 #: How often the scheduler looks for due peers.
 TICK_SECONDS = 1.0
-#: Seconds to connect to a peer, and to wait for its answer (a large export takes a while to build).
-TIMEOUT = (10, 600)
-#: The largest answer read from a peer (after decompression).
-MAX_ANSWER_BYTES = 1024 * 1024 * 1024
+#: Seconds to connect to a peer.
+CONNECT_SECONDS = 10.0
+#: Seconds a peer has for its whole answer, unless ``CMF_SYNC_DEADLINE`` says otherwise: enough for a peer to
+#: build a 512 MB export (the default body limit) and send it over a slow link (about 3 MB/s), not for ever.
+DEADLINE = 300.0
+#: The largest answer read from a peer (after decompression) when no limit is given: ``cmf server``'s default
+#: ``--max-body-mb``.
+MAX_ANSWER_BYTES = 512 * 1024 * 1024
+#: How many peers a process syncs at once (the scheduler's pool; ``POST /api/sync`` of every peer).
+SYNC_WORKERS = 4
+GZIP = 31  # zlib's wbits for a gzip stream
 MASK = "****"
 
 _PEER_COLUMNS = "url, token, interval_s, last_sync_time, next_sync_at, added_at"
@@ -98,6 +120,20 @@ def normalise_url(url: str) -> str:
     if parts.query or parts.fragment:
         raise BadPeerUrl(f"a peer's address is the server's base URL, without a query or fragment: {url!r}")
     return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), "", ""))
+
+
+def sync_deadline(environ: Mapping[str, str] = os.environ) -> float:
+    """The seconds a peer has to finish its answer: ``CMF_SYNC_DEADLINE`` if set, else :data:`DEADLINE`."""
+    text = environ.get("CMF_SYNC_DEADLINE", "").strip()
+    if not text:
+        return DEADLINE
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise CmfError(f"CMF_SYNC_DEADLINE is a number of seconds above 0, not {text!r}")
+    return seconds
 
 
 def _now_ms() -> int:
@@ -186,16 +222,72 @@ def _snippet(data: bytes) -> str:
     return repr(data[:120].decode("utf-8", "replace"))
 
 
+def _gzipped(response: httpx.Response) -> bool:
+    return response.headers.get("Content-Encoding", "").strip().lower() in ("gzip", "x-gzip")
+
+
+async def _head(response: httpx.Response) -> bytes:
+    """The first bytes of an answer, to quote in an error (nothing more is read)."""
+    async for chunk in response.aiter_raw():
+        if _gzipped(response):
+            try:
+                return zlib.decompressobj(GZIP).decompress(chunk, 120)
+            except zlib.error:
+                pass
+        return chunk[:120]
+    return b""
+
+
+async def _body(where: str, response: httpx.Response, limit: int) -> bytes:
+    """The body of an answer, gzip decompressed as it arrives; a :class:`SyncFailed` as soon as more than
+    ``limit`` bytes came in or came out (so a gzip bomb stops at the limit), or when the gzip is corrupt, ends
+    early, or the encoding is not one we asked for."""
+    compressed, encoding = _gzipped(response), response.headers.get("Content-Encoding", "identity").strip().lower()
+    if not compressed and encoding != "identity":
+        raise SyncFailed(f"{where} answered in Content-Encoding {encoding!r}; we ask for gzip or none")
+
+    def too_much(what: str) -> SyncFailed:
+        return SyncFailed(f"{where} answered more than {limit} bytes{what}, our limit (the server's --max-body-mb)")
+
+    inflate = zlib.decompressobj(GZIP)
+    body, received = bytearray(), 0
+    async for chunk in response.aiter_raw():
+        received += len(chunk)
+        if received > limit:
+            raise too_much(" (compressed)" if compressed else "")
+        if not compressed:
+            body += chunk
+        while compressed and chunk and len(body) <= limit:
+            if inflate.eof:  # a gzip member ended and another follows (RFC 1952 allows several)
+                inflate = zlib.decompressobj(GZIP)
+            try:
+                body += inflate.decompress(chunk, limit - len(body) + 1)  # at most one byte past the limit
+            except zlib.error as exc:
+                raise SyncFailed(f"{where} answered gzip that does not decompress: {exc}") from None
+            chunk = inflate.unconsumed_tail or inflate.unused_data
+        if len(body) > limit:
+            raise too_much("")
+    if compressed and not inflate.eof:
+        raise SyncFailed(f"{where} answered a gzip stream that ends early")
+    return bytes(body)
+
+
 class Federation:
     """The peers of one store, their sync runs and the scheduler that runs due peers (see the module doc).
 
     ``store`` needs ``push_all``, ``db`` and ``describe`` only (a :class:`~cmf_core.server.store.ServerStore`
-    or the server's wrapper of one)."""
+    or the server's wrapper of one).  A peer's answer may hold ``max_answer_bytes`` (the server's body limit)
+    and must arrive within :func:`sync_deadline`."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, max_answer_bytes: int = MAX_ANSWER_BYTES) -> None:
         self.store = store
+        self.max_answer_bytes = max_answer_bytes
+        self.deadline = sync_deadline()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._running: Set[str] = set()  # the peers whose scheduled run goes on in this process
+        self._running_lock = threading.Lock()
         self._ensure_tables()
 
     def _ensure_tables(self) -> None:
@@ -270,39 +362,32 @@ class Federation:
     # -- runs -----------------------------------------------------------------------------------------
 
     def sync(self, url: Optional[str] = None, cause: str = "manual") -> List[SyncRun]:
-        """Run the peer at ``url`` now, or every peer one after the other; the recorded runs."""
+        """Run the peer at ``url`` now, or every peer side by side (:data:`SYNC_WORKERS` at a time, so a peer
+        that hangs holds the others no longer than the deadline); the recorded runs, by peer URL."""
         if url is not None:
             return [self._run(self.peer(url), cause)]
         with self.store.db.session() as s:
             peers = [Peer(*row) for row in s.rows(f"SELECT {_PEER_COLUMNS} FROM cmf_peer ORDER BY url")]
-        return [self._run(peer, cause) for peer in peers]
+        if not peers:
+            return []
+        with ThreadPoolExecutor(min(SYNC_WORKERS, len(peers)), thread_name_prefix="cmf-sync") as pool:
+            return list(pool.map(self._run, peers, [cause] * len(peers)))
 
     def _fetch(self, peer: Peer) -> Tuple[bytes, Dict[str, Any]]:
         """The peer's export of what changed after its position, checked to be one: as sent and as parsed (the
         merge is sent the bytes: a store that merges in another process is sent them faster than the objects).
         Else :class:`SyncFailed`."""
         where = f"peer {peer.url}"
-        headers = {"Authorization": f"Bearer {peer.token}"} if peer.token else {}
-        body = {"pipeline_name": None, "exec_uuid": None, "last_sync_time": peer.last_sync_time}
         try:
-            with requests.post(f"{peer.url}/mlmd_pull", json=body, headers=headers, timeout=TIMEOUT, stream=True,
-                               allow_redirects=False) as response:
-                if response.status_code != 200:
-                    hint = " (it refused our token: give the right one with 'cmf server peers add --token-file')" \
-                        if response.status_code in (401, 403) else ""
-                    raise SyncFailed(f"{where} answered HTTP {response.status_code}{hint}: "
-                                     f"{_snippet(next(response.iter_content(120), b''))}")
-                buffer = bytearray()
-                for chunk in response.iter_content(1024 * 1024):
-                    buffer += chunk
-                    if len(buffer) > MAX_ANSWER_BYTES:
-                        raise SyncFailed(f"{where} answered more than {MAX_ANSWER_BYTES} bytes")
-                raw = bytes(buffer)
-        except requests.ConnectionError as exc:
-            cause = exc.args[0] if exc.args else exc
-            cause = getattr(cause, "reason", cause)  # urllib3's MaxRetryError: the connection's own failure
-            raise SyncFailed(f"{where} is unreachable: {cause}") from None
-        except requests.RequestException as exc:
+            raw = asyncio.run(asyncio.wait_for(self._download(peer, where), self.deadline))
+        except asyncio.TimeoutError:
+            raise SyncFailed(f"{where} did not finish its answer within {self.deadline:g} s; nothing merged") \
+                from None
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise SyncFailed(f"{where} is unreachable: {exc}") from None
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            raise SyncFailed(f"{where} broke off its answer: {exc}") from None
+        except httpx.HTTPError as exc:
             raise SyncFailed(f"{where}: the request failed: {type(exc).__name__}: {exc}") from None
         try:
             export = json.loads(raw)
@@ -312,6 +397,22 @@ class Federation:
             raise SyncFailed(f"{where} answered JSON that is not an export (no \"Pipeline\" list): "
                              f"{_snippet(raw)}")
         return raw, export
+
+    async def _download(self, peer: Peer, where: str) -> bytes:
+        """``POST <peer>/mlmd_pull``: the body of its answer (:func:`_body`), or a :class:`SyncFailed` for any
+        other status than 200.  Redirects are not followed: the token goes to the peer's own address only."""
+        headers = {"Accept-Encoding": "gzip", **({"Authorization": f"Bearer {peer.token}"} if peer.token else {})}
+        request = {"pipeline_name": None, "exec_uuid": None, "last_sync_time": peer.last_sync_time}
+        async with httpx.AsyncClient(timeout=httpx.Timeout(None, connect=CONNECT_SECONDS)) as client:
+            async with client.stream("POST", f"{peer.url}/mlmd_pull", json=request, headers=headers) as response:
+                status = response.status_code
+                if status == 200:
+                    return await _body(where, response, self.max_answer_bytes)
+                hint = (" (it refused our token: give the right one with 'cmf server peers add --token-file')"
+                        if status in (401, 403) else
+                        " (redirects are not followed: add the peer by its own address)" if 300 <= status < 400
+                        else "")
+                raise SyncFailed(f"{where} answered HTTP {status}{hint}: {_snippet(await _head(response))}")
 
     def _run(self, peer: Peer, cause: str) -> SyncRun:
         """One run: fetch, merge in one transaction, then record it (and the new position) in another."""
@@ -327,6 +428,8 @@ class Federation:
             error = str(exc)
         except StoreRefused as exc:
             error = f"peer {peer.url}: our store refused its records, nothing merged: {exc}"
+        except Clash as exc:
+            error = f"peer {peer.url} answered records that differ from ours: {exc}"  # it says nothing was merged
         except MergeError as exc:
             error = f"peer {peer.url} answered an export that is not valid, nothing merged: {exc}"
         except CmfError as exc:
@@ -368,33 +471,60 @@ class Federation:
         return [Peer(*row) for row in rows]
 
     def start(self) -> None:
-        """Start the scheduler thread (once)."""
+        """Start the scheduler thread and its pool of runs (once)."""
         if self._thread is None:
             self._stop.clear()
+            self._running = set()
+            self._pool = ThreadPoolExecutor(SYNC_WORKERS, thread_name_prefix="cmf-sync")
             self._thread = threading.Thread(target=self._schedule, name="cmf-federation", daemon=True)
             self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the scheduler; a run in progress is left to finish (or die with the process: it rolls back)."""
+        """Stop the scheduler; runs not started yet are dropped, those in progress finish (within the deadline)
+        or die with the process (a merge rolls back)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     def _schedule(self) -> None:
+        """Every tick: claim the due peers and hand each to the pool; never wait for a run."""
         while not self._stop.wait(TICK_SECONDS):
             try:
                 for peer in self.claim_due():
-                    self._run(peer, "scheduled")
+                    self._launch(peer)
             except Exception:  # noqa: BLE001 - the database away for a moment must not end the scheduler
                 log.exception("scheduled syncs of %s failed", self.store.describe())
 
+    def _launch(self, peer: Peer) -> None:
+        """Run a claimed peer in the pool, unless its last run still goes on in this process: then it skips
+        this turn (its next one is an interval away, as for any claim)."""
+        with self._running_lock:
+            if peer.url in self._running:
+                log.info("scheduled sync from %s skipped: its last run still goes on", peer.url)
+                return
+            self._running.add(peer.url)
+        self._pool.submit(self._scheduled_run, peer)
 
-def mount_federation(app: FastAPI, store: Any) -> Federation:
+    def _scheduled_run(self, peer: Peer) -> None:
+        try:
+            self._run(peer, "scheduled")
+        except Exception:  # noqa: BLE001 - recording the run failed (the database away): logged, not lost silently
+            log.exception("scheduled sync from %s failed", peer.url)
+        finally:
+            with self._running_lock:
+                self._running.discard(peer.url)
+
+
+def mount_federation(app: FastAPI, store: Any, max_answer_bytes: int = MAX_ANSWER_BYTES) -> Federation:
     """Add ``GET /api/peers`` (the JSON twin of the page ``/peers``), ``GET /api/sync-runs?limit=N`` and
     ``POST /api/sync`` (``{"peer": URL or null}``: run now, answer the runs) to ``app``; the Federation, whose
-    scheduler the app's lifespan starts and stops."""
-    federation = Federation(store)
+    scheduler the app's lifespan starts and stops.  A peer's answer may hold ``max_answer_bytes`` (give the
+    server's body limit: what a client may push)."""
+    federation = Federation(store, max_answer_bytes)
     app.state.federation = federation
     api = APIRouter(prefix="/api")
 

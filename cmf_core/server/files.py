@@ -7,8 +7,10 @@ Two places hold them:
 * :class:`WorkspaceFiles`, the workspace of ``cmf ui``: files at the paths the metadata names,
   shown only when their md5 is still the logged one (a file changed since is not that artifact).
 
-Paths come from metadata, which anyone who can push writes: every path is resolved and refused
-unless it stays inside its root, and md5 names must be 32 hex digits.
+Paths come from metadata, which anyone who can push writes (and ``cmf metadata pull`` brings into a
+workspace): every path is resolved and refused unless it stays inside its root, md5 names must be 32 hex
+digits, every file is shown only when its bytes have the md5 the metadata logs, and workspace configuration
+(``.git/``, ``.dvc/``, ``.cmfconfig*``: tokens and keys live there) is never shown, whatever its md5.
 """
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ TEXT_CHARS = 200_000
 
 
 def _inside(root: Path, relative: str) -> Optional[Path]:
-    """``root/relative`` if it is a regular file inside ``root`` (symlinks followed), else None."""
+    """``root/relative`` if it is a regular file inside ``root`` (symlinks followed) and not workspace
+    configuration (:func:`private`), else None."""
     if not relative or "\x00" in relative:
         return None
     base = root.resolve()
@@ -37,7 +40,26 @@ def _inside(root: Path, relative: str) -> Optional[Path]:
         target = (base / relative).resolve()
     except (OSError, RuntimeError):
         return None
-    return target if base in target.parents and target.is_file() else None
+    if base not in target.parents or private(target.relative_to(base).as_posix()):
+        return None
+    return target if target.is_file() else None
+
+
+def private(relative: str) -> bool:
+    """Whether a path (relative to its root, symlinks resolved) is configuration that may hold secrets:
+    anything under ``.git/``, under ``.dvc/`` but outside its cache (``config.local``: S3 keys, passwords), or a
+    ``.cmfconfig*`` file (``.cmfconfig.local``: the server token)."""
+    parts = relative.split("/")
+    if parts[0] == ".dvc" and len(parts) > 2 and parts[1] == "cache":
+        return False  # content-addressed data: what a symlink-type cache points the workspace's files at
+    return any(p in (".git", ".dvc") for p in parts) or parts[-1].startswith(".cmfconfig")
+
+
+def _logged(found: Optional[Path], md5: str) -> Optional[Path]:
+    """``found`` if it is small enough to preview and its bytes have the logged ``md5``, else None."""
+    if found is None or not layout.is_file_md5(md5) or found.stat().st_size > PREVIEW_BYTES:
+        return None
+    return found if layout.file_md5(found) == md5 else None
 
 
 def _table(header: List[str], rows: List[List[Any]], page: int, kind: str) -> Dict[str, Any]:
@@ -108,9 +130,10 @@ def step_series(path: Path) -> Optional[Dict[str, Any]]:
 class Files:
     """What the read path asks of the files beside the metadata; every method may answer None (not held)."""
 
-    def environment(self, path: str) -> Optional[str]:
-        """The text of a python environment file the metadata names."""
-        raise NotImplementedError
+    def environment(self, path: str, md5: str) -> Optional[str]:
+        """The text of the python environment file the metadata names with ``md5``, if held with those bytes."""
+        found = self.locate("Environment", path, md5)
+        return found.read_text(encoding="utf-8", errors="replace")[:TEXT_CHARS] if found else None
 
     def step_metrics(self, path: str, md5: str) -> Optional[Dict[str, Any]]:
         """The steps of a Step_Metrics artifact (see :func:`step_series`)."""
@@ -149,18 +172,14 @@ class ServerFiles(Files):
     def __init__(self, data_dir: Path) -> None:
         self.root = Path(data_dir)
 
-    def environment(self, path: str) -> Optional[str]:
-        found = _inside(self.root / "env", os.path.basename(path))
-        return found.read_text(encoding="utf-8", errors="replace")[:TEXT_CHARS] if found else None
-
     def step_metrics(self, path: str, md5: str) -> Optional[Dict[str, Any]]:
         found = self.locate("Step_Metrics", path, md5)
         return step_series(found) if found else None
 
     def locate(self, kind: str, path: str, md5: str) -> Optional[Path]:
+        if kind == "Environment":  # uploaded under its file name
+            return _logged(_inside(self.root / "env", os.path.basename(path)), md5)
         folder = {"Label": "labels", "Step_Metrics": "step_metrics"}.get(kind)
-        if kind == "Environment":
-            return _inside(self.root / "env", os.path.basename(path))
         return _inside(self.root / folder, md5) if folder and layout.is_file_md5(md5) else None
 
     def tensorboard(self, pipeline: str) -> List[Dict[str, Any]]:
@@ -198,19 +217,12 @@ class WorkspaceFiles(Files):
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
-    def environment(self, path: str) -> Optional[str]:
-        found = _inside(self.root, path)
-        return found.read_text(encoding="utf-8", errors="replace")[:TEXT_CHARS] if found else None
-
     def step_metrics(self, path: str, md5: str) -> Optional[Dict[str, Any]]:
         found = self.locate("Step_Metrics", path, md5)
         return step_series(found) if found else None
 
     def locate(self, kind: str, path: str, md5: str) -> Optional[Path]:
-        found = _inside(self.root, path)
-        if found is None or found.stat().st_size > PREVIEW_BYTES:
-            return None
-        return found if kind == "Environment" or layout.file_md5(found) == md5 else None
+        return _logged(_inside(self.root, path), md5)
 
     def size(self, path: str, md5: str) -> Optional[int]:
         """The size DVC recorded in ``<path>.dvc``, for the logged md5."""

@@ -15,7 +15,7 @@ read path (:mod:`cmf_core.server.reads`) turns the tree into SQL and names unkno
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, List, Tuple, Union
 
 from cmf_core.errors import CmfError
@@ -49,6 +49,7 @@ class Compare:
     column: str
     op: str  # one of OPERATORS, "==" read as "="
     value: Value
+    text: str = field(default="", compare=False)  # the value as typed (unquoted): what a text column is compared with
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,14 @@ def _tokens(text: str) -> List[Tuple[str, str, int]]:
     return out
 
 
+def _text(kind: str, token: str) -> str:
+    """A value token as text: a quoted one without its quotes and escapes, a bare word as it is."""
+    return re.sub(r"\\(.)", r"\1", token[1:-1]) if kind == "quoted" else token
+
+
 def _value(kind: str, token: str) -> Value:
     if kind == "quoted":
-        return re.sub(r"\\(.)", r"\1", token[1:-1])
+        return _text(kind, token)
     if token.lower() in ("true", "false"):
         return token.lower() == "true"
     if _NUMBER.match(token):
@@ -160,7 +166,7 @@ class _Parser:
         if self.at >= len(self.tokens) or self.tokens[self.at][0] not in ("quoted", "word"):
             raise FilterError(f"expected a value after {column} {op} {self.where()}")
         kind, token, _ = self.take()
-        return Compare(column, "=" if op == "==" else op, _value(kind, token))
+        return Compare(column, "=" if op == "==" else op, _value(kind, token), _text(kind, token))
 
 
 def parse(text: str) -> Node:

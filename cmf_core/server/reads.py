@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import posixpath
+import re
 import shlex
 from collections import defaultdict
 from dataclasses import dataclass
@@ -70,8 +71,13 @@ def _ins(values: Sequence[Any]) -> str:
     return ",".join("?" * len(values)) or "NULL"
 
 
+#: Case folding of ASCII letters only, as SQLite's lower() (and PostgreSQL's under COLLATE "C") does.
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def _like(text: str) -> str:
-    return "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    """A LIKE pattern: ``text`` anywhere, its wildcards literal, lower-cased as the column it is matched with."""
+    return "%" + text.translate(_ASCII_LOWER).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def _path(name: str) -> str:
@@ -79,8 +85,24 @@ def _path(name: str) -> str:
     return name.split(":", 1)[0]
 
 
+def _environment_md5(path: str, inputs: List[Dict[str, Any]]) -> str:
+    """The md5 the metadata logs for an execution's python environment file ``path``: that of its Environment
+    input of that path, else the one cmf puts in the file's name (``python_env_<md5>.txt``); "" if neither."""
+    for artifact in inputs:
+        if artifact["type"] == "Environment" and _path(artifact["name"]) == path:
+            return str(artifact["uri"])
+    match = re.fullmatch(r"python_env_([0-9a-f]{32})\.\w+", posixpath.basename(path))
+    return match.group(1) if match else ""
+
+
 def _short(stage: str) -> str:
     return stage.split("/", 1)[1] if "/" in stage else stage
+
+
+def _stage_name(pipeline: str, stage: str) -> str:
+    """The full name of a stage given by its short name (what pages show and link) or in full (``<pipeline>/...``).
+    A short name may hold a ``/`` of its own: only the pipeline's prefix makes a name full."""
+    return stage if stage.startswith(pipeline + "/") else f"{pipeline}/{stage}"
 
 
 # -- SQL fragments ----------------------------------------------------------------------------------
@@ -88,8 +110,7 @@ def _short(stage: str) -> str:
 _PIPELINE_EXECUTIONS = ("SELECT asn.execution_id FROM association asn JOIN parentcontext pc "
                         "ON pc.context_id = asn.context_id AND pc.parent_context_id = ?")
 _EXECUTIONS_FROM = ("FROM execution e JOIN association asn ON asn.execution_id = e.id "
-                    "JOIN context st ON st.id = asn.context_id "
-                    "JOIN parentcontext pc ON pc.context_id = st.id AND pc.parent_context_id = ? "
+                    "JOIN context st ON st.id = asn.context_id JOIN parentcontext pc ON pc.context_id = st.id "
                     "JOIN type t ON t.id = e.type_id")
 _ARTIFACTS_FROM = "FROM artifact a JOIN type t ON t.id = a.type_id"
 _VALUE_COLUMNS = "int_value, double_value, string_value, bool_value"
@@ -118,8 +139,9 @@ ARTIFACT = _Entity("a", "artifact", {
 class _Columns:
     """Resolves column names of one list (builtins, custom properties, metrics, properties) into SQL."""
 
-    def __init__(self, entity: _Entity, pipeline: str, custom: Iterable[str], props: Iterable[str],
+    def __init__(self, s: Session, entity: _Entity, pipeline: str, custom: Iterable[str], props: Iterable[str],
                  metrics: Iterable[str] = ()) -> None:
+        self.bytewise = s.bytewise
         self.entity = entity
         self.pipeline = pipeline
         self.custom, self.props, self.metrics = set(custom), set(props), set(metrics)
@@ -156,19 +178,39 @@ class _Columns:
         return (f"SELECT {{col}} FROM {table}property sp WHERE sp.{table}_id = {a}.id AND sp.name = ? "
                 f"AND sp.is_custom_property = {'TRUE' if kind == 'custom' else 'FALSE'}"), [key], "sp"
 
-    def sort(self, name: str, descending: bool) -> Tuple[str, List[Any]]:
-        """ORDER BY for ``name``: rows without a value last, numbers by value, then text; ties by id."""
+    def sort(self, name: str, descending: bool) -> Tuple[str, List[Any], str, List[Any]]:
+        """``(join, its params, ORDER BY, its params)`` for ``name``: rows without a value last, numbers by value,
+        then text; ties by id.
+
+        A property is joined once, on its table's primary key (record, name, custom), so each row costs one index
+        lookup.  Three correlated subqueries per row (missing, number, text) were planned by PostgreSQL on the
+        (name, custom, value) index while its statistics lagged behind a stream of pushes: every row scanned every
+        row of that name, 40-200 ms a page at 1,000 executions.  A metric (the newest of an execution's outputs)
+        stays a subquery."""
         direction = "DESC" if descending else "ASC"
         a = self.entity.alias
         kind, key = self.resolve(name)
         if kind == "builtin":
-            return f"{self.entity.builtins[key][0]} {direction}, {a}.id {direction}", []
-        sql, params, p = self.value_sql(kind, key)
-        newest = " ORDER BY ma.id DESC LIMIT 1" if kind == "metric" else ""
-        number = "(" + sql.format(col=f"coalesce({p}.double_value, {p}.int_value)") + newest + ")"
-        text = "(" + sql.format(col=f"{p}.string_value") + newest + ")"
-        missing = "NOT EXISTS (" + sql.format(col="1") + ")"
-        return f"{missing}, {number} {direction}, {text} {direction}, {a}.id {direction}", params * 3
+            expression, sort = self.entity.builtins[key]
+            expression = self.bytewise(expression) if sort == "text" else expression
+            return "", [], f"{expression} {direction} NULLS LAST, {a}.id {direction}", []
+        if kind == "metric":
+            sql, params, p = self.value_sql(kind, key)
+            join, join_params, order_params = "", [], params * 3
+            missing = f"NOT EXISTS ({sql.format(col='1')})"
+            number = f"({sql.format(col=f'coalesce({p}.double_value, {p}.int_value)')} ORDER BY ma.id DESC LIMIT 1)"
+            text = f"({sql.format(col=f'{p}.string_value')} ORDER BY ma.id DESC LIMIT 1)"
+        else:
+            table = self.entity.table
+            join = (f"LEFT JOIN {table}property so ON so.{table}_id = {a}.id AND so.name = ? "
+                    f"AND so.is_custom_property = {'TRUE' if kind == 'custom' else 'FALSE'}")
+            join_params, order_params = [key], []
+            missing = f"so.{table}_id IS NULL"
+            number, text = "coalesce(so.double_value, so.int_value)", "so.string_value"
+        # NULLS LAST: the databases put NULLs at opposite ends; numbers come before text either way
+        order = f"{missing}, {number} {direction} NULLS LAST, {self.bytewise(text)} {direction} NULLS LAST, " \
+                f"{a}.id {direction}"
+        return join, join_params, order, order_params
 
     def where(self, tree: filters.Node) -> Tuple[str, List[Any]]:
         """A WHERE fragment for a parsed filter."""
@@ -181,30 +223,35 @@ class _Columns:
         kind, key = self.resolve(tree.column)
         if kind == "builtin":
             expression, sort = self.entity.builtins[key]
-            if key == "stage" and tree.op in ("=", "!=") and isinstance(tree.value, str) and "/" not in tree.value:
-                return self._compare(expression, "text", tree.op, f"{self.pipeline}/{tree.value}")
-            return self._compare(expression, sort, tree.op, tree.value)
+            text = tree.text
+            if key == "stage" and tree.op in ("=", "!="):
+                text = _stage_name(self.pipeline, text)
+            return self._compare(tree, expression, sort, text)
         sql, params, p = self.value_sql(kind, key)
-        if isinstance(tree.value, bool):
-            column, sort = f"{p}.bool_value", "bool"
-        elif isinstance(tree.value, (int, float)) and tree.op != "~":
-            column, sort = f"coalesce({p}.double_value, {p}.int_value)", "number"
-        else:
+        if tree.op == "~" or isinstance(tree.value, str):
             column, sort = f"{p}.string_value", "text"
-        condition, values = self._compare(column, sort, tree.op, tree.value)
+        elif isinstance(tree.value, bool):
+            column, sort = f"{p}.bool_value", "bool"
+        else:
+            column, sort = f"coalesce({p}.double_value, {p}.int_value)", "number"
+        condition, values = self._compare(tree, column, sort, tree.text)
         return f"EXISTS ({sql.format(col='1')} AND {condition})", [*params, *values]
 
-    @staticmethod
-    def _compare(column: str, sort: str, op: str, value: Any) -> Tuple[str, List[Any]]:
-        if op == "~":
-            return f"lower(CAST({column} AS TEXT)) LIKE ? ESCAPE '\\'", [_like(str(value))]
-        if sort == "number" and not isinstance(value, (int, float)):
-            raise BadRequest(f"{value!r} is not a number; compare {column.split('.')[-1]} with a number")
-        if sort == "bool" and op not in ("=", "!="):
-            raise BadRequest("true/false can only be compared with = or !=")
+    def _compare(self, tree: filters.Compare, column: str, sort: str, text: str) -> Tuple[str, List[Any]]:
+        """SQL comparing ``column``, which holds ``sort`` values ("number", "text" or "bool"), with the filter's
+        value; checked here, so that both databases answer the same 400 instead of comparing across types
+        (PostgreSQL refuses ``integer = boolean`` with an error, SQLite reads true as 1).  A text column is
+        compared with the value as typed, ``~`` (contains) with any column as text."""
+        op = "<>" if tree.op == "!=" else tree.op
+        if tree.op == "~":
+            return f"lower({self.bytewise(f'CAST({column} AS TEXT)')}) LIKE ? ESCAPE '\\'", [_like(text)]
         if sort == "text":
-            value = str(value)
-        return f"{column} {'<>' if op == '!=' else op} ?", [value]
+            return f"{self.bytewise(column)} {op} ?", [text]
+        if sort == "bool" and tree.op not in ("=", "!="):
+            raise BadRequest(f"true/false can only be compared with = or != (in {tree.column} {tree.op} {text})")
+        if sort == "number" and type(tree.value) not in (int, float):
+            raise BadRequest(f"{tree.column} holds numbers: compare it with a number, not {text!r}")
+        return f"{column} {op} ?", [tree.value]
 
 
 class Reads:
@@ -232,7 +279,7 @@ class Reads:
             return out
         among, args = s.among(f"{table}_id", ids)
         for row in s.rows(f"SELECT {table}_id, name, is_custom_property, {_VALUE_COLUMNS} FROM {table}property "
-                          f"WHERE {among} ORDER BY name", args):
+                          f"WHERE {among} ORDER BY {s.bytewise('name')}", args):
             out[row[0]][1 if row[2] else 0][row[1]] = _value(row[3:])
         return out
 
@@ -266,12 +313,12 @@ class Reads:
         return page, size
 
     @staticmethod
-    def _search(alias: str, table: str, extra: Sequence[str], q: str) -> Tuple[str, List[Any]]:
-        """Free text: any of the ``extra`` columns or any text property contains ``q`` (case-insensitive)."""
+    def _search(s: Session, alias: str, table: str, extra: Sequence[str], q: str) -> Tuple[str, List[Any]]:
+        """Free text: any of the ``extra`` columns or any text property contains ``q`` (ASCII case-insensitive)."""
         pattern = _like(q)
-        columns = " OR ".join(f"lower({c}) LIKE ? ESCAPE '\\'" for c in extra)
+        columns = " OR ".join(f"lower({s.bytewise(c)}) LIKE ? ESCAPE '\\'" for c in extra)
         return (f"({columns} OR CAST({alias}.id AS TEXT) = ? OR EXISTS (SELECT 1 FROM {table}property qp "
-                f"WHERE qp.{table}_id = {alias}.id AND lower(qp.string_value) LIKE ? ESCAPE '\\'))",
+                f"WHERE qp.{table}_id = {alias}.id AND lower({s.bytewise('qp.string_value')}) LIKE ? ESCAPE '\\'))",
                 [*([pattern] * len(extra)), q.strip(), pattern])
 
     # -- the database ------------------------------------------------------------------------------------
@@ -293,7 +340,7 @@ class Reads:
                 "(SELECT max(e.last_update_time_since_epoch) FROM execution e WHERE e.id IN "
                 f"({_PIPELINE_EXECUTIONS.replace('?', 'c.id')})) "
                 "FROM context c JOIN type t ON t.id = c.type_id WHERE t.name = 'Parent_Context' "
-                "ORDER BY c.name LIMIT ? OFFSET ?", [size, (page - 1) * size])
+                f"ORDER BY {s.bytewise('c.name')} LIMIT ? OFFSET ?", [size, (page - 1) * size])
         items = [{"id": r[0], "name": r[1], "created": r[2], "stages": r[4], "executions": r[5], "artifacts": r[6],
                   "updated": max(x for x in (r[3], r[7]) if x is not None)} for r in rows]
         return {"total": total, "page": page, "size": size, "items": items}
@@ -308,7 +355,7 @@ class Reads:
                             "WHERE pc.parent_context_id = ? ORDER BY st.id", [pipeline_id])
             types = s.rows("SELECT t.name, count(DISTINCT a.id) FROM artifact a JOIN type t ON t.id = a.type_id "
                            f"WHERE a.id IN (SELECT ev.artifact_id FROM event ev WHERE ev.execution_id IN "
-                           f"({_PIPELINE_EXECUTIONS})) GROUP BY t.name ORDER BY t.name", [pipeline_id])
+                           f"({_PIPELINE_EXECUTIONS})) GROUP BY t.name ORDER BY {s.bytewise('t.name')}", [pipeline_id])
             props, custom = self._props(s, "context", [pipeline_id])[pipeline_id]
         return {"id": pipeline_id, "name": name, "properties": props, "custom_properties": custom,
                 "stages": [{"id": r[0], "name": r[1], "short": _short(r[1]), "executions": r[2]} for r in stages],
@@ -329,16 +376,15 @@ class Reads:
             names = s.rows(f"SELECT DISTINCT name, is_custom_property FROM executionproperty WHERE execution_id "
                            f"{in_pipeline}", [pipeline_id])
             params = sorted(n for n, custom in names if custom)
-            metrics = [r[0] for r in s.rows(
+            metrics = sorted(r[0] for r in s.rows(
                 "SELECT DISTINCT ap.name FROM event ev JOIN artifact a ON a.id = ev.artifact_id "
                 "JOIN type t ON t.id = a.type_id AND t.name = 'Metrics' JOIN artifactproperty ap ON ap.artifact_id "
-                f"= a.id AND ap.is_custom_property = TRUE WHERE ev.execution_id {in_pipeline} ORDER BY ap.name",
-                [pipeline_id])]
-            columns = _Columns(EXECUTION, pipeline, params, [n for n, custom in names if not custom], metrics)
-            where, args = ["TRUE"], [pipeline_id]
+                f"= a.id AND ap.is_custom_property = TRUE WHERE ev.execution_id {in_pipeline}", [pipeline_id]))
+            columns = _Columns(s, EXECUTION, pipeline, params, [n for n, custom in names if not custom], metrics)
+            where, args = ["pc.parent_context_id = ?"], [pipeline_id]
             if stage:
                 where.append("st.name = ?")
-                args.append(stage if "/" in stage else f"{pipeline}/{stage}")
+                args.append(_stage_name(pipeline, stage))
             total, rows = self._list(
                 s, columns, f"SELECT {{}} {_EXECUTIONS_FROM}", where, args,
                 ["st.name", "t.name", "coalesce(e.name, '')"],
@@ -358,19 +404,20 @@ class Reads:
               searched: Sequence[str], shown: str, q: Optional[str], filter: Optional[str], sort: str, order: str,
               page: int, size: int) -> Tuple[int, List[Tuple]]:
         """(total, the rows of one page) of a list: ``where`` narrowed by free text ``q`` (in ``searched`` columns
-        or any text property) and a structured ``filter``, sorted by any column; ``shown`` columns selected."""
+        or any text property) and a structured ``filter``, sorted by any column; ``shown`` columns selected.
+        ``select`` has no parameters: the sort's join, and its parameters, go right after it."""
         where, args = list(where), list(args)
         entity = columns.entity
-        narrowed = [self._search(entity.alias, entity.table, searched, q)] if q else []
+        narrowed = [self._search(s, entity.alias, entity.table, searched, q)] if q else []
         narrowed += [columns.where(filters.parse(filter))] if filter else []
         for sql, values in narrowed:
             where.append(sql)
             args += values
-        order_sql, order_args = columns.sort(sort, order == "desc")
+        join, join_args, order_sql, order_args = columns.sort(sort, order == "desc")
         condition = " AND ".join(where)
         total = s.value(f"{select.format('count(*)')} WHERE {condition}", args)
-        rows = s.rows(f"{select.format(shown)} WHERE {condition} ORDER BY {order_sql} LIMIT ? OFFSET ?",
-                      [*args, *order_args, size, (page - 1) * size])
+        rows = s.rows(f"{select.format(shown)} {join} WHERE {condition} ORDER BY {order_sql} LIMIT ? OFFSET ?",
+                      [*join_args, *args, *order_args, size, (page - 1) * size])
         return total, rows
 
     def _metric_values(self, s: Session, execution_ids: Sequence[int]) -> Dict[int, Dict[str, Any]]:
@@ -399,12 +446,12 @@ class Reads:
             if stage:
                 executions += " AND asn.context_id = (SELECT id FROM context WHERE name = ? AND id IN " \
                               "(SELECT context_id FROM parentcontext WHERE parent_context_id = ?))"
-                args += [stage if "/" in stage else f"{pipeline}/{stage}", pipeline_id]
+                args += [_stage_name(pipeline, stage), pipeline_id]
             linked = f"a.id IN (SELECT ev.artifact_id FROM event ev WHERE ev.execution_id IN ({executions}))"
             names = s.rows("SELECT DISTINCT ap.name, ap.is_custom_property FROM artifactproperty ap "
                            f"WHERE ap.artifact_id IN (SELECT ev.artifact_id FROM event ev WHERE ev.execution_id IN "
                            f"({_PIPELINE_EXECUTIONS}))", [pipeline_id])
-            columns = _Columns(ARTIFACT, pipeline, [n for n, c in names if c], [n for n, c in names if not c])
+            columns = _Columns(s, ARTIFACT, pipeline, [n for n, c in names if c], [n for n, c in names if not c])
             where = [linked]
             if type:
                 where.append("t.name = ?")
@@ -453,12 +500,13 @@ class Reads:
             metrics_ids = [i for i in outs if artifacts[i]["type"] == "Metrics"]
             metric_props = self._props(s, "artifact", metrics_ids)
         env = str(custom.get("Python_Env") or "")
+        env_md5 = _environment_md5(env, [artifacts[i] for i in ins])
         steps = [self._step_metrics(artifacts[i]) for i in outs if artifacts[i]["type"] == "Step_Metrics"]
         return {**summary, "created": created, "updated": updated, "uuid": props.get("Execution_uuid", ""),
                 "command": props.get("Execution", ""), "properties": props, "params": custom,
                 "git": {"repo": props.get("Git_Repo", ""), "start": props.get("Git_Start_Commit", ""),
                         "end": props.get("Git_End_Commit", "")},
-                "environment": {"path": env, "text": self.files.environment(env) if env else None},
+                "environment": {"path": env, "text": self.files.environment(env, env_md5) if env else None},
                 "inputs": [artifacts[i] for i in ins], "outputs": [artifacts[i] for i in outs],
                 "metrics": [{"artifact": artifacts[i], "values": metric_props[i][1]} for i in metrics_ids],
                 "step_metrics": steps}

@@ -17,6 +17,7 @@ type, and a type re-declared with a clashing property.  Writes cover what the me
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ml_metadata import errors as mlmd_errors
@@ -174,6 +175,9 @@ class SqlStore:
         (a reused execution's comma-joined uuids, which the merge splits).  Found through the property index,
         so a push of one execution does not read the whole pipeline."""
         among, params = self.db.among("string_value", list(uuids))
+        if self.db.postgres:  # what our PostgreSQL stores index is md5(string_value) (db.fit_postgres)
+            among += " AND md5(string_value) = ANY(?)"
+            params.append([hashlib.md5(u.encode("utf-8")).hexdigest() for u in uuids])
         uuid_rows = ("SELECT execution_id FROM executionproperty WHERE name = 'Execution_uuid' AND "
                      "is_custom_property = FALSE AND string_value IS NOT NULL")  # NOT NULL: SQLite's index has it
         return self._nodes("execution", f"n.id IN ({uuid_rows} AND {among} UNION {uuid_rows} AND string_value LIKE ?) "

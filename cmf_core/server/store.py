@@ -36,7 +36,7 @@ from cmf_core.errors import CmfError
 from cmf_core.metadata import store as records
 from cmf_core.metadata.merge import MergeError, MergeResult, merge_pipeline, pipeline_of, pipelines_of
 from cmf_core.metadata.query import CmfQuery
-from cmf_core.server.db import Database, check_schema
+from cmf_core.server.db import Database, check_schema, fit_postgres
 from cmf_core.server.sqlstore import SqlStore
 
 __all__ = ["PostgresConfig", "ServerStore", "PipelineNotFound", "ExecutionNotFound", "StoreRefused"]
@@ -125,12 +125,14 @@ def _create_sqlite(path: Path) -> None:
 
 
 def _create_postgres(config: PostgresConfig) -> None:
-    """Let ML Metadata create the database and its schema when they are missing (it does nothing otherwise)."""
+    """Let ML Metadata create the database and its schema when they are missing (it does nothing otherwise),
+    then give it our indexes that take values of any length (:func:`~cmf_core.server.db.fit_postgres`)."""
     try:
         store = metadata_store.MetadataStore(config.connection())
-    except mlmd_errors.StatusError as exc:
+    except (mlmd_errors.StatusError, RuntimeError) as exc:  # RuntimeError: the database does not answer
         raise CmfError(f"cannot open the PostgreSQL store {describe(None, config)}: {exc}") from None
     del store
+    fit_postgres(config)
 
 
 def _now_ms() -> int:
@@ -179,11 +181,13 @@ class ServerStore:
 
     # -- writes ---------------------------------------------------------------------------------------
 
-    def push(self, payload: Any, pipeline_name: Optional[str] = None, exec_uuid: Optional[str] = None) -> MergeResult:
+    def push(self, payload: Any, pipeline_name: Optional[str] = None, exec_uuid: Optional[str] = None,
+             replace: bool = False) -> MergeResult:
         """Merge the pipeline ``pipeline_name`` of an export (only the execution ``exec_uuid`` if given), in one
-        transaction.
+        transaction; with ``replace`` the payload's values replace stored ones that differ.
 
-        Raises :class:`MergeError` for a malformed payload and :class:`StoreRefused` when the store refuses it;
+        Raises :class:`MergeError` for a malformed payload, :class:`~cmf_core.metadata.merge.Clash` when it
+        would change a stored value (without ``replace``) and :class:`StoreRefused` when the store refuses it;
         either way nothing is written.
         """
         pipeline = pipeline_of(payload, pipeline_name)  # validated before the write lock is taken
@@ -191,10 +195,13 @@ class ServerStore:
             if not any(exec_uuid in _uuids(e) for s in pipeline.get("stages", []) for e in s.get("executions", [])):
                 raise MergeError(f"the payload has no execution with uuid {exec_uuid}")
         with self._failures(), self.db.transaction() as session:
-            return merge_pipeline(SqlStore(session, _now_ms()), pipeline, exec_uuid=exec_uuid)
+            return merge_pipeline(SqlStore(session, _now_ms()), pipeline, exec_uuid=exec_uuid, replace=replace)
 
     def push_all(self, payload: Any) -> List[MergeResult]:
-        """Merge every pipeline of an export (``pull_all``'s, a peer's) in ONE transaction: all or nothing."""
+        """Merge every pipeline of an export (``pull_all``'s, a peer's) in ONE transaction: all or nothing.
+
+        A peer never replaces our values: a record of ours that it holds with other values is a
+        :class:`~cmf_core.metadata.merge.Clash`, and nothing of the export is merged."""
         pipelines = pipelines_of(payload)
         names = [p.get("name") if isinstance(p, dict) else None for p in pipelines]
         if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):

@@ -84,6 +84,12 @@ def wants_html(request: Request) -> bool:
     return not path.startswith("/api") and "text/html" in request.headers.get("accept", "")
 
 
+def page_path(request: Request) -> str:
+    """The page's own path as its links need it: percent-encoded as the links to it were (a pipeline named
+    ``a#b?c`` is ``a%23b%3Fc``), not decoded as the request holds it."""
+    return quote(request.scope["path"])  # the decoded path (request.url.path is re-encoded only in part)
+
+
 def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
     return HTMLResponse(_env.get_template(name).render(**context), status_code=status)
 
@@ -106,7 +112,7 @@ class _Pages:
         return await run_in_threadpool(function, *args, **kwargs)
 
     def page(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-        return render(template, status, request=request, params=_params(request), path=request.url.path,
+        return render(template, status, request=request, params=_params(request), path=page_path(request),
                       title=self.title, note=self.note, **context)
 
 
@@ -133,6 +139,11 @@ def mount_ui(app: FastAPI, reads: Reads, title: str = "cmf", note: str = "") -> 
     api = APIRouter(prefix="/api", dependencies=[Depends(_no_nul)])
     ui = APIRouter(dependencies=[Depends(_no_nul)])
     app.mount("/static", StaticFiles(directory=str(UI / "static")), name="static")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        """What browsers ask for beside every page they open, a JSON twin too."""
+        return FileResponse(UI / "static" / "favicon.svg", media_type="image/svg+xml")
 
     # -- pipelines
     @api.get("/pipelines")
@@ -209,7 +220,7 @@ def mount_ui(app: FastAPI, reads: Reads, title: str = "cmf", note: str = "") -> 
         pipeline = await pages.call(reads.pipeline, name)
         data = svg.draw(await lineage(name, view, focus, hops, expand))
         params = _params(request)
-        drawing = svg.render(data, lambda key: _link(request.url.path, params, expand=data["expand"] + [key]))
+        drawing = svg.render(data, lambda key: _link(page_path(request), params, expand=data["expand"] + [key]))
         return pages.page(request, "lineage.html", pipeline=pipeline, data=data, svg=drawing)
 
     @ui.get("/pipelines/{name}/lineage.svg")

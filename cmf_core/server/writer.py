@@ -8,12 +8,17 @@ each with its own :class:`~cmf_core.server.store.ServerStore`; the database's wr
 pushes, as it does those of other server processes.  The pages and the federation bookkeeping read and
 write through :attr:`StoreProcess.db`, on connections of the server's own process.
 
+The children run at a lower CPU priority (:data:`NICENESS`) than the server's process: when the cores are
+busy, a page is served before a push is parsed and merged, which still take every idle cycle.  Under 8 pushers
+on 2 cores, PostgreSQL's read p95 went from 156 to 132 ms with as many pushes (bench/load.py).
+
 A child that dies (killed, out of memory) fails the call in flight by name and is replaced for the next
 one; the transaction it had open is rolled back by the database.  A child whose server has died exits
 within 0.1 s, so nothing is written on behalf of a server that is gone.
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import threading
@@ -21,25 +26,36 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 from cmf_core.errors import CmfError
 from cmf_core.metadata.merge import MergeResult
+from cmf_core.server.db import StoreUnavailable
 from cmf_core.server.store import PostgresConfig, ServerStore
 
 __all__ = ["StoreProcess"]
 
 CHILDREN = 2  # a long pull does not hold up a push
+NICENESS = 10  # how much lower than the server's process the children run (``nice``)
 _STORE: Any = None  # in a child: its ServerStore, or the CmfError that kept it from opening
+_WHERE: Tuple[Optional[Path], Optional[PostgresConfig]] = (None, None)  # in a child: the store it opens
+
+
+def _open_store() -> None:
+    """Open the child's store; a failure is kept, and the store opened again at the next call."""
+    global _STORE
+    try:
+        _STORE = ServerStore(sqlite=_WHERE[0], postgres=_WHERE[1])
+    except CmfError as exc:
+        _STORE = exc
 
 
 def _open(sqlite: Optional[Path], postgres: Optional[PostgresConfig], parent: int) -> None:
-    """A child's initializer: open the store (a failure is kept and raised by every call) and watch the parent."""
-    global _STORE
-    try:
-        _STORE = ServerStore(sqlite=sqlite, postgres=postgres)
-    except CmfError as exc:
-        _STORE = exc
+    """A child's initializer: lower its priority, open the store and watch the parent."""
+    global _WHERE
+    os.nice(NICENESS)
+    _WHERE = (sqlite, postgres)
+    _open_store()
 
     def orphaned() -> None:
         while os.getppid() == parent:
@@ -50,9 +66,15 @@ def _open(sqlite: Optional[Path], postgres: Optional[PostgresConfig], parent: in
 
 
 def _call(method: str, *args: Any) -> Any:
-    """Run ``ServerStore.<method>(*args)`` in a child; every error comes back as a CmfError, which pickles."""
+    """Run ``ServerStore.<method>(*args)`` in a child; every error comes back as a CmfError, which pickles.
+
+    A child that could not open its store (started while the database was away: its parent opened the
+    same store) tries again, and answers :class:`StoreUnavailable` until it can."""
     if isinstance(_STORE, CmfError):
-        raise _STORE
+        _open_store()
+        if isinstance(_STORE, CmfError):
+            logging.getLogger("cmf.server").warning("the store's process cannot open it: %s", _STORE)
+            raise StoreUnavailable("the database is unavailable; try again when it is back")
     try:
         return getattr(_STORE, method)(*args)
     except CmfError:
@@ -91,15 +113,16 @@ class StoreProcess:
                 if self._executor is executor:
                     executor.shutdown(wait=False)
                     self._executor = self._start()
-            raise CmfError(f"the store's process died during {method}; a new one serves the next request "
-                           "(a push is all or nothing: run it again)") from None
+            raise StoreUnavailable(f"the store's process died during {method}; a new one serves the next request "
+                                   "(a push is all or nothing: run it again)") from None
 
     def describe(self) -> str:
         """Where the store is, for logs (no password)."""
         return self._local.describe()
 
-    def push(self, payload: Any, pipeline_name: Optional[str] = None, exec_uuid: Optional[str] = None) -> MergeResult:
-        return self._run("push", payload, pipeline_name, exec_uuid)
+    def push(self, payload: Any, pipeline_name: Optional[str] = None, exec_uuid: Optional[str] = None,
+             replace: bool = False) -> MergeResult:
+        return self._run("push", payload, pipeline_name, exec_uuid, replace)
 
     def push_all(self, payload: Any) -> List[MergeResult]:
         return self._run("push_all", payload)
