@@ -27,10 +27,11 @@ they are not the bottleneck.
 
 ``--compare-with DIR`` runs each store a second time with the server's code taken from the checkout DIR
 (say ``git worktree add /tmp/base HEAD``), under the same load right after: a before/after figure from one
-run on the same machine.  Results go to bench/results/load.json.
+run on the same machine.  ``--rounds N`` runs everything N times, alternating which code goes first, and pools
+the samples, so that the machine's noise falls on both alike.  Results go to bench/results/load.json.
 
-    .venv/bin/python bench/load.py [--seconds 60] [--quiet-seconds 15] [--stores sqlite,postgresql]
-                                   [--workers 1] [--pushers 8] [--readers 4] [--compare-with DIR]
+    .venv/bin/python bench/load.py [--seconds 60] [--quiet-seconds 15] [--stores sqlite,postgresql] [--workers 1]
+                                   [--pushers 8] [--readers 4] [--rounds 1] [--compare-with DIR]
 """
 from __future__ import annotations
 

@@ -8,10 +8,6 @@ each with its own :class:`~cmf_core.server.store.ServerStore`; the database's wr
 pushes, as it does those of other server processes.  The pages and the federation bookkeeping read and
 write through :attr:`StoreProcess.db`, on connections of the server's own process.
 
-The children run at a lower CPU priority (:data:`NICENESS`) than the server's process: when the cores are
-busy, a page is served before a push is parsed and merged, which still take every idle cycle.  Under 8 pushers
-on 2 cores, PostgreSQL's read p95 went from 156 to 132 ms with as many pushes (bench/load.py).
-
 A child that dies (killed, out of memory) fails the call in flight by name and is replaced for the next
 one; the transaction it had open is rolled back by the database.  A child whose server has died exits
 within 0.1 s, so nothing is written on behalf of a server that is gone.
@@ -36,7 +32,6 @@ from cmf_core.server.store import PostgresConfig, ServerStore
 __all__ = ["StoreProcess"]
 
 CHILDREN = 2  # a long pull does not hold up a push
-NICENESS = 10  # how much lower than the server's process the children run (``nice``)
 _STORE: Any = None  # in a child: its ServerStore, or the CmfError that kept it from opening
 _WHERE: Tuple[Optional[Path], Optional[PostgresConfig]] = (None, None)  # in a child: the store it opens
 
@@ -51,9 +46,8 @@ def _open_store() -> None:
 
 
 def _open(sqlite: Optional[Path], postgres: Optional[PostgresConfig], parent: int) -> None:
-    """A child's initializer: lower its priority, open the store and watch the parent."""
+    """A child's initializer: open the store and watch the parent."""
     global _WHERE
-    os.nice(NICENESS)
     _WHERE = (sqlite, postgres)
     _open_store()
 

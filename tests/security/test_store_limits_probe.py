@@ -14,14 +14,14 @@ import secrets
 import subprocess
 import time
 import uuid
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
 
 import httpx
 import pytest
 
 from cmf_core.metadata.merge import merge_pipeline
 from cmf_core.server.store import PostgresConfig
-from cmf_core.testing.metadata_server import MetadataServer, PostgresServer, postgres_binaries
+from cmf_core.testing.metadata_server import MetadataServer, PostgresServer
 from cmf_core.testing.servers import Server
 from tests.security.conftest import AUTH, TOKEN, execution, export, push_body, unique
 
@@ -187,15 +187,6 @@ def test_a_push_just_under_the_body_limit_is_stored_and_one_over_it_refused(any_
 # -- PostgreSQL stopped ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def own_postgres(tmp_path_factory) -> Iterator[PostgresServer]:
-    """A PostgreSQL cluster of this module's own, to stop and start again."""
-    if postgres_binaries() is None:
-        pytest.skip("PostgreSQL is not installed")
-    with PostgresServer(tmp_path_factory.mktemp("own-postgres")) as cluster:
-        yield cluster
-
-
 def _start_again(cluster: PostgresServer) -> None:
     """Start a stopped cluster on its port and data (its start() would make a new one)."""
     with open(cluster.log, "ab") as out:
@@ -220,13 +211,14 @@ def _requests(client: httpx.Client, pipeline: str) -> Dict[str, Any]:
     }
 
 
-def test_postgresql_stopped_answers_503_at_once_and_recovers_by_itself(own_postgres, tmp_path):
-    with MetadataServer(tmp_path / "server", tokens=[TOKEN], postgres=own_postgres) as server, \
+def test_postgresql_stopped_answers_503_at_once_and_recovers_by_itself(postgres, tmp_path):
+    """On a cluster of this module's own (tests/conftest.py's ``postgres``), stopped and started again."""
+    with MetadataServer(tmp_path / "server", tokens=[TOKEN], postgres=postgres) as server, \
             httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as client:
         pipeline = unique("down")
         assert push(server, export(pipeline)).status_code == 200
         requests = _requests(client, pipeline)
-        Server.stop(own_postgres)  # the process only: its data stays
+        Server.stop(postgres)  # the process only: its data stays
         try:
             for round_ in range(2):  # the first requests find the pool's connections broken, the next ones not
                 for name, send in requests.items():
@@ -238,19 +230,19 @@ def test_postgresql_stopped_answers_503_at_once_and_recovers_by_itself(own_postg
                     assert "the database is unavailable" in answer.text, (name, answer.text[:300])
                     assert took < 2, (name, round_, took)
         finally:
-            _start_again(own_postgres)
+            _start_again(postgres)
         for name, send in requests.items():  # the very first request after it is back succeeds
             answer = send()
             assert answer.status_code == 200, (name, answer.status_code, answer.text[:300])
 
 
-def test_an_existing_store_gets_the_indexes_that_take_long_values_at_start_up(own_postgres, tmp_path):
+def test_an_existing_store_gets_the_indexes_that_take_long_values_at_start_up(postgres, tmp_path):
     """A store ML Metadata made (as every store before this change) is migrated when a server starts (by the
     first of its processes; the others find nothing left to do), keeps its records and then takes long values."""
     import psycopg
     from ml_metadata.metadata_store import metadata_store
 
-    config = PostgresConfig(host=own_postgres.host, port=own_postgres.port, user=own_postgres.USER, dbname="old")
+    config = PostgresConfig(host=postgres.host, port=postgres.port, user=postgres.USER, dbname="old")
     store = metadata_store.MetadataStore(config.connection())  # a database with ML Metadata's schema and indexes
     before = unique("before")
     merge_pipeline(store, export(before))  # logged by ML Metadata itself
@@ -263,7 +255,7 @@ def test_an_existing_store_gets_the_indexes_that_take_long_values_at_start_up(ow
                 "OR indexname = 'idx_artifact_uri'"))
 
     assert not any("md5" in index for index in indexes())
-    with MetadataServer(tmp_path / "server", tokens=[TOKEN], postgres=own_postgres, postgres_db="old") as server:
+    with MetadataServer(tmp_path / "server", tokens=[TOKEN], postgres=postgres, postgres_db="old") as server:
         fitted = indexes()
         assert len(fitted) == 4 and all("md5(" in index for index in fitted), fitted
         assert len(pull(server, before)) == 1
