@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import configparser
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
-from cmf_core.errors import ConfigError, NotInitialized
+from cmf_core.errors import CmfError, ConfigError, NotInitialized
 from cmf_core.hookspecs import Remote
 
 SECRETS_FILE = ".cmfconfig.local"
@@ -50,6 +51,20 @@ SECRET_DVC_OPTIONS = frozenset(
      "account_key", "client_secret", "key_passphrase"}
 )
 MASK = "********"
+
+
+def seconds(text: Optional[str], what: str, default: float) -> float:
+    """A duration given as text by ``what`` (an option or an environment variable): ``default`` when it is empty,
+    else a number of seconds above 0 (a CmfError naming ``what`` and the text otherwise)."""
+    if text is None or not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise CmfError(f"{what} is a number of seconds above 0, not {text.strip()!r}")
+    return value
 
 
 def config_file(root: Path) -> Path:

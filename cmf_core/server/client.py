@@ -20,7 +20,6 @@ workspace's git-ignored ``.cmfconfig.local`` -- never from a tracked file.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -103,16 +102,9 @@ def _reason(response: httpx.Response) -> str:
 def timeout_seconds(timeout: Optional[float] = None) -> float:
     """The read timeout: ``timeout`` if given, else ``$CMF_SERVER_TIMEOUT``, else :data:`DEFAULT_TIMEOUT`;
     a CmfError naming the setting unless it is a number of seconds above 0."""
-    source, text = ("timeout", str(timeout)) if timeout is not None else (TIMEOUT_ENV, os.environ.get(TIMEOUT_ENV, ""))
-    if not text.strip():
-        return DEFAULT_TIMEOUT
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not 0 < seconds < math.inf:
-        raise CmfError(f"{source} must be a number of seconds above 0, not {text!r}")
-    return seconds
+    if timeout is not None:
+        return config.seconds(str(timeout), "timeout", DEFAULT_TIMEOUT)
+    return config.seconds(os.environ.get(TIMEOUT_ENV), TIMEOUT_ENV, DEFAULT_TIMEOUT)
 
 
 class MetadataClient:

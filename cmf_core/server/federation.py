@@ -50,7 +50,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -65,6 +64,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from cmf_core.config import seconds
 from cmf_core.errors import CmfError
 from cmf_core.metadata.merge import Clash, MergeError, MergeResult
 from cmf_core.server.reads import BadRequest, NotFound
@@ -124,16 +124,7 @@ def normalise_url(url: str) -> str:
 
 def sync_deadline(environ: Mapping[str, str] = os.environ) -> float:
     """The seconds a peer has to finish its answer: ``CMF_SYNC_DEADLINE`` if set, else :data:`DEADLINE`."""
-    text = environ.get("CMF_SYNC_DEADLINE", "").strip()
-    if not text:
-        return DEADLINE
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise CmfError(f"CMF_SYNC_DEADLINE is a number of seconds above 0, not {text!r}")
-    return seconds
+    return seconds(environ.get("CMF_SYNC_DEADLINE"), "CMF_SYNC_DEADLINE", DEADLINE)
 
 
 def _now_ms() -> int:
