@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, FrozenSet, Iterable, Optional, Tuple
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -196,7 +196,8 @@ class BearerAuth:
         if (method == "GET" and not path.startswith("/api") and b"authorization" not in headers
                 and b"text/html" in headers.get(b"accept", b"")):
             query = scope.get("query_string", b"").decode("latin-1")
-            target = "/login?" + urlencode({"next": path + ("?" + query if query else "")})
+            # the path as the browser sent it, encoded: a decoded '#', '?' or '%' in it would lead elsewhere
+            target = "/login?" + urlencode({"next": quote(path) + ("?" + query if query else "")})
             return await send_redirect(send, target)
         detail = "the bearer token is not valid" if b"authorization" in headers else "a bearer token is required"
         return await _send_json(send, 401, detail, [(b"www-authenticate", b'Bearer realm="cmf"')])

@@ -9,6 +9,7 @@ import http.client
 import json
 from pathlib import Path
 from typing import Dict, Iterator, List, Tuple
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 import requests
@@ -80,6 +81,18 @@ def test_a_browser_without_a_session_is_sent_to_the_login_form(sqlite_server, pi
     answer = requests.get(sqlite_server.url + page, headers={"Accept": "text/html"}, allow_redirects=False)
     assert answer.status_code == 303 and answer.headers["location"].startswith("/login?next=%2Fpipelines%2F")
     assert_guarded(answer)
+
+
+def test_signing_in_returns_to_the_page_asked_for(sqlite_server):
+    name = unique("sweep#1?50%")  # '#', '?' and '%' decoded in the path would lead to another page
+    assert requests.post(f"{sqlite_server.url}/mlmd_push", json=push_body(export(name)), headers=AUTH).ok
+    page = f"/pipelines/{quote(name, safe='')}/executions?sort=stage"
+    sent = requests.get(sqlite_server.url + page, headers={"Accept": "text/html"}, allow_redirects=False)
+    next_ = parse_qs(urlsplit(sent.headers["location"]).query)["next"][0]
+    back = login(sqlite_server.url, next_).headers["location"]
+    assert back == page
+    shown = requests.get(sqlite_server.url + back, headers={**AUTH, "Accept": "text/html"})
+    assert shown.status_code == 200 and "<h1>Executions</h1>" in shown.text and name in shown.text
 
 
 def login(url: str, next_: str) -> requests.Response:
