@@ -303,8 +303,10 @@ def test_executions_paging(target):
     assert first["total"] == 5 and len(first["items"]) == 2
     third = target.api(f"/pipelines/{P}/executions", size=2, page=3)
     assert third["total"] == 5 and len(third["items"]) == 1
-    past = target.api(f"/pipelines/{P}/executions", size=2, page=9)
-    assert past["total"] == 5 and past["items"] == []
+    past = target.get(f"/api/pipelines/{P}/executions", params={"size": 2, "page": 9})  # not an empty page: says why
+    assert past.status_code == 400 and "past the end" in past.json()["detail"] and "page 3" in past.json()["detail"]
+    page = target.page(f"/pipelines/{P}/executions", size=2, page=9)
+    assert page.status_code == 400 and "the last is page 3" in page.text
     everything = ids(target.api(f"/pipelines/{P}/executions", size=500)["items"])
     paged = [i for page in (1, 2, 3) for i in ids(target.api(f"/pipelines/{P}/executions", size=2, page=page)["items"])]
     assert paged == everything == sorted(everything)
@@ -362,7 +364,13 @@ E, A = ("executions",), ("artifacts",)
     (A, {"filter": "nosuch > 1"}, ["'nosuch'", "name", "uri"]),
     (A, {"sort": "metric.accuracy"}, ["'metric.accuracy'", "name"]),
     (E + A, {"filter": "id > abc"}, ["number"]),
-    (E, {"filter": "lr < true"}, ["="]),
+    (E, {"filter": "lr < true"}, ["lr holds numbers", "'true'"]),
+    (E, {"filter": "lr > abc"}, ["lr holds numbers", "'abc'"]),  # not silently nothing
+    (E, {"filter": "metric.accuracy ~ 0.9"}, ["holds numbers", "contains"]),
+    (E, {"filter": "lr >> 1"}, ["'>>'", "not an operator"]),
+    (E, {"sort": "metric.nope"}, ["'metric.nope'", "metric.accuracy"]),  # not an unsorted 200
+    (E, {"filter": "param.nope = 1"}, ["'param.nope'", "param.lr"]),
+    (A, {"sort": "custom.nope"}, ["'custom.nope'"]),
     (E + A, {"order": "sideways"}, ["asc"]),
     (E + A, {"page": 0}, ["page"]),
     (E + A, {"size": 100000}, ["size"]),
@@ -497,7 +505,14 @@ def test_model_card(target):
     model = index["artifacts"]["models/model0.pkl"]
     card = target.api(f"/artifacts/{model['id']}/model_card")
     assert card["model"]["id"] == model["id"] and card["model"]["properties"]["model_framework"] == "sklearn"
-    assert ids(card["executions"]) == [index["train"][0]["id"]]
+    assert ids(card["producers"]) == [index["train"][0]["id"]] and card["consumers"] == []
+    made_by = card["producers"][0]["params"]  # the run that made it
+    assert (made_by["lr"], made_by["epochs"]) == RUNS[0][:2]
+    assert card["producers"][0]["metrics"] == {"accuracy": RUNS[0][2]}
+    page = target.api(f"/artifacts/{model['id']}")  # the page and its card say the same, from one function
+    assert (ids(page["producers"]), ids(page["consumers"])) == (ids(card["producers"]), ids(card["consumers"]))
+    used = target.api(f"/artifacts/{index['artifacts']['models/model2.pkl']['id']}/model_card")
+    assert ids(used["producers"]) == [index["train"][2]["id"]] and ids(used["consumers"]) == [index["evaluate"]["id"]]
     assert index["artifacts"]["data/train.csv"]["id"] in ids(card["inputs"])
     assert {a["type"] for a in card["outputs"]} == {"Step_Metrics", "Metrics"}
     download = target.get(f"/api/artifacts/{model['id']}/model_card", params={"download": 1})

@@ -233,6 +233,19 @@ def test_walk_pipelines_execution_model_lineage_back_and_forward(page, server, w
     card = page.locator("section.card")
     expect(card.locator("h2")).to_have_text("Model card")
     expect(card.locator("a[download]")).to_have_attribute("href", f"/api/artifacts/{artifact_id}/model_card?download=1")
+    # the page's "Produced by" / "Used by" and the card's "Made by" say the same as the data, and never contradict
+    truth = page.request.get(f"{server.url}/api/artifacts/{artifact_id}").json()
+
+    def hrefs(where) -> List[str]:
+        return [link.get_attribute("href") for link in where.locator("a.execution").all()]
+
+    def section(title: str):
+        return page.locator("section", has=page.locator("h2", has_text=title))
+
+    assert hrefs(section("Produced by")) == [f"/executions/{e['id']}" for e in truth["producers"]] != []
+    assert hrefs(section("Used by")) == [f"/executions/{e['id']}" for e in truth["consumers"]]
+    assert hrefs(card.locator("h3", has_text="Made by")) == hrefs(section("Produced by"))
+    expect(card).not_to_contain_text("used it")
 
     page.get_by_role("link", name="lineage around it").click()
     page.wait_for_url(re.compile(r"/pipelines/demo/lineage\?"))

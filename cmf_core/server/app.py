@@ -515,9 +515,21 @@ def _finish(app: FastAPI, settings: Settings, router: APIRouter, reads: Reads, n
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        """A path that names no record (``/executions/abc``) is a 404; a bad query parameter (``hops=abc``) a
+        400 that names it; a bad body keeps FastAPI's 422 and its list of errors."""
+        errors = exc.errors()
+        where = {str(e.get("loc", ("body",))[0]) for e in errors}
+        if "query" in where:
+            message = "; ".join(_query_error(e) for e in errors if e.get("loc", ("",))[0] == "query")
+            if wants_html(request):
+                return error_page(400, message)
+            return JSONResponse({"detail": message}, status_code=400)
         if wants_html(request):
             return error_page(404, "there is no such page (a part of its address is not valid)")
-        return JSONResponse({"detail": jsonable(exc.errors())}, status_code=422)
+        if where == {"path"}:
+            return JSONResponse({"detail": "there is no such record (a part of the address is not valid)"},
+                                status_code=404)
+        return JSONResponse({"detail": jsonable(errors)}, status_code=422)
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
@@ -538,6 +550,17 @@ def _finish(app: FastAPI, settings: Settings, router: APIRouter, reads: Reads, n
     if settings.allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
     app.add_middleware(SecurityHeaders)
+
+
+def _query_error(error: Dict[str, Any]) -> str:
+    """One bad query parameter as a person reads it: ``hops: a whole number is expected, not 'abc'``."""
+    name = ".".join(str(part) for part in error.get("loc", ())[1:]) or "a parameter"
+    expected = {"int_parsing": "a whole number", "bool_parsing": "true or false", "float_parsing": "a number",
+                "missing": "a value"}.get(str(error.get("type")), "")
+    if expected:
+        return f"{name}: {expected} is expected" + (f", not {error.get('input')!r}" if "input" in error
+                                                   and error.get("type") != "missing" else "")
+    return f"{name}: {error.get('msg', 'not valid')}"
 
 
 def jsonable(errors: Any) -> Any:

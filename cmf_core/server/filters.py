@@ -163,6 +163,11 @@ class _Parser:
         if self.at >= len(self.tokens) or self.tokens[self.at][0] != "op":
             raise FilterError(f"expected an operator ({' '.join(OPERATORS)}) after {column!r} {self.where()}")
         op = self.take()[1]
+        if self.at < len(self.tokens) and self.tokens[self.at][0] == "op":
+            position, after, next_position = self.tokens[self.at - 1][2], *self.tokens[self.at][1:]
+            typed = op + after if next_position == position + len(op) else f"{op} {after}"
+            raise FilterError(f"{typed!r} at position {position} is not an operator; the operators are "
+                              f"{' '.join(OPERATORS)}")
         if self.at >= len(self.tokens) or self.tokens[self.at][0] not in ("quoted", "word"):
             raise FilterError(f"expected a value after {column} {op} {self.where()}")
         kind, token, _ = self.take()

@@ -25,22 +25,20 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from cmf_core.errors import CmfError
-from cmf_core.server import dag, filters
+from cmf_core.server import filters
 from cmf_core.server.db import SCHEMA_VERSION, Database, Session
 from cmf_core.server.files import Files
 
-__all__ = ["Reads", "NotFound", "BadRequest", "ARTIFACT_TYPES", "LINEAGE_VIEWS", "SCHEMA_VERSION"]
+__all__ = ["Reads", "NotFound", "BadRequest", "ARTIFACT_TYPES", "SCHEMA_VERSION", "execution_label"]
 
 ARTIFACT_TYPES = ("Dataset", "Model", "Metrics", "Step_Metrics", "Dataslice", "Environment", "Label")
-LINEAGE_VIEWS = ("both", "artifacts", "executions")
-#: Left out of lineage, as the original does: every execution uses the environment; labels hang off datasets.
-LINEAGE_EXCLUDED = ("Environment", "Label")
 INPUTS, OUTPUTS = (2, 3, 5), (1, 4, 6, 7)  # MLMD event types: DECLARED_/INTERNAL_INPUT, INPUT; ...OUTPUT, PENDING
 MAX_PAGE_SIZE = 500
 MAX_PAGE = 10 ** 9
 MAX_ID = 2 ** 63 - 1  # MLMD ids are 64-bit; larger numbers are no record (and overflow SQLite)
-MAX_HOPS = 10
 MAX_COMPARE = 20
+#: How many producers, consumers, inputs or outputs a record's page lists before linking to the whole list.
+LIST_LIMIT = 20
 
 
 class NotFound(CmfError):
@@ -95,6 +93,14 @@ def _environment_md5(path: str, inputs: List[Dict[str, Any]]) -> str:
     return match.group(1) if match else ""
 
 
+def execution_label(type_name: str, uuid: str, execution_id: int) -> str:
+    """How a run reads on every page, the same in ``cmf server`` and ``cmf ui``: its type and the first 8 characters
+    of its uuid (``Train 1f0c9a2e``), which every store holding the run shares; store-local ids differ between
+    stores, so they are the fallback only for a run logged without a uuid."""
+    first = uuid.split(",", 1)[0].strip()
+    return f"{_short(type_name)} {first[:8]}" if first else f"{_short(type_name)} #{execution_id}"
+
+
 def _short(stage: str) -> str:
     return stage.split("/", 1)[1] if "/" in stage else stage
 
@@ -116,6 +122,22 @@ _ARTIFACTS_FROM = "FROM artifact a JOIN type t ON t.id = a.type_id"
 _VALUE_COLUMNS = "int_value, double_value, string_value, bool_value"
 
 
+#: What a property or metric holds, by name: some of "number", "text", "bool".
+_Holds = Dict[str, Set[str]]
+_KINDS = {"number": "numbers", "text": "text", "bool": "true/false"}
+#: The SELECT list that tells, per property name, which kinds of value its rows hold (see :func:`_holds`).
+_HOLDS_SQL = ("name, is_custom_property, max(CASE WHEN int_value IS NOT NULL OR double_value IS NOT NULL THEN 1 "
+              "ELSE 0 END), max(CASE WHEN string_value IS NOT NULL THEN 1 ELSE 0 END), "
+              "max(CASE WHEN bool_value IS NOT NULL THEN 1 ELSE 0 END)")
+
+
+def _holds(rows: Iterable[Sequence[Any]], custom: bool) -> _Holds:
+    """``{name: kinds}`` of the rows of a ``SELECT _HOLDS_SQL ... GROUP BY name, is_custom_property`` that are
+    (or are not) custom properties: a filter compares a column with a value of a kind it holds, or says so."""
+    return {r[0]: {k for k, flag in zip(("number", "text", "bool"), r[2:]) if flag} or {"text"}
+            for r in rows if bool(r[1]) == custom}
+
+
 @dataclass(frozen=True)
 class _Entity:
     """How the SQL of one kind of record (execution ``e`` or artifact ``a``) is written."""
@@ -124,43 +146,49 @@ class _Entity:
     table: str
     builtins: Dict[str, Tuple[str, str]]  # name -> (SQL expression, "number" | "text")
     custom: str  # column prefix of custom properties: "param" or "custom"
+    #: Filter-only names: ``used = 12`` (the executions that read artifact 12), ``produced_by = 3`` (the artifacts
+    #: execution 3 wrote): name -> (this record's event column, the other's, event types).  The pages link a long
+    #: "used by" or "inputs" list to the list filtered so.
+    events: Dict[str, Tuple[str, str, Tuple[int, ...]]]
 
 
 EXECUTION = _Entity("e", "execution", {
     "id": ("e.id", "number"), "stage": ("st.name", "text"), "type": ("t.name", "text"),
     "created": ("e.create_time_since_epoch", "number"), "updated": ("e.last_update_time_since_epoch", "number")},
-    "param")
+    "param", {"used": ("execution_id", "artifact_id", INPUTS), "produced": ("execution_id", "artifact_id", OUTPUTS)})
 ARTIFACT = _Entity("a", "artifact", {
     "id": ("a.id", "number"), "name": ("a.name", "text"), "type": ("t.name", "text"), "uri": ("a.uri", "text"),
     "created": ("a.create_time_since_epoch", "number"), "updated": ("a.last_update_time_since_epoch", "number")},
-    "custom")
+    "custom", {"used_by": ("artifact_id", "execution_id", INPUTS),
+               "produced_by": ("artifact_id", "execution_id", OUTPUTS)})
 
 
 class _Columns:
     """Resolves column names of one list (builtins, custom properties, metrics, properties) into SQL."""
 
-    def __init__(self, s: Session, entity: _Entity, pipeline: str, custom: Iterable[str], props: Iterable[str],
-                 metrics: Iterable[str] = ()) -> None:
+    def __init__(self, s: Session, entity: _Entity, pipeline: str, custom: _Holds, props: _Holds,
+                 metrics: Optional[_Holds] = None) -> None:
         self.bytewise = s.bytewise
         self.entity = entity
         self.pipeline = pipeline
-        self.custom, self.props, self.metrics = set(custom), set(props), set(metrics)
+        self.custom, self.props, self.metrics = custom, props, metrics or {}
 
     def resolve(self, name: str) -> Tuple[str, str]:
         """``(kind, key)``: kind is "builtin", "custom", "metric" or "prop"; BadRequest for an unknown name."""
         prefix, _, key = name.partition(".")
         if name in self.entity.builtins or (name == "uuid" and self.entity is EXECUTION):
             return ("prop", "Execution_uuid") if name == "uuid" else ("builtin", name)
-        if key and prefix == self.entity.custom:
-            return "custom", key
-        if key and prefix == "metric" and self.entity is EXECUTION:
-            return "metric", key
-        if key and prefix == "prop":
-            return "prop", key
+        if name in self.entity.events:
+            return "event", name
+        for kind, prefixed, known in (("custom", self.entity.custom, self.custom), ("metric", "metric", self.metrics),
+                                      ("prop", "prop", self.props)):
+            if key and prefix == prefixed and key in known:
+                return kind, key
         for kind, known in (("custom", self.custom), ("metric", self.metrics), ("prop", self.props)):
             if name in known:
                 return kind, name
-        known = sorted(self.entity.builtins) + sorted(f"{self.entity.custom}.{k}" for k in self.custom) + sorted(
+        known = sorted(self.entity.builtins) + sorted(self.entity.events) + sorted(
+            f"{self.entity.custom}.{k}" for k in self.custom) + sorted(
             f"metric.{k}" for k in self.metrics)
         raise BadRequest(f"unknown column {name!r}; the columns are: {', '.join(known)}")
 
@@ -190,6 +218,8 @@ class _Columns:
         direction = "DESC" if descending else "ASC"
         a = self.entity.alias
         kind, key = self.resolve(name)
+        if kind == "event":
+            raise BadRequest(f"{name} can filter ({name} = ID), not sort")
         if kind == "builtin":
             expression, sort = self.entity.builtins[key]
             expression = self.bytewise(expression) if sort == "text" else expression
@@ -221,6 +251,12 @@ class _Columns:
             sql, params = self.where(tree.part)
             return f"NOT {sql}", params
         kind, key = self.resolve(tree.column)
+        if kind == "event":
+            mine, other, types = self.entity.events[key]
+            if tree.op != "=" or type(tree.value) is not int:
+                raise BadRequest(f"{key} takes an id: {key} = ID, not {key} {tree.op} {tree.text}")
+            return (f"EXISTS (SELECT 1 FROM event fe WHERE fe.{mine} = {self.entity.alias}.id AND fe.{other} = ? "
+                    f"AND fe.type IN ({_ins(types)}))", [tree.value, *types])
         if kind == "builtin":
             expression, sort = self.entity.builtins[key]
             text = tree.text
@@ -228,13 +264,18 @@ class _Columns:
                 text = _stage_name(self.pipeline, text)
             return self._compare(tree, expression, sort, text)
         sql, params, p = self.value_sql(kind, key)
-        if tree.op == "~" or isinstance(tree.value, str):
-            column, sort = f"{p}.string_value", "text"
-        elif isinstance(tree.value, bool):
-            column, sort = f"{p}.bool_value", "bool"
-        else:
-            column, sort = f"coalesce({p}.double_value, {p}.int_value)", "number"
-        condition, values = self._compare(tree, column, sort, tree.text)
+        holds = {"custom": self.custom, "metric": self.metrics, "prop": self.props}[kind][key]
+        wanted = "text" if tree.op == "~" or isinstance(tree.value, str) else \
+            "bool" if isinstance(tree.value, bool) else "number"
+        if wanted == "number" and wanted not in holds and "text" in holds:
+            wanted = "text"  # version = 2 on a column of text compares with the text "2"
+        if wanted not in holds:
+            values = " and ".join(_KINDS[k] for k in sorted(holds))
+            how = "~ (contains) looks into text" if tree.op == "~" else f"compare it with {_KINDS[sorted(holds)[0]]}"
+            raise BadRequest(f"{tree.column} holds {values}: {how}, not {tree.text!r}")
+        column = {"text": f"{p}.string_value", "bool": f"{p}.bool_value",
+                  "number": f"coalesce({p}.double_value, {p}.int_value)"}[wanted]
+        condition, values = self._compare(tree, column, wanted, tree.text)
         return f"EXISTS ({sql.format(col='1')} AND {condition})", [*params, *values]
 
     def _compare(self, tree: filters.Compare, column: str, sort: str, text: str) -> Tuple[str, List[Any]]:
@@ -295,14 +336,17 @@ class Reads:
         if not ids:
             return {}
         among, args = s.among("e.id", ids)
-        rows = s.rows("SELECT e.id, t.name, st.name, p.name FROM execution e JOIN type t ON t.id = e.type_id "
+        rows = s.rows("SELECT e.id, t.name, st.name, p.name, u.string_value FROM execution e "
+                      "JOIN type t ON t.id = e.type_id "
+                      "LEFT JOIN executionproperty u ON u.execution_id = e.id AND u.name = 'Execution_uuid' "
+                      "AND u.is_custom_property = FALSE "
                       "LEFT JOIN association asn ON asn.execution_id = e.id "
                       "LEFT JOIN context st ON st.id = asn.context_id "
                       "LEFT JOIN parentcontext pc ON pc.context_id = st.id "
                       "LEFT JOIN context p ON p.id = pc.parent_context_id "
                       f"WHERE {among}", args)
         return {r[0]: {"id": r[0], "type": r[1], "stage": _short(r[2] or ""), "pipeline": r[3] or "",
-                       "label": f"{_short(r[1])} #{r[0]}"} for r in rows}
+                       "label": execution_label(r[1], r[4] or "", r[0])} for r in rows}
 
     @staticmethod
     def _page(page: int, size: int) -> Tuple[int, int]:
@@ -373,14 +417,16 @@ class Reads:
         with self.db.session() as s:
             pipeline_id = self._pipeline_id(s, pipeline)
             in_pipeline = f"IN ({_PIPELINE_EXECUTIONS})"
-            names = s.rows(f"SELECT DISTINCT name, is_custom_property FROM executionproperty WHERE execution_id "
-                           f"{in_pipeline}", [pipeline_id])
-            params = sorted(n for n, custom in names if custom)
-            metrics = sorted(r[0] for r in s.rows(
-                "SELECT DISTINCT ap.name FROM event ev JOIN artifact a ON a.id = ev.artifact_id "
-                "JOIN type t ON t.id = a.type_id AND t.name = 'Metrics' JOIN artifactproperty ap ON ap.artifact_id "
-                f"= a.id AND ap.is_custom_property = TRUE WHERE ev.execution_id {in_pipeline}", [pipeline_id]))
-            columns = _Columns(s, EXECUTION, pipeline, params, [n for n, custom in names if not custom], metrics)
+            names = s.rows(f"SELECT {_HOLDS_SQL} FROM executionproperty WHERE execution_id {in_pipeline} "
+                           "GROUP BY name, is_custom_property", [pipeline_id])
+            metric_names = _holds(s.rows(
+                f"SELECT {_HOLDS_SQL} FROM artifactproperty WHERE is_custom_property = TRUE AND artifact_id IN "
+                "(SELECT ev.artifact_id FROM event ev JOIN artifact a ON a.id = ev.artifact_id JOIN type t ON "
+                f"t.id = a.type_id AND t.name = 'Metrics' WHERE ev.execution_id {in_pipeline}) "
+                "GROUP BY name, is_custom_property", [pipeline_id]), custom=True)
+            params, metrics = sorted(_holds(names, custom=True)), sorted(metric_names)
+            columns = _Columns(s, EXECUTION, pipeline, _holds(names, custom=True), _holds(names, custom=False),
+                               metric_names)
             where, args = ["pc.parent_context_id = ?"], [pipeline_id]
             if stage:
                 where.append("st.name = ?")
@@ -394,6 +440,7 @@ class Reads:
             props = self._props(s, "execution", ids)
             values = self._metric_values(s, ids)
         items = [{"id": r[0], "stage": _short(r[1]), "type": r[2], "created": r[3], "updated": r[4],
+                  "label": execution_label(r[2], props[r[0]][0].get("Execution_uuid", ""), r[0]),
                   "uuid": props[r[0]][0].get("Execution_uuid", ""), "command": props[r[0]][0].get("Execution", ""),
                   "params": props[r[0]][1], "metrics": values.get(r[0], {})} for r in rows]
         return {"pipeline": pipeline, "total": total, "page": page, "size": size, "sort": sort, "order": order,
@@ -416,6 +463,11 @@ class Reads:
         join, join_args, order_sql, order_args = columns.sort(sort, order == "desc")
         condition = " AND ".join(where)
         total = s.value(f"{select.format('count(*)')} WHERE {condition}", args)
+        if page > 1 and (page - 1) * size >= total:
+            last = max(1, -(-total // size))
+            raise BadRequest(f"page {page} is past the end: {total} {entity.table}s"
+                             f"{' match' if q or filter else ''} make {last} page{'s' if last > 1 else ''} of {size}; "
+                             f"the last is page {last}")
         rows = s.rows(f"{select.format(shown)} {join} WHERE {condition} ORDER BY {order_sql} LIMIT ? OFFSET ?",
                       [*join_args, *args, *order_args, size, (page - 1) * size])
         return total, rows
@@ -448,10 +500,10 @@ class Reads:
                               "(SELECT context_id FROM parentcontext WHERE parent_context_id = ?))"
                 args += [_stage_name(pipeline, stage), pipeline_id]
             linked = f"a.id IN (SELECT ev.artifact_id FROM event ev WHERE ev.execution_id IN ({executions}))"
-            names = s.rows("SELECT DISTINCT ap.name, ap.is_custom_property FROM artifactproperty ap "
-                           f"WHERE ap.artifact_id IN (SELECT ev.artifact_id FROM event ev WHERE ev.execution_id IN "
-                           f"({_PIPELINE_EXECUTIONS}))", [pipeline_id])
-            columns = _Columns(s, ARTIFACT, pipeline, [n for n, c in names if c], [n for n, c in names if not c])
+            names = s.rows(f"SELECT {_HOLDS_SQL} FROM artifactproperty WHERE artifact_id IN (SELECT ev.artifact_id "
+                           f"FROM event ev WHERE ev.execution_id IN ({_PIPELINE_EXECUTIONS})) "
+                           "GROUP BY name, is_custom_property", [pipeline_id])
+            columns = _Columns(s, ARTIFACT, pipeline, _holds(names, custom=True), _holds(names, custom=False))
             where = [linked]
             if type:
                 where.append("t.name = ?")
@@ -467,7 +519,7 @@ class Reads:
                   "custom_properties": props[r[0]][1]} for r in rows]
         return {"pipeline": pipeline, "total": total, "page": page, "size": size, "sort": sort, "order": order,
                 "type": type, "stage": stage, "q": q, "filter": filter,
-                "columns": {"custom": sorted(n for n, c in names if c)}, "items": items}
+                "columns": {"custom": sorted(columns.custom)}, "items": items}
 
     # -- one execution, one artifact ---------------------------------------------------------------------
 
@@ -507,7 +559,7 @@ class Reads:
                 "git": {"repo": props.get("Git_Repo", ""), "start": props.get("Git_Start_Commit", ""),
                         "end": props.get("Git_End_Commit", "")},
                 "environment": {"path": env, "text": self.files.environment(env, env_md5) if env else None},
-                "inputs": [artifacts[i] for i in ins], "outputs": [artifacts[i] for i in outs],
+                **_bounded("inputs", [artifacts[i] for i in ins]), **_bounded("outputs", [artifacts[i] for i in outs]),
                 "metrics": [{"artifact": artifacts[i], "values": metric_props[i][1]} for i in metrics_ids],
                 "step_metrics": steps}
 
@@ -525,12 +577,19 @@ class Reads:
             raise NotFound(f"there is no step-metrics artifact with id {artifact_id}")
         return self._step_metrics(artifact)
 
+    def _roles(self, s: Session, artifact_id: int) -> Tuple[List[int], List[int]]:
+        """(producers, consumers): the executions that wrote the artifact and those that read it, by id.  The one
+        answer that the artifact's page, its JSON and its model card all show."""
+        consumers, producers = self._events(s, "artifact_id", artifact_id)
+        return producers, consumers
+
     def artifact(self, artifact_id: int, page: int = 1) -> Dict[str, Any]:
-        """An artifact: properties, md5, size, where it lives, who produced and used it, how to pull it, a
-        preview of its file when it is held (``page`` of a CSV), and for a model its model card."""
+        """An artifact: properties, md5, size, where it lives, who produced and used it (the first
+        :data:`LIST_LIMIT` of each, and how many), how to pull it, a preview of its file when it is held (``page``
+        of a CSV), and for a model its model card."""
         with self.db.session() as s:
             summary, created, updated, props, custom = self._record(s, "artifact", artifact_id)
-            consumers, producers = self._events(s, "artifact_id", artifact_id)
+            producers, consumers = self._roles(s, artifact_id)
             executions = self._execution_summaries(s, producers + consumers)
             card = self._model_card(s, summary, props, custom, producers, consumers, executions) \
                 if summary["type"] == "Model" else None
@@ -549,15 +608,16 @@ class Reads:
         return {**summary, "created": created, "updated": updated, "path": path, "md5": md5,
                 "size": custom.get("size", self.files.size(path, md5)), "properties": props,
                 "custom_properties": custom, "remotes": remotes, "pipelines": list(dict.fromkeys(pipelines)),
-                "producers": [executions[i] for i in producers if i in executions],
-                "consumers": [executions[i] for i in consumers if i in executions],
+                **_bounded("producers", [executions[i] for i in producers if i in executions]),
+                **_bounded("consumers", [executions[i] for i in consumers if i in executions]),
                 "pull_command": pull, "preview": self.files.preview(summary["type"], path, md5, page),
                 "model_card": card}
 
     def _model_card(self, s: Session, model: Dict[str, Any], props: Dict[str, Any], custom: Dict[str, Any],
                     producers: List[int], consumers: List[int],
                     executions: Dict[int, Dict[str, Any]]) -> Dict[str, Any]:
-        """The original's model card: the model, the executions that used it, the producers' inputs and outputs."""
+        """The original's model card: the model, the executions that produced it (with their parameters and
+        metrics) and those that used it, and the producers' inputs and other outputs."""
         ins: List[int] = []
         outs: List[int] = []
         for execution_id in producers:
@@ -565,8 +625,12 @@ class Reads:
             ins += i
             outs += [x for x in o if x != model["id"]]
         artifacts = self._artifact_summaries(s, list(dict.fromkeys(ins + outs)))
+        params = self._props(s, "execution", producers)
+        metrics = self._metric_values(s, producers)
         return {"model": {**model, "properties": props, "custom_properties": custom},
-                "executions": [executions[i] for i in dict.fromkeys(producers + consumers) if i in executions],
+                **_bounded("producers", [{**executions[i], "params": params[i][1], "metrics": metrics.get(i, {})}
+                                         for i in producers if i in executions]),
+                **_bounded("consumers", [executions[i] for i in consumers if i in executions]),
                 "inputs": [artifacts[i] for i in dict.fromkeys(ins)],
                 "outputs": [artifacts[i] for i in dict.fromkeys(outs)]}
 
@@ -575,143 +639,6 @@ class Reads:
         if card is None:
             raise NotFound(f"artifact {artifact_id} is not a model")
         return card
-
-    # -- compare -------------------------------------------------------------------------------------------
-
-    def compare(self, ids: Sequence[int], diff: bool = False, metric: Optional[str] = None) -> Dict[str, Any]:
-        """Executions side by side: one row per property, parameter and metric (``diff``: only rows that differ),
-        and the step metric ``metric`` ("<step metrics name>.<column>") of each, to overlay in one chart."""
-        ids = list(dict.fromkeys(ids))
-        if len(ids) < 2:
-            raise BadRequest("choose at least two executions to compare")
-        if len(ids) > MAX_COMPARE:
-            raise BadRequest(f"compare at most {MAX_COMPARE} executions at once")
-        runs = [self.execution(i) for i in ids]
-        rows: List[Dict[str, Any]] = []
-
-        def add(group: str, key: str, values: List[Any]) -> None:
-            differs = len({repr(v) for v in values}) > 1
-            if differs or not diff:
-                rows.append({"group": group, "key": key, "values": values, "differs": differs})
-
-        for key in ("stage", "type", "command"):
-            add("execution", key, [r[key] for r in runs])
-        add("execution", "git end commit", [r["git"]["end"] for r in runs])
-        for key in sorted({k for r in runs for k in r["params"] if k != "Python_Env"}):
-            add("param", key, [r["params"].get(key) for r in runs])
-        metric_values = [{k: v for m in r["metrics"] for k, v in m["values"].items()} for r in runs]
-        for key in sorted({k for m in metric_values for k in m}):
-            add("metric", key, [m.get(key) for m in metric_values])
-        choices = sorted({f"{sm['name']}.{col}" for r in runs for sm in r["step_metrics"] if sm["data"]
-                          for col in sm["data"]["series"]})
-        metric = metric if metric in choices else (choices[0] if choices else None)
-        overlay: Dict[str, Dict[Any, Any]] = {}  # execution label -> {step: value}
-        if metric:
-            name, _, column = metric.rpartition(".")
-            for run in runs:
-                for sm in run["step_metrics"]:
-                    if sm["name"] == name and sm["data"] and column in sm["data"]["series"]:
-                        overlay[run["label"]] = dict(zip(sm["data"]["steps"], sm["data"]["series"][column]))
-        steps = sorted({step for values in overlay.values() for step in values}, key=lambda x: (str(type(x)), x))
-        chart = {"steps": steps, "series": {label: [values.get(step) for step in steps]
-                                            for label, values in overlay.items()}}
-        return {"executions": [{k: r[k] for k in ("id", "label", "stage", "pipeline")} for r in runs],
-                "rows": rows, "diff": diff, "metric": metric, "metric_choices": choices, "chart": chart}
-
-    # -- lineage -----------------------------------------------------------------------------------------
-
-    def lineage(self, pipeline: str, view: str = "both", focus: Optional[str] = None, hops: int = 2,
-                expand: Sequence[str] = ()) -> Dict[str, Any]:
-        """The pipeline's lineage as nodes and edges with a left-to-right layered layout.
-
-        ``view``: "both" (artifacts and executions), "artifacts" or "executions".  ``focus`` ("artifact:ID" or
-        "execution:ID"): only what is within ``hops`` hops up and down of it, plus one hop around each node of
-        ``expand``.  Nodes with neighbours left out are marked ``more``.  A hop is one edge of the view drawn.
-        """
-        if view not in LINEAGE_VIEWS:
-            raise BadRequest(f"view is one of {', '.join(LINEAGE_VIEWS)}")
-        if not 0 <= hops <= MAX_HOPS:
-            raise BadRequest(f"hops is between 0 and {MAX_HOPS}")
-        with self.db.session() as s:
-            pipeline_id = self._pipeline_id(s, pipeline)
-            if focus is None:
-                edges = self._pipeline_events(s, pipeline_id)
-                shown: Optional[Set[str]] = None
-            else:
-                start = [_node_key(focus)] + [_node_key(x) for x in expand]
-                edges, shown = self._neighbourhood(s, pipeline_id, view, start, hops, expand)
-            graph = _project(edges, view)
-            nodes = set(graph.nodes) if shown is None else {n for n in graph.nodes if n in shown}
-            visible_edges = [(a, b) for a, b in graph.edges if a in nodes and b in nodes]
-            more = {n for n in nodes for m in graph.neighbours[n] if m not in nodes}
-            artifacts = self._artifact_summaries(s, [int(n[2:]) for n in nodes if n[0] == "a"])
-            executions = self._execution_summaries(s, [int(n[2:]) for n in nodes if n[0] == "e"])
-        positions = dag.layout(sorted(nodes, key=_order), visible_edges)
-        out_nodes = []
-        for key in sorted(nodes, key=_order):
-            info = artifacts.get(int(key[2:])) if key[0] == "a" else executions.get(int(key[2:]))
-            if info is None:
-                continue
-            layer, rank = positions[key]
-            out_nodes.append({"key": _public_key(key), "kind": "artifact" if key[0] == "a" else "execution",
-                              "id": info["id"], "label": info["label"], "type": info["type"],
-                              "name": info.get("name", info["label"]), "layer": layer, "rank": rank,
-                              "more": key in more, "focus": focus is not None and _public_key(key) == focus})
-        return {"pipeline": pipeline, "view": view, "focus": focus, "hops": hops, "expand": list(expand),
-                "total": len(out_nodes), "nodes": out_nodes,
-                "edges": [{"source": _public_key(a), "target": _public_key(b)} for a, b in visible_edges]}
-
-    def _pipeline_events(self, s: Session, pipeline_id: int) -> List[Tuple[int, int, int]]:
-        """(execution id, artifact id, event type) of every event of the pipeline, Environment/Label left out."""
-        return s.rows("SELECT ev.execution_id, ev.artifact_id, ev.type FROM event ev "
-                      "JOIN artifact a ON a.id = ev.artifact_id JOIN type t ON t.id = a.type_id "
-                      f"WHERE t.name NOT IN ({_ins(LINEAGE_EXCLUDED)}) AND ev.execution_id IN ({_PIPELINE_EXECUTIONS})",
-                      [*LINEAGE_EXCLUDED, pipeline_id])
-
-    def _neighbourhood(self, s: Session, pipeline_id: int, view: str, start: List[str], hops: int,
-                       expand: Sequence[str]) -> Tuple[List[Tuple[int, int, int]], Set[str]]:
-        """The nodes within ``hops`` up and down of ``start[0]`` (one hop around the others), and every event
-        touching them, which gives the edges among them and tells which have neighbours left out.
-
-        A hop is one event in the "both" view and two (artifact -> execution -> artifact) in the others.
-        """
-        per_hop = 1 if view == "both" else 2
-        shown: Set[str] = set(start)
-        for index, origin in enumerate(start):
-            for up in (True, False):
-                frontier = {origin}
-                for _ in range((hops if index == 0 else 1) * per_hop):
-                    reached = _ends(self._step(s, pipeline_id, frontier, up))
-                    frontier = reached - shown
-                    shown |= reached
-                    if not frontier:
-                        break
-        events: Set[Tuple[int, int, int]] = set()
-        frontier = set(shown)
-        for _ in range(per_hop):
-            found = self._step(s, pipeline_id, frontier, None)
-            events.update(found)
-            frontier = _ends(found) - frontier
-        return list(events), shown
-
-    def _step(self, s: Session, pipeline_id: int, frontier: Set[str],
-              up: Optional[bool]) -> List[Tuple[int, int, int]]:
-        """Events one step up from the frontier (what produced an artifact, what an execution read), down (what
-        read an artifact, what an execution wrote), or both ways (``up=None``)."""
-        artifacts = [int(n[2:]) for n in frontier if n[0] == "a"]
-        executions = [int(n[2:]) for n in frontier if n[0] == "e"]
-        found: List[Tuple[int, int, int]] = []
-        base = ("SELECT ev.execution_id, ev.artifact_id, ev.type FROM event ev JOIN artifact a ON a.id = "
-                f"ev.artifact_id JOIN type t ON t.id = a.type_id WHERE t.name NOT IN ({_ins(LINEAGE_EXCLUDED)}) "
-                f"AND ev.execution_id IN ({_PIPELINE_EXECUTIONS}) ")
-        for column, ids, kinds in (("artifact_id", artifacts, OUTPUTS if up else INPUTS),
-                                   ("execution_id", executions, INPUTS if up else OUTPUTS)):
-            if ids:
-                kinds = INPUTS + OUTPUTS if up is None else kinds
-                among, args = s.among(f"ev.{column}", ids)
-                found += s.rows(base + f"AND {among} AND ev.type IN ({_ins(kinds)})",
-                                [*LINEAGE_EXCLUDED, pipeline_id, *args, *kinds])
-        return found
 
     # -- files -------------------------------------------------------------------------------------------
 
@@ -722,72 +649,13 @@ class Reads:
         return {"pipeline": pipeline, "total": len(items), "items": items}
 
 
+def _bounded(key: str, items: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """``{key: the first LIST_LIMIT items, key_total: how many}``: a page lists the first few of a long list (the
+    python environment every run used) and links to the whole of it, filtered."""
+    return {key: items[:LIST_LIMIT], f"{key}_total": len(items)}
+
+
 def _known_id(kind: str, record_id: int) -> None:
     """NotFound for an id no record can have (MLMD ids are positive 64-bit; larger ones overflow SQLite)."""
     if not 0 < record_id <= MAX_ID:
         raise NotFound(f"there is no {kind} with id {record_id}")
-
-
-def _node_key(public: str) -> str:
-    """"artifact:12" -> "a:12"; BadRequest for anything else."""
-    kind, _, number = public.partition(":")
-    if kind not in ("artifact", "execution") or not number.isdigit() or int(number) > MAX_ID:
-        raise BadRequest(f"a lineage node is artifact:ID or execution:ID, not {public!r}")
-    return f"{kind[0]}:{int(number)}"
-
-
-def _public_key(key: str) -> str:
-    return ("artifact:" if key[0] == "a" else "execution:") + key[2:]
-
-
-def _order(key: str) -> Tuple[str, int]:
-    return key[0], int(key[2:])
-
-
-@dataclass
-class _Graph:
-    nodes: Set[str]
-    edges: List[Tuple[str, str]]
-    neighbours: Dict[str, Set[str]]
-
-
-def _ends(events: Iterable[Tuple[int, int, int]]) -> Set[str]:
-    """The artifact and execution keys of some events."""
-    return {f"a:{a}" for _, a, _ in events} | {f"e:{e}" for e, _, _ in events}
-
-
-def _project(events: Iterable[Tuple[int, int, int]], view: str) -> _Graph:
-    """The events as the view's graph: artifact -> execution (input), execution -> artifact (output); or only
-    artifacts (a -> b when an execution read a and wrote b), or only executions (e -> f when f read what e wrote)."""
-    inputs: Dict[int, Set[int]] = defaultdict(set)  # execution -> artifacts read
-    outputs: Dict[int, Set[int]] = defaultdict(set)  # execution -> artifacts written
-    for execution, artifact, kind in events:
-        if kind in INPUTS:
-            inputs[execution].add(artifact)
-        elif kind in OUTPUTS:
-            outputs[execution].add(artifact)
-    edges: Set[Tuple[str, str]] = set()
-    nodes: Set[str] = set()
-    if view == "both":
-        for e, arts in inputs.items():
-            edges.update((f"a:{a}", f"e:{e}") for a in arts)
-        for e, arts in outputs.items():
-            edges.update((f"e:{e}", f"a:{a}") for a in arts)
-        nodes = {n for edge in edges for n in edge}
-    elif view == "artifacts":
-        for e in set(inputs) | set(outputs):
-            edges.update((f"a:{a}", f"a:{b}") for a in inputs[e] for b in outputs[e] if a != b)
-            nodes.update(f"a:{a}" for a in inputs[e] | outputs[e])
-    else:
-        producers: Dict[int, Set[int]] = defaultdict(set)
-        for e, arts in outputs.items():
-            for a in arts:
-                producers[a].add(e)
-        for f, arts in inputs.items():
-            edges.update((f"e:{e}", f"e:{f}") for a in arts for e in producers[a] if e != f)
-        nodes = {f"e:{e}" for e in set(inputs) | set(outputs)}
-    neighbours: Dict[str, Set[str]] = defaultdict(set)
-    for a, b in edges:
-        neighbours[a].add(b)
-        neighbours[b].add(a)
-    return _Graph(nodes, sorted(edges, key=lambda edge: (_order(edge[0]), _order(edge[1]))), neighbours)

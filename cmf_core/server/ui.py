@@ -6,8 +6,9 @@ page (HTML; JSON twin under /api)   query
 ``/``                               (``/api/pipelines``)
 ``/pipelines/{p}/executions``       stage q filter sort order page size
 ``/pipelines/{p}/artifacts``        type stage q filter sort order page size
-``/pipelines/{p}/lineage``          view focus hops expand (``/pipelines/{p}/lineage.svg``: the file)
-``/pipelines/{p}/compare``          ids (repeated) diff metric
+``/pipelines/{p}/lineage``          view focus cluster hops direction expand trail detail extras q
+                                    (``/pipelines/{p}/lineage.svg``: the file)
+``/pipelines/{p}/compare``          ids (repeated) diff metric (repeated) ref env; or artifacts ref diff
 ``/pipelines/{p}/tensorboard``      the files under ``.../tensorboard/{path}``
 ``/executions/{id}``
 ``/artifacts/{id}``                 page (of a preview); ``/api/artifacts/{id}/model_card`` [download=1],
@@ -22,6 +23,7 @@ and the Content-Security-Policy forbids inline script.  Nothing here writes.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional
 from urllib.parse import quote, urlencode
@@ -33,7 +35,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from cmf_core.server import svg
+from cmf_core.server.compare import Compare
 from cmf_core.server.filters import FilterError
+from cmf_core.server.lineage import Lineage, LineageQuery
 from cmf_core.server.reads import ARTIFACT_TYPES, BadRequest, NotFound, Reads
 
 __all__ = ["mount_ui", "CSP", "wants_html", "error_page"]
@@ -122,20 +126,31 @@ def _params(request: Request) -> Dict[str, Any]:
     return {k: query.getlist(k) if len(query.getlist(k)) > 1 else query[k] for k in query.keys()}
 
 
-def _ids(values: List[str]) -> List[int]:
+def _ids(values: List[str], kind: str = "execution") -> List[int]:
     out = []
     for value in values:
         for part in value.split(","):
             if part.strip():
                 if not part.strip().isdigit():
-                    raise BadRequest(f"execution ids are numbers, not {part!r}")
+                    raise BadRequest(f"{kind} ids are numbers, not {part!r}")
                 out.append(int(part))
     return out
+
+
+def _one_id(value: Optional[str], name: str) -> Optional[int]:
+    """The id a compare parameter (``ref``, ``env``) names, None if it is not given."""
+    if not value:
+        return None
+    if not value.strip().isdigit():
+        raise BadRequest(f"{name} is the id of one of the records compared, not {value!r}")
+    return int(value)
 
 
 def mount_ui(app: FastAPI, reads: Reads, title: str = "cmf", note: str = "") -> None:
     """Add the read API (``/api/...``), the pages and ``/static`` to ``app``."""
     pages = _Pages(reads, title, note)
+    lineages = Lineage(reads)
+    comparer = Compare(reads)
     api = APIRouter(prefix="/api", dependencies=[Depends(_no_nul)])
     ui = APIRouter(dependencies=[Depends(_no_nul)])
     app.mount("/static", StaticFiles(directory=str(UI / "static")), name="static")
@@ -206,39 +221,59 @@ def mount_ui(app: FastAPI, reads: Reads, title: str = "cmf", note: str = "") -> 
         return await listing(request, name, "artifacts.html", artifacts)
 
     # -- lineage
-    async def lineage(name: str, view: str, focus: Optional[str], hops: int, expand: List[str]) -> Dict[str, Any]:
-        return await pages.call(reads.lineage, name, view, focus or None, hops, [e for e in expand if e])
+    async def lineage(name: str, query: LineageQuery) -> Dict[str, Any]:
+        """The view; with a search (``q``), the view of the node it found (or the view as it was, when it found
+        none or several) and what it found under ``search``."""
+        if not query.q:
+            return await pages.call(lineages.read, name, query)
+        found = await pages.call(lineages.search, name, query.q, query.extras)
+        target = replace(query, q="") if found["chosen"] is None else query.retarget(found["chosen"]["key"])
+        return {**await pages.call(lineages.read, name, target), "search": found}
+
+    def lineage_drawing(data: Dict[str, Any], page: str, query: LineageQuery,
+                        css: Optional[str] = None) -> Any:
+        def href(action: str, key: str) -> str:
+            return _link(page, (query.expanded(key) if action == "expand" else query.retarget(key)).params())
+        return svg.render(data, href, css)
 
     @api.get("/pipelines/{name}/lineage")
-    async def api_lineage(name: str, view: str = "both", focus: Optional[str] = None, hops: int = 2,
-                          expand: List[str] = Query(default=[])) -> Any:
-        return await lineage(name, view, focus, hops, expand)
+    async def api_lineage(name: str, request: Request) -> Any:
+        return await lineage(name, LineageQuery.parse(request.query_params.multi_items()))
 
     @ui.get("/pipelines/{name}/lineage")
-    async def lineage_page(request: Request, name: str, view: str = "both", focus: Optional[str] = None,
-                           hops: int = 2, expand: List[str] = Query(default=[])) -> Response:
+    async def lineage_page(request: Request, name: str) -> Response:
         pipeline = await pages.call(reads.pipeline, name)
-        data = svg.draw(await lineage(name, view, focus, hops, expand))
-        params = _params(request)
-        drawing = svg.render(data, lambda key: _link(page_path(request), params, expand=data["expand"] + [key]))
-        return pages.page(request, "lineage.html", pipeline=pipeline, data=data, svg=drawing)
+        query = LineageQuery.parse(request.query_params.multi_items())
+        path = page_path(request)
+        data = await lineage(name, query)
+        chosen = data.get("search", {}).get("chosen")
+        if chosen is not None:  # the address of the view found, not of the search
+            return RedirectResponse(_link(path, query.retarget(chosen["key"]).params()), status_code=303)
+        data = svg.draw(data)
+        query = replace(query, q="")
+        return pages.page(request, "lineage.html", pipeline=pipeline, data=data, query=query,
+                          svg=lineage_drawing(data, path, query))
 
     @ui.get("/pipelines/{name}/lineage.svg")
-    async def lineage_svg(name: str, view: str = "both", focus: Optional[str] = None, hops: int = 2,
-                          expand: List[str] = Query(default=[])) -> Response:
-        data = svg.draw(await lineage(name, view, focus, hops, expand))
+    async def lineage_svg(request: Request, name: str) -> Response:
+        query = replace(LineageQuery.parse(request.query_params.multi_items()), q="")
+        data = svg.draw(await lineage(name, query))
         css = (UI / "static" / "lineage.css").read_text(encoding="utf-8")
-        page = f"/pipelines/{quote(name, safe='')}/lineage"
-        params = {"view": view, "focus": focus, "hops": hops}
-        drawing = svg.render(data, lambda key: _link(page, params, expand=data["expand"] + [key]), css=css)
+        drawing = lineage_drawing(data, f"/pipelines/{quote(name, safe='')}/lineage", query, css)
         return Response(str(drawing), media_type="image/svg+xml",
                         headers={"Content-Disposition": f'attachment; filename="lineage-{_safe(name)}.svg"'})
 
     # -- compare
     async def compare(request: Request) -> Dict[str, Any]:
+        """Executions (``ids``) or artifacts (``artifacts``) side by side; see :mod:`cmf_core.server.compare`."""
         q = request.query_params
-        return await pages.call(reads.compare, _ids(q.getlist("ids")), q.get("diff") in ("1", "true", "on"),
-                                q.get("metric") or None)
+        diff, ref = q.get("diff") in ("1", "true", "on"), _one_id(q.get("ref"), "ref")
+        if q.getlist("artifacts") and q.getlist("ids"):
+            raise BadRequest("compare executions (ids=) or artifacts (artifacts=), not both at once")
+        if q.getlist("artifacts"):
+            return await pages.call(comparer.artifacts, _ids(q.getlist("artifacts"), "artifact"), diff, ref)
+        return await pages.call(comparer.executions, _ids(q.getlist("ids")), diff, q.getlist("metric"), ref,
+                                _one_id(q.get("env"), "env"))
 
     @api.get("/pipelines/{name}/compare")
     async def api_compare(name: str, request: Request) -> Any:
