@@ -4,6 +4,7 @@ three.  Then auth, hostile paths, escaping, read-only-ness, live reloading and r
 from __future__ import annotations
 
 import hashlib
+import html
 import http.client
 import json
 import sys
@@ -28,6 +29,7 @@ from tests.test_server import init
 P = "uip"  # the pipeline every read test looks at
 XSS = "<img src=x onerror=alert(1)>"  # a pipeline, an artifact and properties are named so
 LIVE = "live"  # a pipeline only in the workspace: cmf ui sees its new executions
+WIDE, SWEEPS = "wide", 22  # a dataset read by more runs than a page lists (reads.LIST_LIMIT)
 ENVCLIMB = "envclimb"  # its Python_Env climbs out of the workspace (pushed only by the test of that)
 TOKEN = "ui-api-token-for-tests"
 SECRET = "TOP-SECRET-never-served"
@@ -99,6 +101,16 @@ def log_main(root: Path) -> None:
     cmf.finalize()
 
 
+def log_wide(root: Path) -> None:
+    write(root / "data" / "wide.csv", "w\n1\n")
+    cmf = Cmf(filepath=str(root / "mlmd"), pipeline_name=WIDE)
+    cmf.create_context("sweep")
+    for seed in range(SWEEPS):
+        cmf.create_execution("sweep", {"seed": seed})
+        cmf.log_dataset("data/wide.csv", "input")
+    cmf.finalize()
+
+
 def log_hostile(root: Path, outside: Path) -> None:
     """Pipeline XSS: names and properties with markup, and datasets whose logged paths leave the workspace
     (with the md5 of the file they point at, so that only the path check can refuse them)."""
@@ -141,6 +153,7 @@ def workspace(tmp_path_factory) -> Workspace:
         init(root, base / "store", "http://127.0.0.1:9", base / "origin.git")
         log_main(root)
         log_hostile(root, outside)
+        log_wide(root)
         log_workspace_only(root)
     return Workspace(root, root / "mlmd", board, outside)
 
@@ -204,6 +217,7 @@ def push_all(url: str, workspace: Workspace, token: Optional[str] = None) -> Non
         first = push_metadata(client, P, str(workspace.mlmd), tensorboard=str(workspace.tensorboard))
         assert first.status == "success" and not first.warnings, first.warnings
         assert push_metadata(client, XSS, str(workspace.mlmd)).status == "success"
+        assert push_metadata(client, WIDE, str(workspace.mlmd)).status == "success"
 
 
 def _secrets(data_dir: Path) -> None:
@@ -350,6 +364,64 @@ def test_executions_by_stage_text_and_filter(target):
     assert found(filter="lr > 0.01", stage="train", q="train") == sorted(train[:2])
 
 
+@pytest.mark.parametrize("page, name", [("/pipelines/{P}/lineage?hops=abc", "hops"), ("/?page=x", "page"),
+                                        ("/artifacts/1?page=1.5", "page")])
+def test_typed_query_parameters_are_400_naming_them(target, page, name):
+    api = "/api" + page.replace("/?", "/pipelines?")
+    for path, accept in ((api, "application/json"), (page, "text/html")):
+        response = target.get(path.format(P=P), headers={"Accept": accept})
+        assert response.status_code == 400, (path, response.status_code)
+        message = response.json()["detail"] if path == api else html.unescape(response.text)
+        assert name in message and "whole number" in message and "'" in message, message
+    assert target.get("/api/executions/abc").status_code == 404  # a path naming no record: not found
+
+
+@pytest.mark.parametrize("q", [None, "model", "train"])
+def test_artifact_type_counts_follow_the_search(target, q):
+    everything = target.api(f"/pipelines/{P}/artifacts", size=500, q=q)
+    assert sum(everything["type_counts"].values()) == everything["total"]
+    for kind, count in everything["type_counts"].items():
+        assert target.api(f"/pipelines/{P}/artifacts", type=kind, q=q)["total"] == count
+    tabs = target.page(f"/pipelines/{P}/artifacts", q=q).text
+    assert f'<span class="count">{everything["total"]}</span>' in tabs
+
+
+def test_artifact_columns_are_those_of_the_type_shown(target):
+    """A type's tab shows the custom properties its artifacts hold; "All" only those most artifacts hold."""
+    everything = target.api(f"/pipelines/{XSS}/artifacts", size=500)
+    for kind in everything["type_counts"]:
+        data = target.api(f"/pipelines/{XSS}/artifacts", size=500, type=kind)
+        held = {key for a in data["items"] for key in a["custom_properties"]}
+        assert set(data["columns"]["shown"]) == held
+    for column in everything["columns"]["shown"]:
+        assert 2 * sum(column in a["custom_properties"] for a in everything["items"]) >= everything["total"]
+    assert set(everything["columns"]["shown"]) < set(everything["columns"]["custom"])  # some left to the tabs
+
+
+def test_a_run_reads_the_same_on_every_store(target):
+    """A run's label is its type and short uuid, which every store holding it shares (ids are store-local)."""
+    for execution in target.api(f"/pipelines/{P}/executions", size=500)["items"]:
+        assert execution["label"] == f"{execution['type']} {execution['uuid'][:8]}"
+        assert target.api(f"/executions/{execution['id']}")["label"] == execution["label"]
+        assert f">{execution['label']}</h1>" in target.page(f"/executions/{execution['id']}").text
+
+
+def test_long_lists_are_bounded_and_link_to_the_filtered_list(target):
+    wide = target.api(f"/pipelines/{WIDE}/artifacts", q="wide.csv")["items"][0]
+    data = target.api(f"/artifacts/{wide['id']}")
+    assert (len(data["consumers"]), data["consumers_total"], data["producers_total"]) == (20, SWEEPS, 0)
+    page = target.page(f"/artifacts/{wide['id']}").text
+    href = f"/pipelines/{WIDE}/executions?filter=used+%3D+{wide['id']}"
+    assert f'href="{href}"' in page and f"all {SWEEPS}" in page
+    listed = target.api(f"/pipelines/{WIDE}/executions", size=500, filter=f"used = {wide['id']}")
+    assert listed["total"] == SWEEPS and {e["stage"] for e in listed["items"]} == {"sweep"}
+    train0 = target.index["train"][0]
+    made = target.api(f"/pipelines/{P}/artifacts", size=500, filter=f"produced_by = {train0['id']}")["items"]
+    assert {a["type"] for a in made} == {"Model", "Step_Metrics", "Metrics"}
+    read = target.api(f"/pipelines/{P}/artifacts", size=500, filter=f"used_by = {train0['id']}")["items"]
+    assert {a["name"].split(":")[0] for a in read if a["type"] == "Dataset"} == {"data/train.csv"}
+
+
 E, A = ("executions",), ("artifacts",)
 
 
@@ -370,6 +442,8 @@ E, A = ("executions",), ("artifacts",)
     (E, {"filter": "lr >> 1"}, ["'>>'", "not an operator"]),
     (E, {"sort": "metric.nope"}, ["'metric.nope'", "metric.accuracy"]),  # not an unsorted 200
     (E, {"filter": "param.nope = 1"}, ["'param.nope'", "param.lr"]),
+    (E, {"filter": "used > 3"}, ["used = ID"]),
+    (E, {"sort": "used"}, ["not sort"]),
     (A, {"sort": "custom.nope"}, ["'custom.nope'"]),
     (E + A, {"order": "sideways"}, ["asc"]),
     (E + A, {"page": 0}, ["page"]),

@@ -39,6 +39,8 @@ MAX_ID = 2 ** 63 - 1  # MLMD ids are 64-bit; larger numbers are no record (and o
 MAX_COMPARE = 20
 #: How many producers, consumers, inputs or outputs a record's page lists before linking to the whole list.
 LIST_LIMIT = 20
+#: How many custom-property columns the artifacts table shows.
+SHOWN_COLUMNS = 10
 
 
 class NotFound(CmfError):
@@ -431,11 +433,12 @@ class Reads:
             if stage:
                 where.append("st.name = ?")
                 args.append(_stage_name(pipeline, stage))
+            where, args = self._narrow(s, columns, where, args, ["st.name", "t.name", "coalesce(e.name, '')"], q,
+                                       filter)
             total, rows = self._list(
                 s, columns, f"SELECT {{}} {_EXECUTIONS_FROM}", where, args,
-                ["st.name", "t.name", "coalesce(e.name, '')"],
                 "e.id, st.name, t.name, e.create_time_since_epoch, e.last_update_time_since_epoch",
-                q, filter, sort, order, page, size)
+                sort, order, page, size, bool(q or filter))
             ids = [r[0] for r in rows]
             props = self._props(s, "execution", ids)
             values = self._metric_values(s, ids)
@@ -447,12 +450,10 @@ class Reads:
                 "stage": stage, "q": q, "filter": filter, "columns": {"params": params, "metrics": metrics},
                 "items": items}
 
-    def _list(self, s: Session, columns: _Columns, select: str, where: List[str], args: List[Any],
-              searched: Sequence[str], shown: str, q: Optional[str], filter: Optional[str], sort: str, order: str,
-              page: int, size: int) -> Tuple[int, List[Tuple]]:
-        """(total, the rows of one page) of a list: ``where`` narrowed by free text ``q`` (in ``searched`` columns
-        or any text property) and a structured ``filter``, sorted by any column; ``shown`` columns selected.
-        ``select`` has no parameters: the sort's join, and its parameters, go right after it."""
+    def _narrow(self, s: Session, columns: _Columns, where: List[str], args: List[Any], searched: Sequence[str],
+                q: Optional[str], filter: Optional[str]) -> Tuple[List[str], List[Any]]:
+        """``where`` and its ``args`` narrowed by free text ``q`` (in ``searched`` columns or any text property) and
+        a structured ``filter``."""
         where, args = list(where), list(args)
         entity = columns.entity
         narrowed = [self._search(s, entity.alias, entity.table, searched, q)] if q else []
@@ -460,13 +461,20 @@ class Reads:
         for sql, values in narrowed:
             where.append(sql)
             args += values
+        return where, args
+
+    def _list(self, s: Session, columns: _Columns, select: str, where: List[str], args: List[Any], shown: str,
+              sort: str, order: str, page: int, size: int, narrowed: bool) -> Tuple[int, List[Tuple]]:
+        """(total, the rows of one page) of a list: the records ``where`` selects, sorted by any column; ``shown``
+        columns selected.  ``select`` has no parameters: the sort's join, and its parameters, go right after it.
+        A page past the end is a BadRequest naming the last page (``narrowed``: by a search or filter)."""
         join, join_args, order_sql, order_args = columns.sort(sort, order == "desc")
         condition = " AND ".join(where)
         total = s.value(f"{select.format('count(*)')} WHERE {condition}", args)
         if page > 1 and (page - 1) * size >= total:
             last = max(1, -(-total // size))
-            raise BadRequest(f"page {page} is past the end: {total} {entity.table}s"
-                             f"{' match' if q or filter else ''} make {last} page{'s' if last > 1 else ''} of {size}; "
+            raise BadRequest(f"page {page} is past the end: {total} {columns.entity.table}s"
+                             f"{' match' if narrowed else ''} make {last} page{'s' if last > 1 else ''} of {size}; "
                              f"the last is page {last}")
         rows = s.rows(f"{select.format(shown)} {join} WHERE {condition} ORDER BY {order_sql} LIMIT ? OFFSET ?",
                       [*join_args, *args, *order_args, size, (page - 1) * size])
@@ -504,22 +512,39 @@ class Reads:
                            f"FROM event ev WHERE ev.execution_id IN ({_PIPELINE_EXECUTIONS})) "
                            "GROUP BY name, is_custom_property", [pipeline_id])
             columns = _Columns(s, ARTIFACT, pipeline, _holds(names, custom=True), _holds(names, custom=False))
-            where = [linked]
+            linked_args = list(args)
+            where, args = self._narrow(s, columns, [linked], args,
+                                       ["coalesce(a.name, '')", "coalesce(a.uri, '')", "t.name"], q, filter)
+            condition = " AND ".join(where)
+            counts = dict(s.rows(f"SELECT t.name, count(*) {_ARTIFACTS_FROM} WHERE {condition} GROUP BY t.name",
+                                 args))
             if type:
-                where.append("t.name = ?")
-                args.append(type)
+                where, args = [*where, "t.name = ?"], [*args, type]
             total, rows = self._list(
                 s, columns, f"SELECT {{}} {_ARTIFACTS_FROM}", where, args,
-                ["coalesce(a.name, '')", "coalesce(a.uri, '')", "t.name"],
                 "a.id, a.name, t.name, a.uri, a.create_time_since_epoch, a.last_update_time_since_epoch",
-                q, filter, sort, order, page, size)
+                sort, order, page, size, bool(q or filter))
             props = self._props(s, "artifact", [r[0] for r in rows])
+            shown = self._common_custom(s, linked, linked_args, type, counts)
         items = [{"id": r[0], "name": r[1] or "", "label": posixpath.basename(_path(r[1] or "")), "type": r[2],
                   "uri": r[3] or "", "created": r[4], "updated": r[5], "properties": props[r[0]][0],
                   "custom_properties": props[r[0]][1]} for r in rows]
         return {"pipeline": pipeline, "total": total, "page": page, "size": size, "sort": sort, "order": order,
                 "type": type, "stage": stage, "q": q, "filter": filter,
-                "columns": {"custom": sorted(columns.custom)}, "items": items}
+                "columns": {"custom": sorted(columns.custom), "shown": shown}, "type_counts": counts, "items": items}
+
+    @staticmethod
+    def _common_custom(s: Session, linked: str, args: List[Any], type: Optional[str],
+                       counts: Dict[str, int]) -> List[str]:
+        """The custom properties worth a column: of one type's artifacts, those that at least one holds; of all
+        types, those that at least half of the artifacts hold (a column of mostly empty cells helps nobody);
+        the most held first, at most :data:`SHOWN_COLUMNS`."""
+        scope, values = (f"{linked} AND t.name = ?", [*args, type]) if type else (linked, args)
+        held = s.rows(f"SELECT ap.name, count(*) FROM artifactproperty ap JOIN artifact a ON a.id = ap.artifact_id "
+                      f"JOIN type t ON t.id = a.type_id WHERE ap.is_custom_property = TRUE AND {scope} "
+                      "GROUP BY ap.name", values)
+        least = 1 if type else (sum(counts.values()) + 1) // 2
+        return [name for name, n in sorted(held, key=lambda r: (-r[1], r[0])) if n >= least][:SHOWN_COLUMNS]
 
     # -- one execution, one artifact ---------------------------------------------------------------------
 
