@@ -805,6 +805,26 @@ def test_only_login_logout_and_the_wire_routes_take_post(workspace, tmp_path):
 # -- auth --------------------------------------------------------------------------------------------------------
 
 
+def test_cmf_ui_with_a_token_file_asks_for_the_token(tmp_path, workspace):
+    """``cmf ui --token-file``, for a UI others on the network can reach: nothing without the token; a browser
+    signs in once and has a Sign out button."""
+    tokens = write(tmp_path / "tokens", "# who may look\nui-token-1\n")
+    port = free_port()
+    argv = [sys.executable, "-c", "from cmf_core.cli import main; main()", "ui", "--mlmd", str(workspace.mlmd),
+            "--port", str(port), "--token-file", str(tokens)]
+    with Server(argv, port, tmp_path / "ui.log"):
+        url = f"http://127.0.0.1:{port}"
+        assert requests.get(f"{url}/api/pipelines", timeout=30).status_code == 401
+        assert requests.get(f"{url}/api/pipelines", headers={"Authorization": "Bearer ui-token-1"},
+                            timeout=30).status_code == 200
+        page = requests.get(f"{url}/", headers={"Accept": "text/html"}, allow_redirects=False, timeout=30)
+        assert page.status_code == 303 and page.headers["location"].startswith("/login")
+        signed = requests.post(f"{url}/login", data={"token": "ui-token-1", "next": "/"}, allow_redirects=False,
+                               timeout=30)
+        home = requests.get(f"{url}/", cookies=signed.cookies, headers={"Accept": "text/html"}, timeout=30)
+        assert home.status_code == 200 and P in home.text and "Sign out" in home.text
+
+
 def test_login_and_session_cookie(sqlite_target):
     url = sqlite_target.url
     bare = requests.get(f"{url}/pipelines/{P}/executions?sort=id", headers={"Accept": "text/html"},

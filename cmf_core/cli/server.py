@@ -267,7 +267,11 @@ def sync_log_command(federation, limit: int) -> None:
               help="a host name the browser may use to reach the UI besides localhost and the --host address "
                    "(repeatable); requests naming any other host are refused, so that a web page cannot reach "
                    "the UI through a DNS name of its own that points at this machine")
-def ui_command(mlmd: Path, host: str, port: int, allowed_hosts: Tuple[str, ...]) -> None:
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="ask for one of these tokens (one per line) before showing anything: a browser signs in once "
+                   "(a session cookie), scripts send 'Authorization: Bearer TOKEN'; for a UI that others on the "
+                   "network can reach")
+def ui_command(mlmd: Path, host: str, port: int, allowed_hosts: Tuple[str, ...], token_file: Optional[Path]) -> None:
     """Browse a workspace's pipelines in the web UI, read-only, without pushing them anywhere.
 
     The same pages as 'cmf server': pipelines, executions, artifacts, lineage, compare, step-metric charts.
@@ -278,20 +282,22 @@ def ui_command(mlmd: Path, host: str, port: int, allowed_hosts: Tuple[str, ...])
     import uvicorn
 
     from cmf_core.metadata.store import check_sqlite
-    from cmf_core.server.app import Settings, create_app
+    from cmf_core.server.app import Settings, create_app, load_tokens
 
+    tokens = load_tokens(token_file, environ={}) if token_file else frozenset()
     mlmd = mlmd.absolute()
     if not mlmd.is_file():
         raise CmfError(f"no mlmd file at {mlmd}: run cmf ui in a workspace, or give --mlmd FILE")
     check_sqlite(mlmd)
-    if not _loopback(host):
-        click.echo(f"cmf: warning: serving {mlmd} on {host} to anyone who can reach it (no authentication)", err=True)
+    if not _loopback(host) and not tokens:
+        click.echo(f"cmf: warning: serving {mlmd} on {host} to anyone who can reach it (no authentication; "
+                   "--token-file asks for a token)", err=True)
     click.echo(f"cmf ui: {mlmd} (read-only) on http://{host}:{port}", err=True)
     logging.basicConfig(level="WARNING", format="%(asctime)s %(name)s %(levelname)s %(message)s")
     names = {"localhost", "127.0.0.1", "::1", *allowed_hosts}
     if host not in ("0.0.0.0", "::"):  # a wildcard address is no name a browser asks for
         names.add(host)
-    app = create_app(Settings(None, mlmd.parent, mlmd=mlmd, allowed_hosts=tuple(sorted(names))))
+    app = create_app(Settings(None, mlmd.parent, tokens, mlmd=mlmd, allowed_hosts=tuple(sorted(names))))
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_keep_alive=30)).run()
 
 
