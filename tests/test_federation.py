@@ -345,3 +345,67 @@ def test_the_api_and_the_page_show_peers_and_runs(peered, stand_ins):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text and "<script>alert" not in page.text
     assert b.url in page.text and B_TOKEN not in page.text
     assert 'href="/peers"' in a.get("/", headers={"Accept": "text/html"}).text
+
+
+def _runs_of(node: Node, peer: str) -> int:
+    return sum(r["peer"] == peer for r in node.get("/api/sync-runs", params={"limit": 500}).json()["runs"])
+
+
+def _wait_for_runs(node: Node, peer: str, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while _runs_of(node, peer) < count:
+        assert time.monotonic() < deadline, f"no run of {peer} appeared"
+        time.sleep(0.2)
+
+
+def test_sync_now_from_the_page_runs_a_configured_peer_only_from_its_own_origin(peered):
+    """The page's "Sync now" (POST /peers/sync): a bearer client may; a browser signed in with the session cookie
+    only when it shows that this server's page sent it; never an address that is not a peer."""
+    a, b = peered
+    before = _runs_of(b, a.url)
+    started = requests.post(b.url + "/peers/sync", data={"peer": a.url}, headers=b.headers, allow_redirects=False,
+                            timeout=30)
+    assert started.status_code == 303 and started.headers["location"].startswith("/peers?started=")
+    _wait_for_runs(b, a.url, before + 1)
+
+    jar = requests.post(b.url + "/login", data={"token": B_TOKEN, "next": "/peers"}, allow_redirects=False,
+                        timeout=30).cookies
+    own, other = {"Origin": b.url}, {"Origin": b.url.rsplit(":", 1)[0] + f":{free_port()}"}
+    for headers, status in ((own, 303), ({"Sec-Fetch-Site": "same-origin"}, 303), (other, 403),
+                            ({"Sec-Fetch-Site": "same-site"}, 403), ({}, 403)):
+        answer = requests.post(b.url + "/peers/sync", data={"peer": a.url}, cookies=jar, headers=headers,
+                               allow_redirects=False, timeout=30)
+        assert answer.status_code == status, (headers, answer.status_code, answer.text)
+    assert requests.post(b.url + "/api/sync", json={"peer": a.url}, cookies=jar, headers=own,
+                         timeout=30).status_code == 403  # the API's writes still need the bearer header
+    unknown = requests.post(b.url + "/peers/sync", data={"peer": "http://127.0.0.1:1"}, headers=b.headers,
+                            allow_redirects=False, timeout=30)
+    assert unknown.status_code == 404 and "no peer" in unknown.text
+
+
+def test_sync_now_in_a_browser_and_the_log_refreshes_itself(peered, tmp_path):
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("needs Debian's chromium")
+    from tests.test_ui_browser import CHROMIUM_ARGS
+
+    a, b = peered
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(b.url + "/peers")
+            page.locator("input[name=token]").fill(B_TOKEN)
+            page.locator("form.login button").click()
+            page.wait_for_url("**/peers")
+            row = page.locator("#peers-table tr", has_text=a.url)
+            logged = page.locator("#runs-table tbody tr", has_text=a.url).count()
+            row.get_by_role("button", name=f"sync {a.url} now").click()
+            page.wait_for_url("**/peers?started=*")
+            playwright_api.expect(page.locator("p.notice")).to_contain_text(a.url)
+            # no reload: the page fetches itself again and the run appears in its log
+            playwright_api.expect(page.locator("#runs-table tbody tr", has_text=a.url)).to_have_count(
+                logged + 1, timeout=30_000)
+            assert int(page.locator("body").get_attribute("data-refreshed")) >= 1
+        finally:
+            browser.close()

@@ -139,6 +139,9 @@ def _one_of(given: bytes, accepted: Iterable[bytes]) -> bool:
 
 #: Methods that only read: the session cookie authorises them, and nothing else.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: The one write a page of the UI makes with the session cookie ("sync now" on /peers): accepted only when the
+#: browser shows that this server's own page sent it (``same_origin`` is True), which no other page can fake.
+COOKIE_WRITES = frozenset({"/peers/sync"})
 
 
 def same_origin(headers: Dict[bytes, bytes]) -> Optional[bool]:
@@ -158,10 +161,11 @@ class BearerAuth:
     """Refuse every request without ``Authorization: Bearer <one of tokens>`` or the UI's session cookie;
     compared in constant time.  A browser asking for a page is sent to the login form; the rest get 401.
 
-    The cookie authorises reading (safe methods) and nothing else (the UI's only forms, login and logout, need
-    no credential): a page on another origin of the same site (another port of the host) gets the SameSite
-    cookie sent along with its forms, so every write — pushes, uploads, syncs — needs the bearer header, which
-    no other page can make a browser send (403 otherwise)."""
+    The cookie authorises reading (safe methods) and nothing else (the UI's forms, login and logout, need no
+    credential): a page on another origin of the same site (another port of the host) gets the SameSite cookie
+    sent along with its forms, so every write — pushes, uploads, syncs — needs the bearer header, which no other
+    page can make a browser send (403 otherwise).  The one exception, :data:`COOKIE_WRITES`, is taken only with
+    the browser's word that this server's own page sent it."""
 
     def __init__(self, app, tokens: FrozenSet[str]) -> None:
         self.app = app
@@ -189,6 +193,8 @@ class BearerAuth:
         credential = self._credential(headers)
         method = scope["method"]
         if credential == "bearer" or (credential == "cookie" and method in SAFE_METHODS):
+            return await self.app(scope, receive, send)
+        if credential == "cookie" and path in COOKIE_WRITES and same_origin(headers) is True:
             return await self.app(scope, receive, send)
         if credential == "cookie":
             return await _send_json(send, 403, f"the session cookie only lets a browser read; {method} {path} "

@@ -57,11 +57,11 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from cmf_core.config import seconds
@@ -540,9 +540,20 @@ def mount_federation(app: FastAPI, store: Any, max_answer_bytes: int = MAX_ANSWE
         return {"runs": [asdict(run) for run in runs]}
 
     @app.get("/peers")
-    async def peers_page(request: Request, limit: int = 20) -> Response:
+    async def peers_page(request: Request, limit: int = 20, started: Optional[str] = None) -> Response:
         data = await run_in_threadpool(federation.overview, limit)
-        return render("peers.html", request=request, path=request.url.path, title="cmf", data=data)
+        return render("peers.html", request=request, path=request.url.path, title="cmf", data=data, started=started)
+
+    @app.post("/peers/sync")
+    async def peers_sync(request: Request) -> Response:
+        """The page's "sync now" of one configured peer: started in the background, then back to the page, whose
+        log refreshes itself.  Only a peer already configured runs (adding one stays in the CLI), so no request
+        makes the server fetch an address of its choosing.  A browser signed in with the session cookie may send
+        it from this server's own page only (``app.COOKIE_WRITES``)."""
+        url = str((await request.form()).get("peer", ""))
+        peer = await run_in_threadpool(federation.peer, url)  # UnknownPeer: 404
+        asyncio.get_running_loop().run_in_executor(None, federation.sync, peer.url, "manual")
+        return RedirectResponse("/peers?" + urlencode({"started": peer.url}), status_code=303)
 
     app.include_router(api)
     return federation
