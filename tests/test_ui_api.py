@@ -674,7 +674,7 @@ def test_compare(target):
     assert rows[("param", "lr")]["values"] == [lr for lr, _, _ in RUNS] and rows[("param", "lr")]["differs"]
     assert rows[("metric", "accuracy")]["values"] == [acc for _, _, acc in RUNS]
     assert rows[("execution", "stage")] == {"group": "execution", "key": "stage", "values": ["train"] * 3,
-                                             "differs": False}
+                                             "differs": False, "differs_from_ref": [False, False, False]}
     assert ids(data["executions"]) == train
     assert "training.loss" in data["metric_choices"] and data["metric"] in data["metric_choices"]
     chart = target.api(f"/pipelines/{P}/compare", ids=",".join(map(str, train)), metric="training.loss")["chart"]
@@ -799,7 +799,7 @@ def test_only_login_logout_and_the_wire_routes_take_post(workspace, tmp_path):
     assert posts(ui) == {"/login", "/logout"}
     wire = {"/mlmd_push", "/mlmd_pull", "/python-env", "/label", "/step-metrics", "/tensorboard"}
     server = create_app(Settings(ServerStore(sqlite=tmp_path / "mlmd"), tmp_path / "data"))
-    assert posts(server) == {"/login", "/logout", "/api/sync"} | wire | {"/api" + w for w in wire}
+    assert posts(server) == {"/login", "/logout", "/api/sync", "/peers/sync"} | wire | {"/api" + w for w in wire}
 
 
 # -- auth --------------------------------------------------------------------------------------------------------

@@ -4,13 +4,15 @@
 page (HTML; JSON twin under /api)   query
 ==================================  =====================================================================
 ``/``                               (``/api/pipelines``)
-``/pipelines/{p}/executions``       stage q filter sort order page size
+``/pipelines/{p}/executions``       stage q filter sort order page size; cols (columns shown, in order);
+                                    chart x y axes (the cross-run charts)
 ``/pipelines/{p}/artifacts``        type stage q filter sort order page size
 ``/pipelines/{p}/lineage``          view focus cluster hops direction expand trail detail extras q
                                     (``/pipelines/{p}/lineage.svg``: the file)
-``/pipelines/{p}/compare``          ids (repeated) diff metric (repeated) ref env; or artifacts ref diff
+``/pipelines/{p}/compare``          ids (repeated) diff metric (repeated) ref env; or artifacts ref diff;
+                                    smooth logy xaxis (the step-metric charts, as on an execution's page)
 ``/pipelines/{p}/tensorboard``      the files under ``.../tensorboard/{path}``
-``/executions/{id}``
+``/executions/{id}``                smooth logy xaxis (its step-metric charts)
 ``/artifacts/{id}``                 page (of a preview); ``/api/artifacts/{id}/model_card`` [download=1],
                                     ``/api/artifacts/{id}/step_metrics``
 ==================================  =====================================================================
