@@ -496,3 +496,81 @@ def test_the_csp_refuses_inline_script_and_the_error_collector_sees_it(page, ser
         page.wait_for_timeout(50)
     else:
         pytest.fail(f"no CSP violation reported: {page.errors}")  # type: ignore[attr-defined]
+
+
+# -- accessibility and small screens ------------------------------------------------------------------------------
+
+AXE = ROOT / "tests" / "vendored" / "axe-core" / "axe.min.js"  # from the npm registry, for the tests only
+
+
+def every_page(url: str) -> Dict[str, str]:
+    """One address of every kind of page, by name, on the demo pipeline."""
+    api = lambda path: requests.get(url + "/api" + path, timeout=30).json()  # noqa: E731
+    runs = api("/pipelines/demo/executions")["items"]
+    artifacts = {a["type"]: a for a in api("/pipelines/demo/artifacts?size=500")["items"]}
+    return {"pipelines": "/", "executions": "/pipelines/demo/executions", "charts": "/pipelines/demo/executions?chart=1",
+            "artifacts": "/pipelines/demo/artifacts", "datasets": "/pipelines/demo/artifacts?type=Dataset",
+            "lineage": "/pipelines/demo/lineage",
+            "lineage-focus": f"/pipelines/demo/lineage?focus=artifact:{artifacts['Model']['id']}&hops=1",
+            "execution": f"/executions/{runs[-1]['id']}", "dataset": f"/artifacts/{artifacts['Dataset']['id']}",
+            "model": f"/artifacts/{artifacts['Model']['id']}",
+            "compare": "/pipelines/demo/compare?" + "&".join(f"ids={r['id']}" for r in runs),
+            "tensorboard": "/pipelines/demo/tensorboard", "peers": "/peers", "missing": "/executions/999999"}
+
+
+def axe_violations(page: Page) -> List[str]:
+    """What axe-core finds on the page once drawn (charts are drawn from the JSON twin, after the load event)."""
+    if "chart=1" in page.url:
+        expect(page.locator("#scatter")).to_have_attribute("data-points", re.compile(r"^\d+$"))
+    page.add_script_tag(path=str(AXE))
+    found = page.evaluate("axe.run(document, {resultTypes: ['violations']}).then(r => r.violations.map("
+                          "v => v.id + ' (' + v.impact + '): ' + v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(', ')))")
+    return found
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_page_has_no_accessibility_violations(browser, server, workspace, shots, scheme):
+    """axe-core finds nothing on any page, in the light and the dark colour scheme (contrast included)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, color_scheme=scheme,
+                                  bypass_csp=True)  # to inject axe; the pages' own CSP is tested elsewhere
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    problems = {}
+    try:
+        for name, path in every_page(server.url).items():
+            page.goto(server.url + path)
+            page.wait_for_load_state("load")
+            found = axe_violations(page)
+            page.screenshot(path=str(shots / f"{scheme}-{name}.png"), full_page=True)
+            if found:
+                problems[name] = found
+    finally:
+        context.close()
+    assert not problems, "\n".join(f"{name}: {v}" for name, vs in problems.items() for v in vs)
+
+
+def test_pages_fit_a_phone_and_tables_scroll_inside(browser, server, workspace, shots):
+    """At 390 px wide no page scrolls sideways (a wide table scrolls inside its own box), and the focused
+    lineage is fitted into the screen."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1, is_mobile=True)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    wide = {}
+    try:
+        for name, path in every_page(server.url).items():
+            page.goto(server.url + path)
+            page.wait_for_load_state("load")
+            width = page.evaluate("document.documentElement.scrollWidth")
+            if width > 390:
+                wide[name] = width
+            page.screenshot(path=str(shots / f"phone-{name}.png"), full_page=True)
+            if os.environ.get("CMF_UI_SCREENSHOTS"):
+                page.screenshot(path=str(Path(os.environ["CMF_UI_SCREENSHOTS"]) / f"phone-{name}.png"), full_page=True)
+        page.goto(server.url + every_page(server.url)["lineage-focus"])
+        wait_for_graph(page)
+        box = page.locator("#graph").bounding_box()
+        drawn = page.locator("#graph svg .viewport").bounding_box()
+        assert box and drawn and drawn["x"] >= box["x"] - 1 and drawn["x"] + drawn["width"] <= box["x"] + box["width"] + 1
+    finally:
+        context.close()
+    assert not wide, f"pages wider than the screen: {wide}"

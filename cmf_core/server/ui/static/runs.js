@@ -169,11 +169,15 @@
   function drawParallel(svg, runs, axes) {
     const height = 400;
     const m = { left: 70, right: 70, top: 34, bottom: 24 };
-    const width = canvas(svg, height);
     const shown = runs.filter(r => axes.every(c => value(r, c) !== null));
-    svg.setAttribute("data-lines", String(axes.length < 2 ? 0 : shown.length));
+    const drawn = axes.length >= 2 && shown.length > 0;
+    const width = canvas(svg, drawn ? height : 30);  // nothing to draw: a line of text, not an empty frame
+    svg.setAttribute("data-lines", String(drawn ? shown.length : 0));
     if (axes.length < 2) { return ["choose two or more axes"]; }
-    if (!shown.length) { return without(runs, axes); }
+    if (!shown.length) {
+      el("text", { x: 0, y: 20, class: "tick" }, svg, "No run has a value on every axis: untick some.");
+      return without(runs, axes);
+    }
     const gap = (width - m.left - m.right) / (axes.length - 1);
     const scales = axes.map(c => scaleOf(shown.map(r => value(r, c)), height - m.bottom, m.top));
     const lines = el("g", { class: "lines" }, svg);
