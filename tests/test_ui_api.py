@@ -398,6 +398,22 @@ def test_artifact_columns_are_those_of_the_type_shown(target):
     assert set(everything["columns"]["shown"]) < set(everything["columns"]["custom"])  # some left to the tabs
 
 
+def test_step_metric_columns_show_min_max_and_last(target):
+    plain = target.api(f"/pipelines/{P}/executions", size=500)
+    assert plain["columns"]["steps"] == ["training.loss"] and "steps" not in plain["items"][0]  # not read unasked
+    cols = "step.training.loss.min,step.training.loss.last,param.lr"
+    data = target.api(f"/pipelines/{P}/executions", size=500, cols=cols)
+    by_lr = {e["params"].get("lr"): e["steps"] for e in data["items"]}
+    for run, (lr, _, _) in enumerate(RUNS):
+        losses = [loss(run, step) for step in range(STEPS)]
+        assert by_lr[lr] == {"training.loss": {"min": min(losses), "max": max(losses), "last": losses[-1]}}
+    assert by_lr[None] == {}  # prepare and evaluate wrote none
+    page = target.page(f"/pipelines/{P}/executions", cols=cols, sort="param.lr").text
+    header = page.index(">training.loss.min<")
+    assert header < page.index(">training.loss.last<") < page.index(">lr", header)  # the chosen order
+    assert f">{loss(2, STEPS - 1):.6g}<" in page
+
+
 def test_a_run_reads_the_same_on_every_store(target):
     """A run's label is its type and short uuid, which every store holding it shares (ids are store-local)."""
     for execution in target.api(f"/pipelines/{P}/executions", size=500)["items"]:

@@ -20,6 +20,7 @@ import math
 import posixpath
 import re
 import shlex
+import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
@@ -41,6 +42,8 @@ MAX_COMPARE = 20
 LIST_LIMIT = 20
 #: How many custom-property columns the artifacts table shows.
 SHOWN_COLUMNS = 10
+#: How many step-metrics files' summaries (min, max, last per column) are kept.
+STEP_CACHE = 4096
 
 
 class NotFound(CmfError):
@@ -303,6 +306,8 @@ class Reads:
     def __init__(self, db: Database, files: Files) -> None:
         self.db = db
         self.files = files
+        self._step_cache: Dict[Tuple[str, str], Dict[str, Dict[str, Any]]] = {}
+        self._step_lock = threading.Lock()
 
     # -- helpers ---------------------------------------------------------------------------------------
 
@@ -411,8 +416,9 @@ class Reads:
 
     def executions(self, pipeline: str, *, stage: Optional[str] = None, q: Optional[str] = None,
                    filter: Optional[str] = None, sort: str = "id", order: str = "asc", page: int = 1,
-                   size: int = 25) -> Dict[str, Any]:
-        """One page of a pipeline's executions, one column per parameter and per metric."""
+                   size: int = 25, steps: bool = False) -> Dict[str, Any]:
+        """One page of a pipeline's executions, one column per parameter and per metric; with ``steps``, also the
+        min, max and last value of each step metric column (read from the files, so asked for, not by default)."""
         page, size = self._page(page, size)
         if order not in ("asc", "desc"):
             raise BadRequest("order is asc or desc")
@@ -442,13 +448,57 @@ class Reads:
             ids = [r[0] for r in rows]
             props = self._props(s, "execution", ids)
             values = self._metric_values(s, ids)
+            step_files = self._step_files(s, ids, pipeline_id)
+        summaries: Dict[int, Dict[str, Any]] = defaultdict(dict)
+        step_columns: Dict[str, None] = {}
+        for execution, name, uri in step_files:
+            summary = self._step_summary(name, uri)
+            step_columns.update(dict.fromkeys(summary))
+            if steps and execution in ids:
+                summaries[execution].update(summary)
         items = [{"id": r[0], "stage": _short(r[1]), "type": r[2], "created": r[3], "updated": r[4],
                   "label": execution_label(r[2], props[r[0]][0].get("Execution_uuid", ""), r[0]),
                   "uuid": props[r[0]][0].get("Execution_uuid", ""), "command": props[r[0]][0].get("Execution", ""),
-                  "params": props[r[0]][1], "metrics": values.get(r[0], {})} for r in rows]
+                  "params": props[r[0]][1], "metrics": values.get(r[0], {}),
+                  **({"steps": summaries.get(r[0], {})} if steps else {})} for r in rows]
         return {"pipeline": pipeline, "total": total, "page": page, "size": size, "sort": sort, "order": order,
-                "stage": stage, "q": q, "filter": filter, "columns": {"params": params, "metrics": metrics},
-                "items": items}
+                "stage": stage, "q": q, "filter": filter,
+                "columns": {"params": params, "metrics": metrics, "steps": sorted(step_columns)}, "items": items}
+
+    def _step_files(self, s: Session, ids: Sequence[int], pipeline_id: int) -> List[Tuple[int, str, str]]:
+        """(execution, name, md5) of the step metrics written by the executions ``ids``, and of the newest one of
+        each name in the pipeline (whose columns the column chooser offers)."""
+        step = ("SELECT ev.execution_id, a.name, a.uri FROM event ev JOIN artifact a ON a.id = ev.artifact_id "
+                "JOIN type t ON t.id = a.type_id AND t.name = 'Step_Metrics' "
+                f"WHERE ev.type IN ({_ins(OUTPUTS)}) AND ")
+        newest: Dict[str, Tuple[int, str, str]] = {}
+        for row in s.rows(step + f"ev.execution_id IN ({_PIPELINE_EXECUTIONS}) ORDER BY a.id DESC",
+                          [*OUTPUTS, pipeline_id]):
+            newest.setdefault(posixpath.basename(_path(row[1])), row)
+        mine = s.rows(step + f"ev.execution_id IN ({_ins(ids)}) ORDER BY a.id", [*OUTPUTS, *ids]) if ids else []
+        return list(newest.values()) + mine
+
+    def _step_summary(self, name: str, md5: str) -> Dict[str, Dict[str, Any]]:
+        """``{"<step metrics name>.<column>": {"min", "max", "last"}}`` of one Step_Metrics file held here ({} if
+        not held).  Kept by md5 (the same md5 is the same bytes), so that pages read each file once; a file not
+        held is asked for again next time (cmf ui's workspace may get it)."""
+        with self._step_lock:
+            if (name, md5) in self._step_cache:
+                return self._step_cache[(name, md5)]
+        data = self.files.step_metrics(_path(name), md5)
+        if data is None:
+            return {}
+        out: Dict[str, Dict[str, Any]] = {}
+        for column, values in data["series"].items():
+            numbers = [v for v in values if v is not None]
+            if numbers:
+                out[f"{posixpath.basename(_path(name))}.{column}"] = {"min": min(numbers), "max": max(numbers),
+                                                                      "last": values[-1]}
+        with self._step_lock:
+            if len(self._step_cache) >= STEP_CACHE:
+                self._step_cache.pop(next(iter(self._step_cache)))
+            self._step_cache[(name, md5)] = out
+        return out
 
     def _narrow(self, s: Session, columns: _Columns, where: List[str], args: List[Any], searched: Sequence[str],
                 q: Optional[str], filter: Optional[str]) -> Tuple[List[str], List[Any]]:

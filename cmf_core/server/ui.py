@@ -189,7 +189,8 @@ def mount_ui(app: FastAPI, reads: Reads, title: str = "cmf", note: str = "") -> 
         return await pages.call(reads.executions, name, stage=q.get("stage") or None, q=q.get("q") or None,
                                 filter=q.get("filter") or None, sort=q.get("sort") or "id",
                                 order=q.get("order") or "asc", page=_int(q.get("page"), 1),
-                                size=_int(q.get("size"), 25))
+                                size=_int(q.get("size"), 25),
+                                steps=_asks_steps(q))
 
     async def artifacts(name: str, q: Mapping[str, str]) -> Dict[str, Any]:
         return await pages.call(reads.artifacts, name, type=q.get("type") or None, stage=q.get("stage") or None,
@@ -349,6 +350,13 @@ def _no_nul(request: Request) -> None:
     """No NUL character in the path or the query: no record has one, and PostgreSQL refuses them in text (a 500)."""
     if "\x00" in request.scope["path"] or any("\x00" in k + v for k, v in request.query_params.multi_items()):
         raise BadRequest("the address has a NUL character")
+
+
+def _asks_steps(query: Mapping[str, str]) -> bool:
+    """Whether the executions page shows a step-metric column (``cols=step.training.loss.min``): only then are
+    the runs' step-metric files read."""
+    values = query.getlist("cols") if hasattr(query, "getlist") else [query.get("cols") or ""]
+    return any(c.strip().startswith("step.") for value in values for c in value.split(","))
 
 
 def _int(value: Optional[str], default: int) -> int:
