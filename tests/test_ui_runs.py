@@ -161,7 +161,7 @@ def test_columns_are_all_params_and_metrics_by_default_or_those_chosen_in_order(
         expected = sorted(((accuracy(i), lr(i)) for i in range(TRAINS)), key=lambda r: (r[1] is None, r[1] or 0))
         assert shown == [("" if a is None else f"{a:g}", "" if r is None else f"{r:g}") for a, r in expected[:25]]
         assert checked(html, "cols") == ["metric.accuracy", "param.lr"]
-        assert "Columns (2 of 12)" in html  # 6 params and metrics; min, max and last of 2 step metrics
+        assert "Columns (2 of 15)" in html  # 6 params and metrics; min, max, last of 3 step columns (time too)
         # the chooser's arrows: lr moved left swaps the two; the sort and the stage stay
         move = re.search(r'<a class="move" href="([^"]+)"[^>]*aria-label="move param.lr left"', html).group(1)
         moved = parse_qs(urlsplit(unescape(move)).query)
