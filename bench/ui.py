@@ -15,9 +15,14 @@ of ``bench/metadata_server.py`` pushed into it, then, in the same run:
                 routes were built from
   browser     headless Chromium (Playwright, /usr/bin/chromium), a fresh context (cold cache) per
               load: ``goto`` to the load event of the executions and artifacts pages (target < 1 s);
-              the whole lineage page until ``svg.lineage[data-ready]`` (target < 3 s); bytes
-              transferred (response bodies as sent, gzip) for the first load of ``/`` (< 500 KB),
-              the executions page and the lineage page
+              the lineage pages until ``svg.lineage[data-ready]`` and the frame after it, from the
+              start of the navigation: the default (aggregated) view of the whole pipeline, with a
+              node label at least 10 px high on screen (target < 1 s), one artifact 2 hops around
+              (< 300 ms) and ``detail=all`` (every node); bytes transferred (response bodies as sent,
+              gzip) for the first load of ``/`` (< 500 KB), the executions page and the lineage page
+  frames      requestAnimationFrame intervals while the default lineage view and ``detail=all`` are
+              zoomed with the wheel (30 events, out then in) and dragged (40 moves): p50, p95, max ms
+              and frames per second (target: p95 under 33.4 ms, 30 frames per second)
   push        the executions page of the pipeline, requested one after another while a second copy of
               the pipeline (other names, so all 11,000 records are new) is pushed from a thread; p50,
               p95 and max, beside the same requests with no push running
@@ -65,7 +70,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync"]
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 LIST_TARGET_MS, FOCUS_TARGET_MS = 200.0, 300.0
-LOAD_TARGET_S, LINEAGE_TARGET_S, HOME_TARGET_KB = 1.0, 3.0, 500.0
+LOAD_TARGET_S, HOME_TARGET_KB = 1.0, 500.0
+#: ms from the start of the navigation to the first frame after the lineage is drawn (None: no target)
+LINEAGE_TARGETS_MS = {"lineage": 1000.0, "lineage-focus": 300.0, "lineage-all": None}
+READABLE_PX, FRAME_TARGET_MS = 10.0, 1000 / 30
 
 
 def percentile(values: List[float], q: float) -> float:
@@ -169,7 +177,8 @@ def routes(focus_id: int) -> List[Route]:
     both("artifacts", "artifacts", "", LIST_TARGET_MS)
     both("artifacts", "artifacts Dataset by name p100", "?type=Dataset&sort=name&page=100", LIST_TARGET_MS)
     both("lineage", f"lineage artifact:{focus_id} 2 hops", f"?focus=artifact:{focus_id}&hops=2", FOCUS_TARGET_MS)
-    both("lineage", "lineage whole pipeline", "", None)
+    both("lineage", "lineage whole pipeline (aggregated)", "", None)
+    both("lineage", "lineage whole pipeline detail=all", "?detail=all", None)
     out.append(Route("baseline POST /mlmd_pull", "/mlmd_pull", body={"pipeline_name": PIPELINE}, group="baseline"))
     return out
 
@@ -202,6 +211,17 @@ TIMING_JS = """() => { const n = performance.getEntriesByType("navigation")[0];
   if (window.__cmfReady !== undefined) { out.script_ready = window.__cmfReady; out.painted = window.__cmfPainted; }
   return out; }"""
 NOW_JS = "() => performance.now()"
+# the tallest label drawn inside the graph's box, px on screen (0: none is readable there)
+LABEL_JS = """() => { const box = document.getElementById("graph").getBoundingClientRect(); let tallest = 0;
+  for (const t of document.querySelectorAll("#graph g.node > a > text")) { const r = t.getBoundingClientRect();
+    if (r.height > 0 && r.bottom > box.top && r.top < box.bottom && r.right > box.left && r.left < box.right) {
+      tallest = Math.max(tallest, r.height); } }
+  return tallest; }"""
+# requestAnimationFrame intervals until window.__frameStop is set
+FRAMES_JS = """() => { window.__frames = []; window.__frameStop = false; let last = performance.now();
+  const tick = (now) => { window.__frames.push(now - last); last = now;
+    if (!window.__frameStop) { requestAnimationFrame(tick); } };
+  requestAnimationFrame(tick); }"""
 # when lineage.js marks the drawing ready, and the first frame after it (the drawing painted)
 READY_INIT = """(() => {
   new MutationObserver(() => {
@@ -213,11 +233,17 @@ READY_INIT = """(() => {
 })();"""
 
 
-def measure_browser(url: str, rounds: int) -> Dict[str, Any]:
+def lineage_pages(focus_id: int) -> Dict[str, str]:
+    base = f"/pipelines/{PIPELINE}/lineage"
+    return {"lineage": base, "lineage-focus": f"{base}?focus=artifact:{focus_id}&hops=2",
+            "lineage-all": f"{base}?detail=all"}
+
+
+def measure_browser(url: str, rounds: int, focus_id: int) -> Dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
     pages = {"executions": f"/pipelines/{PIPELINE}/executions", "artifacts": f"/pipelines/{PIPELINE}/artifacts",
-             "lineage": f"/pipelines/{PIPELINE}/lineage", "home": "/"}
+             **lineage_pages(focus_id), "home": "/"}
     result: Dict[str, Any] = {name: {"path": path, "seconds": [], "bytes": [], "requests": [], "timing_ms": []}
                               for name, path in pages.items()}
     with sync_playwright() as p:
@@ -227,13 +253,14 @@ def measure_browser(url: str, rounds: int) -> Dict[str, Any]:
                 for name, path in pages.items():
                     context = browser.new_context(viewport={"width": 1400, "height": 900})  # a cold cache
                     try:
-                        if name == "lineage":
+                        drawing = name.startswith("lineage")
+                        if drawing:
                             context.add_init_script(READY_INIT)
                         page = context.new_page()
                         finished: List[Any] = []
                         page.on("requestfinished", lambda request: finished.append(request))
                         started = time.perf_counter()
-                        if name == "lineage":
+                        if drawing:
                             page.goto(url + path, wait_until="commit", timeout=300_000)
                             page.wait_for_selector("svg.lineage[data-ready]", state="attached", timeout=300_000)
                         else:
@@ -241,11 +268,13 @@ def measure_browser(url: str, rounds: int) -> Dict[str, Any]:
                             if response is None or response.status != 200:
                                 raise RuntimeError(f"browser: {path} answered {response and response.status}")
                         elapsed = time.perf_counter() - started
-                        at_ready = page.evaluate(NOW_JS) if name == "lineage" else None
+                        at_ready = page.evaluate(NOW_JS) if drawing else None
+                        label_px = page.evaluate(LABEL_JS) if drawing else None
                         page.wait_for_load_state("networkidle", timeout=300_000)  # the icon and late requests too
                         timing = page.evaluate(TIMING_JS)
                         if at_ready is not None:
                             timing["ready_seen"] = at_ready
+                            timing["label_px"] = label_px
                         result[name]["timing_ms"].append(timing)
                         sizes = [(req.url, req.sizes()) for req in finished]
                         transferred = sum(s["responseBodySize"] for _, s in sizes)
@@ -266,12 +295,75 @@ def measure_browser(url: str, rounds: int) -> Dict[str, Any]:
         entry["timing_median_ms"] = {key: statistics.median(t[key] for t in entry["timing_ms"])
                                      for key in entry["timing_ms"][0]}
     result["executions"]["target_s"] = result["artifacts"]["target_s"] = LOAD_TARGET_S
-    result["lineage"]["target_s"] = LINEAGE_TARGET_S
     result["home"]["target_kb"] = HOME_TARGET_KB
-    for name in ("executions", "artifacts", "lineage"):
+    for name in ("executions", "artifacts"):
         result[name]["ok"] = result[name]["median_s"] < result[name]["target_s"]
+    for name, target in LINEAGE_TARGETS_MS.items():
+        entry = result[name]
+        entry["painted_ms"] = [t["painted"] for t in entry["timing_ms"]]
+        entry["label_px"] = min(t["label_px"] for t in entry["timing_ms"])
+        entry["target_ms"] = target
+        readable = entry["label_px"] >= READABLE_PX if name == "lineage" else True
+        entry["ok"] = None if target is None else readable and statistics.median(entry["painted_ms"]) < target
     result["home"]["ok"] = result["home"]["first_bytes"] / 1024 < HOME_TARGET_KB
     return result
+
+
+def frame_stats(frames: List[float], seconds: float) -> Dict[str, Any]:
+    return {"n": len(frames), "p50_ms": percentile(frames, 50), "p95_ms": percentile(frames, 95),
+            "max_ms": max(frames, default=float("nan")), "fps": len(frames) / seconds if seconds else 0.0,
+            "ok": percentile(frames, 95) <= FRAME_TARGET_MS}
+
+
+def wheel(page: Any, x: float, y: float) -> None:
+    for i in range(30):
+        page.mouse.wheel(0, 120 if i < 15 else -120)
+        page.wait_for_timeout(16)
+
+
+def drag(page: Any, x: float, y: float) -> None:
+    page.mouse.down()
+    for i in range(40):
+        page.mouse.move(x - i * 10, y - i * 3)
+        page.wait_for_timeout(16)
+    page.mouse.up()
+
+
+GESTURES = {"wheel": wheel, "drag": drag}
+
+
+def measure_frames(url: str, paths: Dict[str, str]) -> Dict[str, Any]:
+    """Frame times while each lineage view is zoomed with the wheel (30 events 16 ms apart, out then back in,
+    around the middle of the graph) and then dragged (40 moves of 10 px), in a fresh context each."""
+    from playwright.sync_api import sync_playwright
+
+    out: Dict[str, Any] = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            for name, path in paths.items():
+                context = browser.new_context(viewport={"width": 1400, "height": 900})
+                try:
+                    page = context.new_page()
+                    page.goto(url + path, timeout=300_000)
+                    page.wait_for_selector("svg.lineage[data-ready]", state="attached", timeout=300_000)
+                    box = page.locator("#graph").bounding_box()
+                    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+                    page.mouse.move(x, y)
+                    page.wait_for_timeout(500)
+                    for gesture, run in GESTURES.items():
+                        page.evaluate(FRAMES_JS)
+                        started = time.perf_counter()
+                        run(page, x, y)
+                        seconds = time.perf_counter() - started
+                        frames = page.evaluate("() => { window.__frameStop = true; return window.__frames.slice(1); }")
+                        out[f"{name} {gesture}"] = frame_stats(frames, seconds)
+                        page.wait_for_timeout(400)  # the drawing settles: labels, sharp repaint
+                finally:
+                    context.close()
+        finally:
+            browser.close()
+    return out
 
 
 # -- reads during a push ------------------------------------------------------------------------------
@@ -398,7 +490,8 @@ def _kb(n: float) -> str:
     return f"{n / 1024:,.0f} KB" if n >= 10 * 1024 else f"{n / 1024:,.1f} KB"
 
 
-def report(server: List[Dict[str, Any]], browser: Dict[str, Any], push: Dict[str, Any]) -> List[str]:
+def report(server: List[Dict[str, Any]], browser: Dict[str, Any], frames: Dict[str, Any],
+           push: Dict[str, Any]) -> List[str]:
     """Print the tables; the list of what missed a target."""
     missed = []
     print(f"\n{'server: route (time to last byte)':<44}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}{'wire':>11}"
@@ -413,7 +506,7 @@ def report(server: List[Dict[str, Any]], browser: Dict[str, Any], push: Dict[str
     print(f"\n{'browser (cold cache, fresh context)':<36}{'median s':>10}{'max s':>8}{'first load':>12}"
           f"{'requests':>10}{'target':>10}  ok")
     rows = [("executions page: goto -> load", "executions"), ("artifacts page: goto -> load", "artifacts"),
-            ("whole lineage: goto -> data-ready", "lineage"), ("home page /: bytes", "home")]
+            ("home page /: bytes", "home")]
     for label, key in rows:
         entry = browser[key]
         if key == "home":
@@ -426,13 +519,33 @@ def report(server: List[Dict[str, Any]], browser: Dict[str, Any], push: Dict[str
                 missed.append(f"browser {label}: median {entry['median_s']:.2f} s (target {entry['target_s']:.0f} s)")
         print(f"{label:<36}{entry['median_s']:>10.2f}{entry['max_s']:>8.2f}{_kb(entry['first_bytes']):>12}"
               f"{len(entry['requests']):>10}{target:>10}  {'yes' if ok else 'NO'}")
+    print(f"\n{'lineage (navigation -> drawn, painted)':<40}{'median ms':>10}{'max ms':>8}{'label px':>10}"
+          f"{'first load':>12}{'target':>10}  ok")
+    for key in LINEAGE_TARGETS_MS:
+        entry = browser[key]
+        painted = entry["painted_ms"]
+        target = f"<{entry['target_ms']:.0f} ms" if entry["target_ms"] else ""
+        ok = "" if entry["ok"] is None else ("yes" if entry["ok"] else "NO")
+        if entry["ok"] is False:
+            missed.append(f"browser {entry['path']}: painted after {statistics.median(painted):.0f} ms, label "
+                          f"{entry['label_px']:.1f} px (target {entry['target_ms']:.0f} ms"
+                          f"{', labels >= 10 px' if key == 'lineage' else ''})")
+        print(f"{entry['path'].replace('/pipelines/' + PIPELINE, ''):<40}{statistics.median(painted):>10.0f}"
+              f"{max(painted):>8.0f}{entry['label_px']:>10.1f}{_kb(entry['first_bytes']):>12}{target:>10}  {ok}")
     print("  where the page's time goes (navigation timing, median ms from the start of navigation):")
-    for label, key in rows[:3]:
+    for key in ("executions", "artifacts", *LINEAGE_TARGETS_MS):
         t = browser[key]["timing_median_ms"]
         ready = (f", data-ready set {t['script_ready']:.0f}, painted {t['painted']:.0f}, seen by Playwright "
                  f"{t['ready_seen']:.0f}") if "ready_seen" in t else ""
-        print(f"    {key:<11} last byte of HTML {t['response_end']:.0f}, DOM parsed {t['dom_interactive']:.0f}, "
+        print(f"    {key:<13} last byte of HTML {t['response_end']:.0f}, DOM parsed {t['dom_interactive']:.0f}, "
               f"DOMContentLoaded {t['dom_content_loaded']:.0f}, load {t['load']:.0f}{ready}")
+    print(f"\n{'frames while zoomed and dragged':<40}{'frames':>8}{'fps':>7}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}"
+          f"{'target':>9}  ok")
+    for label, entry in frames.items():
+        if not entry["ok"]:
+            missed.append(f"frames {label}: p95 {entry['p95_ms']:.0f} ms (target {FRAME_TARGET_MS:.1f} ms)")
+        print(f"{label:<40}{entry['n']:>8}{entry['fps']:>7.0f}{entry['p50_ms']:>9.1f}{entry['p95_ms']:>9.1f}"
+              f"{entry['max_ms']:>9.1f}{'<33.4':>9}  {'yes' if entry['ok'] else 'NO'}")
     print(f"\nreads of {push['path']} while {COPY!r} is pushed (push took {push['push_seconds']:.1f} s):")
     print(f"{'':<18}{'requests':>9}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}")
     for label, key in (("no push, before", "quiet"), ("during push", "during_push"),
@@ -483,9 +596,11 @@ def main() -> None:
                   f"executions, {answer['artifacts']} artifacts")
             measured, focus_id = measure_server(server.url, args.rounds)
             server_rows = [route.summary() for route in measured]
-            browser = measure_browser(server.url, args.browser_rounds)
+            browser = measure_browser(server.url, args.browser_rounds, focus_id)
+            paths = lineage_pages(focus_id)
+            frames = measure_frames(server.url, {"aggregated": paths["lineage"], "detail=all": paths["lineage-all"]})
             during = measure_during_push(server.url, copy_payload, args.quiet_requests)
-            missed = report(server_rows, browser, during)
+            missed = report(server_rows, browser, frames, during)
             profiles: Dict[str, str] = {}
             if args.profile is not None:
                 slow = args.profile or [s["path"] for s in server_rows if s["ok"] is False] or \
@@ -514,7 +629,7 @@ def main() -> None:
         "store": kind, "executions": executions, "artifacts": artifacts, "export_bytes": len(payload),
         "initial_push_seconds": push_seconds, "load_average_before": load_before, "load_average_after": load_after,
         "code_before": code_before, "code_after": code_after, "focus": f"artifact:{focus_id}", "rounds": args.rounds,
-        "server": server_rows, "browser": browser, "reads_during_push": during, "missed": missed,
+        "server": server_rows, "browser": browser, "frames": frames, "reads_during_push": during, "missed": missed,
         "profiles": profiles}, indent=2))
     print(f"written to {results / name}")
 

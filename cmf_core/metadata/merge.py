@@ -12,12 +12,19 @@ the same across stores, never by the sender's ids:
 * events by (execution, artifact, type).
 
 Merging the same payload twice creates nothing (the result says ``exists``).
+
+Records keep the times they were logged with (``create_time_since_epoch``, ``last_update_time_since_epoch``
+of executions, artifacts and contexts in the export; a record without them gets the store's clock), and new
+executions and artifacts are created in the order of their logged create times across stages, so ids ascend
+with time in every store.  The export carries no times of events: a new event gets the store's clock.
+
 The whole payload is validated before the first write, the pipeline's name
 with the rule of :func:`cmf_core.names.check_name` (it becomes a folder name on
-the server), whether it comes from a push, a pull or a peer.  The writes are one
-MLMD transaction per stage (the server runs the whole merge in one database
-transaction).  Ids inside properties (``Context_ID``, ``Pipeline_id``) are
-rewritten to the receiving store's ids.
+the server), whether it comes from a push, a pull or a peer.  Stored records
+are updated first, then every new execution, artifact and event is created in
+one call (the server runs the whole merge in one database transaction).  Ids
+inside properties (``Context_ID``, ``Pipeline_id``) are rewritten to the
+receiving store's ids.
 
 What an existing record gets from a payload:
 
@@ -36,13 +43,18 @@ What an existing record gets from a payload:
   made before it, and a reused execution moves it on), an artifact's
   ``url`` property (the urls are united), an artifact's other properties (kept
   as stored), the custom properties of pipeline and stage contexts (the
-  payload's values are set).
+  payload's values are set);
+* its last update time becomes the payload's when that is newer (it never moves back); a record the payload
+  changes without giving a time gets the store's clock.
 """
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+import os
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 from ml_metadata.proto import metadata_store_pb2 as pb
@@ -62,6 +74,10 @@ BULK_LOOKUP = 200  # from this many artifacts of one type in a payload on, read 
 #: longer name (SQLite would keep it), so every store refuses it before anything is written.
 MAX_NAME = 255
 _SCALARS = {str, int, float, bool}  # exact types: JSON gives no subclasses
+#: A record's times (ms since epoch) in an export, as it was logged.
+TIMES = ("create_time_since_epoch", "last_update_time_since_epoch")
+#: The times a merge meant records to have, (create, last update) by (table, id): see :func:`keep_times`.
+Stamps = Dict[Tuple[str, int], Tuple[Optional[int], Optional[int]]]
 
 
 class MergeError(CmfError):
@@ -142,6 +158,15 @@ def _props(value: Any, where: str) -> Dict[str, Any]:
     return props
 
 
+def _times(node: Dict[str, Any], where: str) -> None:
+    """Refuse a record's time that is not milliseconds since the epoch; a record may have none."""
+    for key in TIMES:
+        value = node.get(key)
+        if value is not None and (type(value) is not int or not 0 <= value < 2 ** 63):
+            raise MergeError(f"{where}.{key} must be a time in milliseconds since the epoch (a non-negative "
+                             f"integer), not {value!r:.40}")
+
+
 class Checked(dict):
     """A pipeline element that :func:`pipeline_of` has validated: :func:`merge_pipeline` does not check it again."""
 
@@ -175,11 +200,13 @@ def pipeline_of(payload: Any, pipeline_name: Optional[str] = None) -> Checked:
     except UnsafeName as exc:
         raise MergeError(str(exc)) from None
     _props(pipeline.get("custom_properties"), "pipeline custom_properties")
+    _times(pipeline, "pipeline")
     for s, stage in enumerate(_require(pipeline.get("stages", []), list, "stages")):
         where = f"stages[{s}]"
         _require(stage, dict, where)
         _name(stage.get("name"), f"{where}.name")
         _props(stage.get("custom_properties"), f"{where}.custom_properties")
+        _times(stage, where)
         for e, execution in enumerate(_require(stage.get("executions", []), list, f"{where}.executions")):
             at = f"{where}.executions[{e}]"
             _require(execution, dict, at)
@@ -188,6 +215,7 @@ def pipeline_of(payload: Any, pipeline_name: Optional[str] = None) -> Checked:
             properties = _props(execution.get("properties"), f"{at}.properties")
             _require(properties.get("Execution_uuid", ""), str, f"{at}.properties.Execution_uuid")
             _props(execution.get("custom_properties"), f"{at}.custom_properties")
+            _times(execution, at)
             for v, event in enumerate(_require(execution.get("events", []), list, f"{at}.events")):
                 ev = f"{at}.events[{v}]"
                 _require(event, dict, ev)
@@ -200,6 +228,7 @@ def pipeline_of(payload: Any, pipeline_name: Optional[str] = None) -> Checked:
                 _require(artifact.get("uri", ""), str, f"{ev}.artifact.uri")
                 _props(artifact.get("properties"), f"{ev}.artifact.properties")
                 _props(artifact.get("custom_properties"), f"{ev}.artifact.custom_properties")
+                _times(artifact, f"{ev}.artifact")
     return Checked(pipeline)
 
 
@@ -211,7 +240,7 @@ def _uuids(value: str) -> List[str]:
 
 
 def _exec_props(execution: Dict[str, Any]) -> Dict[str, Any]:
-    """An execution's properties; validation lets them be absent or null."""
+    """An incoming execution's properties; validation lets them be absent or null."""
     return execution.get("properties") or {}
 
 
@@ -231,6 +260,59 @@ def _changed(target: Any, values: Mapping[str, Any]) -> bool:
     return changed
 
 
+def _logged(spec: Mapping[str, Any], key: str) -> Optional[int]:
+    """A time of a payload's record (ms since epoch), None when it has none (0 is protobuf's "not set")."""
+    return spec.get(key) or None
+
+
+def _new_times(node: Any, spec: Mapping[str, Any]) -> bool:
+    """Give a record the merge creates the payload's times; whether it had any."""
+    given = False
+    for key in TIMES:
+        value = _logged(spec, key)
+        if value is not None:
+            setattr(node, key, value)
+            given = True
+    return given
+
+
+def _newer_update(node: Any, spec: Mapping[str, Any]) -> bool:
+    """Give a stored record the payload's last update time when it is newer (the time never moves back);
+    whether it did."""
+    updated = _logged(spec, "last_update_time_since_epoch")
+    if updated is None or updated <= node.last_update_time_since_epoch:
+        return False
+    node.last_update_time_since_epoch = updated
+    return True
+
+
+def _touched(node: Any, spec: Mapping[str, Any], changed: bool) -> bool:
+    """Whether a stored record whose values the merge ``changed`` (or not) is to be written: its last update
+    time becomes the payload's when that is newer; a change from a payload without times is stamped with the
+    store's clock."""
+    newer = _newer_update(node, spec)
+    if changed and _logged(spec, "last_update_time_since_epoch") is None:
+        node.ClearField("last_update_time_since_epoch")
+    return changed or newer
+
+
+def _order(node: Any, seq: int) -> Tuple[float, int]:
+    """Where a new record goes among those a merge creates: by its logged create time (records without one
+    last), then in the sender's order."""
+    return (node.create_time_since_epoch or math.inf, seq)
+
+
+@dataclass
+class _Unit:
+    """An execution of the payload and what the merge creates for it: the execution itself when it is new,
+    and its new events, to stored artifacts or to artifacts new in the payload."""
+
+    execution: pb.Execution
+    stage: pb.Context
+    order: Tuple[float, int]
+    events: List[Tuple[pb.Artifact, int]] = field(default_factory=list)
+
+
 class _Merger:
     def __init__(self, store) -> None:
         self.store = store
@@ -238,6 +320,12 @@ class _Merger:
         self._artifact_types: Dict[str, int] = {}
         self._artifacts: Dict[str, Dict[str, pb.Artifact]] = {}
         self.wanted: Dict[str, int] = {}  # artifact names per type in the payload
+        self.new_artifacts: Dict[Tuple[str, str], pb.Artifact] = {}  # by (type, name), in the payload's order
+        self.stage_of: Dict[int, pb.Context] = {}  # by id() of a new artifact: the stage that first names it
+        self.new_named: Dict[Tuple[str, str], pb.Execution] = {}  # new executions with a name, by (type, name)
+        self.changed_artifacts: Dict[int, pb.Artifact] = {}  # stored artifacts the payload changed, by id
+        self.units: Dict[int, _Unit] = {}  # by id() of the execution
+        self.written: List[Tuple[str, Any]] = []  # (kind, record) of every record written
 
     def artifact(self, type_name: str, name: str) -> Optional[pb.Artifact]:
         """The stored artifact of that type and name.
@@ -260,10 +348,6 @@ class _Merger:
             self._artifacts[type_name] = {a.name: a for a in found}
         return self._artifacts[type_name].get(name)
 
-    def remember(self, type_name: str, artifact: pb.Artifact) -> None:
-        bulk = type_name in self._artifacts or self.wanted.get(type_name, 0) >= BULK_LOOKUP
-        self._artifacts.setdefault(type_name if bulk else f"?{type_name}", {})[artifact.name] = artifact
-
     def artifact_type(self, name: str, properties: Mapping[str, Any]) -> int:
         """The artifact type, created with (or extended by) the payload's property names."""
         if name not in self._artifact_types:
@@ -275,14 +359,31 @@ class _Merger:
                 pb.ArtifactType(name=name, properties=schema), can_add_fields=True, can_omit_fields=True)
         return self._artifact_types[name]
 
+    def context(self, type_name: str, spec: Mapping[str, Any]) -> pb.Context:
+        """The context of the pipeline or a stage, created with the payload's times, or given its newer last
+        update time."""
+        new = self.store.get_context_by_type_and_name(type_name, spec["name"]) is None
+        context = records.get_or_create_context(self.store, self.types, type_name, spec["name"],
+                                                spec.get("custom_properties"))
+        timed = _new_times(context, spec) if new else _newer_update(context, spec)
+        if timed:
+            self.store.put_contexts([context])
+            self.written.append(("context", context))
+        return context
+
 
 def merge_pipeline(store, payload: Any, exec_uuid: Optional[str] = None, pipeline_name: Optional[str] = None,
-                   replace: bool = False) -> MergeResult:
+                   replace: bool = False, stamps: Optional[Stamps] = None) -> MergeResult:
     """Merge one pipeline of ``payload`` (an export, or its pipeline as :func:`pipeline_of` checked it) into
     ``store``; only executions with ``exec_uuid`` if given.
 
     A stored value that the payload would change is a :class:`Clash`, raised before the first write, unless
     ``replace``: then the payload's value is stored.
+
+    Records keep the payload's times: the merge gives them to the records it writes, which the server's store
+    writes; ML Metadata stamps its own clock instead, so a merge into it fills ``stamps`` for
+    :func:`keep_times`.  New executions, and new artifacts, are created in the order of their logged create
+    times across stages (so ids ascend with time), ties in the payload's order.
     """
     pipeline = payload if isinstance(payload, Checked) else pipeline_of(payload, pipeline_name)
     stages = [(stage, [e for e in stage.get("executions", [])
@@ -301,19 +402,25 @@ def merge_pipeline(store, payload: Any, exec_uuid: Optional[str] = None, pipelin
         _refuse_clashes(store, merger, pipeline["name"], executions, by_uuid)
 
     result = MergeResult(pipeline["name"])
-    parent = records.get_or_create_context(store, merger.types, records.PARENT_CONTEXT, pipeline["name"],
-                                           pipeline.get("custom_properties"))
+    parent = merger.context(records.PARENT_CONTEXT, pipeline)
     for stage, chosen in stages:
         if not chosen:
             continue
-        stage_ctx = records.get_or_create_context(store, merger.types, records.STAGE_CONTEXT, stage["name"],
-                                                  stage.get("custom_properties"))
+        stage_ctx = merger.context(records.STAGE_CONTEXT, stage)
         try:
             store.put_parent_contexts([pb.ParentContext(child_id=stage_ctx.id, parent_id=parent.id)])
         except Exception as exc:
             if "AlreadyExists" not in type(exc).__name__:
                 raise
-        _merge_stage(store, merger, result, parent, stage_ctx, chosen, by_uuid)
+        _plan_stage(store, merger, result, parent, stage_ctx, chosen, by_uuid)
+    if merger.changed_artifacts:
+        store.put_artifacts(list(merger.changed_artifacts.values()))
+        merger.written += [("artifact", a) for a in merger.changed_artifacts.values()]
+        result.updated += len(merger.changed_artifacts)
+    _create(store, merger)
+    if stamps is not None:
+        stamps.update({(kind, node.id): (node.create_time_since_epoch or None,
+                                         node.last_update_time_since_epoch or None) for kind, node in merger.written})
     return result
 
 
@@ -322,7 +429,7 @@ def _refuse_clashes(store, merger: _Merger, pipeline: str, executions: List[Dict
     """Raise :class:`Clash` at the first value of an existing execution or artifact that ``executions`` (and
     the artifacts of their events) would change."""
     for incoming in executions:
-        execution = _find_execution(store, incoming, by_uuid)
+        execution = _find_execution(store, merger, incoming, by_uuid)
         if execution is not None:
             uuids = _exec_props(incoming).get("Execution_uuid")
             record = f"pipeline {pipeline!r}, execution {uuids or incoming['name']}"
@@ -358,93 +465,109 @@ def _known_executions(store, pipeline_id: int, uuids: Set[str]) -> Dict[str, pb.
     return {u: e for e in executions for u in _uuids(e.properties["Execution_uuid"].string_value)}
 
 
-def _find_execution(store, incoming: Dict[str, Any], by_uuid: Dict[str, pb.Execution]) -> Optional[pb.Execution]:
+def _find_execution(store, merger: _Merger, incoming: Dict[str, Any],
+                    by_uuid: Dict[str, pb.Execution]) -> Optional[pb.Execution]:
+    """The stored execution, or the one this merge creates, that ``incoming`` is: by uuid, else by name."""
     for u in _uuids(_exec_props(incoming).get("Execution_uuid", "")):
         if u in by_uuid:
             return by_uuid[u]
     if incoming.get("name"):
-        return store.get_execution_by_type_and_name(incoming["type"], incoming["name"])
+        key = (incoming["type"], incoming["name"])
+        return merger.new_named[key] if key in merger.new_named else store.get_execution_by_type_and_name(*key)
     return None
 
 
-def _merge_stage(store, merger: _Merger, result: MergeResult, parent: pb.Context, stage_ctx: pb.Context,
-                 executions: List[Dict[str, Any]], by_uuid: Dict[str, pb.Execution]) -> None:
-    new_executions: List[pb.Execution] = []
-    new_artifacts: List[pb.Artifact] = []
-    artifact_index: Dict[Tuple[str, str], int] = {}
-    edges: List[Tuple[Optional[int], Optional[int], pb.Event]] = []
-    existing_events: Set[Tuple[int, int, int]] = set()
-
-    local_executions: List[Tuple[Dict[str, Any], pb.Execution, Optional[int]]] = []
+def _plan_stage(store, merger: _Merger, result: MergeResult, parent: pb.Context, stage_ctx: pb.Context,
+                executions: List[Dict[str, Any]], by_uuid: Dict[str, pb.Execution]) -> None:
+    """Match a stage's executions of the payload, update the stored ones it changes, and plan what is created
+    (:class:`_Unit`, written by :func:`_create`)."""
+    planned: List[Tuple[Dict[str, Any], _Unit]] = []
     for incoming in executions:
-        execution = _find_execution(store, incoming, by_uuid)
+        execution = _find_execution(store, merger, incoming, by_uuid)
         if execution is None:
             execution = pb.Execution(type_id=merger.types.execution(incoming["type"]))
             if incoming.get("name"):
                 execution.name = incoming["name"]
+                merger.new_named[(incoming["type"], incoming["name"])] = execution
             props = dict(_exec_props(incoming))
             props.update({"Context_ID": stage_ctx.id, "Pipeline_id": parent.id})
             records.set_props(execution.properties, props)
             records.set_props(execution.custom_properties, incoming.get("custom_properties"))
-            index = len(new_executions)
-            new_executions.append(execution)
+            _new_times(execution, incoming)
+            merger.written.append(("execution", execution))
             result.executions += 1
-        else:
-            index = None
+        elif execution.HasField("id"):  # stored (one the merge creates is planned as its payload has it)
             mine = _uuids(execution.properties["Execution_uuid"].string_value)
             union = mine + [u for u in _uuids(_exec_props(incoming).get("Execution_uuid", "")) if u not in mine]
             changed = _changed(execution.properties, {**_merged_props(incoming), "Execution_uuid": ",".join(union)})
             changed |= _changed(execution.custom_properties, incoming.get("custom_properties") or {})
-            if changed:
+            if _touched(execution, incoming, changed):
                 store.put_executions([execution])
+                merger.written.append(("execution", execution))
                 result.updated += 1
         for u in _uuids(execution.properties["Execution_uuid"].string_value):
             by_uuid[u] = execution
-        local_executions.append((incoming, execution, index))
-    matched = [e.id for _, e, i in local_executions if i is None]
-    if matched:
-        existing_events.update((e.execution_id, e.artifact_id, e.type)
-                               for e in store.get_events_by_execution_ids(matched))
+        unit = merger.units.get(id(execution))
+        if unit is None:
+            unit = merger.units[id(execution)] = _Unit(execution, stage_ctx, _order(execution, len(merger.units)))
+        planned.append((incoming, unit))
+    matched = [unit.execution.id for _, unit in planned if unit.execution.HasField("id")]
+    existing_events = {(e.execution_id, e.artifact_id, e.type) for e in store.get_events_by_execution_ids(matched)} \
+        if matched else set()
 
-    changed_artifacts: Dict[int, pb.Artifact] = {}
-    for incoming, execution, index in local_executions:
+    for incoming, unit in planned:
         for event in incoming.get("events", []):
             spec = event["artifact"]
             key = (spec["type"], spec["name"])
-            artifact = new_artifacts[artifact_index[key]] if key in artifact_index else \
-                merger.artifact(spec["type"], spec["name"])
-            edge = pb.Event(type=event["type"])
-            if artifact is None or key in artifact_index:  # new in this payload
-                if key not in artifact_index:
-                    artifact = pb.Artifact(type_id=merger.artifact_type(spec["type"], spec.get("properties") or {}),
-                                           name=spec["name"], uri=spec.get("uri", ""))
-                    records.set_props(artifact.properties, spec.get("properties"))
-                    records.set_props(artifact.custom_properties, spec.get("custom_properties"))
-                    artifact_index[key] = len(new_artifacts)
-                    new_artifacts.append(artifact)
-                    result.artifacts += 1
-                a_index: Optional[int] = artifact_index[key]
+            artifact = merger.new_artifacts[key] if key in merger.new_artifacts else merger.artifact(*key)
+            if artifact is None:
+                artifact = pb.Artifact(type_id=merger.artifact_type(spec["type"], spec.get("properties") or {}),
+                                       name=spec["name"], uri=spec.get("uri", ""))
+                records.set_props(artifact.properties, spec.get("properties"))
+                records.set_props(artifact.custom_properties, spec.get("custom_properties"))
+                _new_times(artifact, spec)
+                merger.new_artifacts[key] = artifact
+                merger.stage_of[id(artifact)] = stage_ctx
+                merger.written.append(("artifact", artifact))
+                result.artifacts += 1
+            elif not artifact.HasField("id"):  # new in the payload, named again: it gets the newest update time
+                _newer_update(artifact, spec)
             else:
-                a_index = None
-                edge.artifact_id = artifact.id
-                if _merge_artifact(artifact, spec):
-                    changed_artifacts[artifact.id] = artifact
-                if execution.HasField("id") and (execution.id, artifact.id, event["type"]) in existing_events:
+                if _touched(artifact, spec, _merge_artifact(artifact, spec)):
+                    merger.changed_artifacts[artifact.id] = artifact
+                if unit.execution.HasField("id") and \
+                        (unit.execution.id, artifact.id, event["type"]) in existing_events:
                     continue
-            if index is None:
-                edge.execution_id = execution.id
-            edges.append((index, a_index, edge))
+            unit.events.append((artifact, event["type"]))
             result.events += 1
-    if changed_artifacts:
-        store.put_artifacts(list(changed_artifacts.values()))
-        result.updated += len(changed_artifacts)
-    if new_executions or new_artifacts or edges:
-        execution_ids, artifact_ids, _ = store.put_lineage_subgraph(new_executions, new_artifacts, [stage_ctx], edges)
-        for execution, eid in zip(new_executions, execution_ids):
-            execution.id = eid
-        for (type_name, _), i in artifact_index.items():
-            new_artifacts[i].id = artifact_ids[i]
-            merger.remember(type_name, new_artifacts[i])
+
+
+def _create(store, merger: _Merger) -> None:
+    """Create the planned executions and artifacts, each in the order of their logged create times (ties in the
+    payload's order), with their events, in one write; then link each to its stage."""
+    units = sorted(merger.units.values(), key=lambda unit: unit.order)
+    executions = [unit.execution for unit in units if not unit.execution.HasField("id")]
+    artifacts = [a for _, a in sorted((_order(a, seq), a) for seq, a in enumerate(merger.new_artifacts.values()))]
+    execution_index = {id(e): i for i, e in enumerate(executions)}
+    artifact_index = {id(a): i for i, a in enumerate(artifacts)}
+    edges: List[Tuple[Optional[int], Optional[int], pb.Event]] = []
+    for unit in units:
+        for artifact, kind in unit.events:
+            edge = pb.Event(type=kind)
+            e, a = execution_index.get(id(unit.execution)), artifact_index.get(id(artifact))
+            if e is None:
+                edge.execution_id = unit.execution.id
+            if a is None:
+                edge.artifact_id = artifact.id
+            edges.append((e, a, edge))
+    if not (executions or artifacts or edges):
+        return
+    execution_ids, artifact_ids, _ = store.put_lineage_subgraph(executions, artifacts, [], edges)
+    for node, node_id in zip(executions + artifacts, execution_ids + artifact_ids):
+        node.id = node_id
+    store.put_attributions_and_associations(
+        [pb.Attribution(context_id=merger.stage_of[id(a)].id, artifact_id=a.id) for a in artifacts],
+        [pb.Association(context_id=merger.units[id(e)].stage.id, execution_id=e.id) for e in executions])
 
 
 def _merge_artifact(artifact: pb.Artifact, spec: Dict[str, Any]) -> bool:
@@ -459,3 +582,20 @@ def _merge_artifact(artifact: pb.Artifact, spec: Dict[str, Any]) -> bool:
             artifact.properties["url"].string_value = ",".join(parts + new)
             changed = True
     return changed
+
+
+def keep_times(mlmd: os.PathLike, stamps: Stamps) -> None:
+    """Give the records of the SQLite mlmd file ``mlmd`` the times a merge into it meant them to have
+    (``stamps``): ML Metadata stamped them with its own clock.
+
+    Only with ML Metadata's store of the file closed and nothing else writing it (the file's write lock held,
+    or a copy no one else knows): this process's SQLite and ML Metadata's own do not see each other's locks.
+    """
+    rows: Dict[str, List[Tuple[Optional[int], Optional[int], int]]] = {}
+    for (kind, node_id), (created, updated) in stamps.items():
+        rows.setdefault(kind, []).append((created, updated, node_id))
+    with closing(sqlite3.connect(mlmd)) as db, db:
+        for kind, values in rows.items():
+            db.executemany(f"UPDATE {kind} SET create_time_since_epoch = coalesce(?, create_time_since_epoch), "
+                           "last_update_time_since_epoch = coalesce(?, last_update_time_since_epoch) WHERE id = ?",
+                           values)

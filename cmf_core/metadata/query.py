@@ -490,10 +490,14 @@ class CmfQuery:
                 last_sync_time: Optional[int] = None) -> str:
         """The export JSON of ``pipelines``: contexts and executions per stage, then all events and
         artifacts in one batch each."""
-        def fresh(node: Any) -> bool:
-            return not last_sync_time or node.last_update_time_since_epoch > last_sync_time
+        # the server keeps when it wrote each record: the logged update time it keeps may be older than that
+        written = self.store.written_at() if last_sync_time and hasattr(self.store, "written_at") else {}
 
-        plan = [(p, [(s, [e for e in self.get_all_executions_by_stage(s.id, exec_uuid) if fresh(e)])
+        def fresh(node: Any, kind: str = "context") -> bool:
+            changed = written.get((kind, node.id), node.last_update_time_since_epoch)
+            return not last_sync_time or changed > last_sync_time
+
+        plan = [(p, [(s, [e for e in self.get_all_executions_by_stage(s.id, exec_uuid) if fresh(e, "execution")])
                      for s in self.store.get_children_contexts_by_context(p.id)]) for p in pipelines]
         events: Dict[int, List[pb.Event]] = {}
         for ev in self._events_of_executions(e.id for _, stages in plan for _, execs in stages for e in execs):
@@ -529,5 +533,6 @@ class CmfQuery:
 
     def extract_to_json(self, last_sync_time: int) -> str:
         """All pipelines as export JSON; with ``last_sync_time`` (ms since epoch) only executions updated
-        after it, and the stages and pipelines that have such executions or were updated after it."""
+        after it, and the stages and pipelines that have such executions or were updated after it (on the
+        server: written after it, see :meth:`~cmf_core.server.sqlstore.SqlStore.written_at`)."""
         return self._export(self._pipelines(), last_sync_time=last_sync_time)

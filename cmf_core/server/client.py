@@ -32,7 +32,7 @@ import httpx
 from cmf_core import config
 from cmf_core.errors import CmfError
 from cmf_core.layout import file_md5
-from cmf_core.metadata.merge import MergeError, MergeResult, merge_pipeline, pipeline_of
+from cmf_core.metadata.merge import MergeError, MergeResult, Stamps, keep_times, merge_pipeline, pipeline_of
 
 __all__ = ["MetadataClient", "ServerError", "ServerUnavailable", "ServerNoAnswer", "ServerAuthError", "PushResult",
            "PullResult", "push_metadata", "pull_metadata", "server_token", "DEFAULT_TIMEOUT"]
@@ -402,15 +402,17 @@ def pull_metadata(client: MetadataClient, pipeline: str, mlmd: str = "mlmd",
             if not created:
                 shutil.copyfile(target, work)
             store = records.open_store(work)
+            stamps: Stamps = {}
             try:
                 # the server's values win: a pull brings the shared record of the pipeline into this workspace
-                merged = merge_pipeline(store, checked, exec_uuid=execution_uuid, replace=True)
+                merged = merge_pipeline(store, checked, exec_uuid=execution_uuid, replace=True, stamps=stamps)
             except MergeError:
                 raise
             except Exception as exc:  # MLMD refused a record: nothing replaced
                 raise CmfError(f"metadata pull of {pipeline!r}: merging into {mlmd} failed: {exc}") from None
             finally:
                 del store  # MLMD closes the file when its store object goes
+            keep_times(work, stamps)  # the server's (logged) times, not those MLMD stamped: no one else has the copy
             os.replace(work, target)
         finally:
             work.unlink(missing_ok=True)

@@ -164,7 +164,7 @@ class Lineage:
                 events, shown = self._neighbourhood(s, pipeline_id, query, start, excluded)
                 graph = _project(events, query.view)
                 nodes = {n for n in graph.nodes if n in shown}
-            groups = _groups(events)
+            groups, times = _groups(events)
             members: Set[str] = set()
             if query.cluster is not None:
                 members = _members(graph.nodes, groups, query.cluster)
@@ -177,12 +177,16 @@ class Lineage:
             artifacts = self.reads._artifact_summaries(s, [int(n[2:]) for n in individual if n[0] == "a"])
             executions = self.reads._execution_summaries(s, [int(n[2:]) for n in individual if n[0] == "e"])
             also = self._also_in(s, pipeline_id, [int(n[2:]) for n in individual if n[0] == "a"])
-            stage_names = self._stage_names(s, {g.stage for g in groups.values()})
+            stage_names = self._stage_names(s, {int(_cluster_parts(g)[1]) for g in set(groups.values())})
             trail = self._trail_labels(s, query.trail or tuple(t for t in (query.focus or query.cluster,) if t))
         counts: Dict[str, int] = defaultdict(int)
-        for n in nodes:
-            counts[unit.get(n, n)] += 1
-        positions = dag.layout(shown_nodes, [(a, b) for a, b, _ in edges])
+        first: Dict[str, float] = {}
+        for n in nodes:  # a cluster of one is drawn as its node: both have a time
+            u, first[n] = unit.get(n, n), times.get(n, math.inf)
+            counts[u] += 1
+            first[u] = min(first.get(u, math.inf), first[n])
+        chronological = sorted(shown_nodes, key=lambda k: (first.get(k, math.inf), _order(k)))
+        positions = dag.layout(chronological, [(a, b) for a, b, _ in edges])
         out_nodes = []
         for key in shown_nodes:
             layer, rank = positions[key]
@@ -455,19 +459,11 @@ def _order(key: str) -> Tuple[str, int, str]:
     return "z", 0, key
 
 
-class _Group(NamedTuple):
-    what: str  # "runs", "made" or "read"
-    stage: int
-    type: str  # "" for runs
-
-    @property
-    def id(self) -> str:
-        return f"runs:{self.stage}" if self.what == "runs" else f"{self.what}:{self.stage}:{self.type}"
-
-
-def _groups(events: Iterable[Event]) -> Dict[str, _Group]:
-    """The cluster of each node of ``events``: an execution's stage; an artifact's type and the stage of its
-    first producer (by execution id), or of its first consumer if no execution of the pipeline produced it."""
+def _groups(events: Iterable[Event]) -> Tuple[Dict[str, str], Dict[str, float]]:
+    """The cluster id of each node of ``events`` (an execution's stage; an artifact's type and the stage of its
+    first producer, by execution id, or of its first consumer if no execution of the pipeline produced it),
+    and when it came: an execution's id, an artifact just after its first producer or before its first
+    consumer.  The layout breaks cycles (a stage reading what it wrote) against that order."""
     stage_of: Dict[int, int] = {}
     producer: Dict[int, Tuple[int, int, str]] = {}
     consumer: Dict[int, Tuple[int, int, str]] = {}
@@ -476,12 +472,13 @@ def _groups(events: Iterable[Event]) -> Dict[str, _Group]:
         into = producer if ev.kind in OUTPUTS else consumer if ev.kind in INPUTS else None
         if into is not None and (ev.artifact not in into or ev.execution < into[ev.artifact][0]):
             into[ev.artifact] = (ev.execution, ev.stage, ev.type)
-    out = {f"e:{e}": _Group("runs", stage, "") for e, stage in stage_of.items()}
-    for artifact, (_, stage, type_name) in consumer.items():
-        out[f"a:{artifact}"] = _Group("read", stage, type_name)
-    for artifact, (_, stage, type_name) in producer.items():
-        out[f"a:{artifact}"] = _Group("made", stage, type_name)
-    return out
+    groups = {f"e:{e}": f"runs:{stage}" for e, stage in stage_of.items()}
+    times: Dict[str, float] = {f"e:{e}": float(e) for e in stage_of}
+    for what, found, offset in (("read", consumer, -0.5), ("made", producer, 0.5)):
+        for artifact, (execution, stage, type_name) in found.items():
+            groups[f"a:{artifact}"] = f"{what}:{stage}:{type_name}"
+            times[f"a:{artifact}"] = execution + offset
+    return groups, times
 
 
 def _parts(members: Iterable[str]) -> List[List[str]]:
@@ -492,17 +489,18 @@ def _parts(members: Iterable[str]) -> List[List[str]]:
     return [ordered[i:i + size] for i in range(0, len(ordered), size)]
 
 
-def _members(nodes: Iterable[str], groups: Dict[str, _Group], cluster: str) -> Set[str]:
+def _members(nodes: Iterable[str], groups: Dict[str, str], cluster: str) -> Set[str]:
     """The nodes of a cluster (of one part of it for ``ID@PART``)."""
-    what, stage, type_name, part = _cluster_parts(cluster)
-    whole = {n for n in nodes if n in groups and groups[n].id == _Group(what, int(stage), type_name).id}
+    whole_id, _, part_text = cluster.partition("@")
+    part = int(part_text or 0)
+    whole = {n for n in nodes if groups.get(n) == whole_id}
     if not part:
         return whole
     parts = _parts(whole)
     return set(parts[part - 1]) if part <= len(parts) else set()
 
 
-def _units(nodes: Set[str], groups: Dict[str, _Group], query: LineageQuery, members: Set[str]) -> Dict[str, str]:
+def _units(nodes: Set[str], groups: Dict[str, str], query: LineageQuery, members: Set[str]) -> Dict[str, str]:
     """The cluster each node is drawn in (a node not in the mapping is drawn as itself).
 
     Nothing is aggregated with ``detail=all`` or up to :data:`AGGREGATE_ABOVE` nodes.  Above, every node is
@@ -511,7 +509,7 @@ def _units(nodes: Set[str], groups: Dict[str, _Group], query: LineageQuery, memb
     if query.detail == "all" or len(nodes) <= AGGREGATE_ABOVE:
         return {}
     kept = {_node_key(k) for k in ([query.focus] if query.focus else []) + list(query.expand)} | members
-    unit = {n: groups[n].id for n in nodes - kept if n in groups}
+    unit = {n: groups[n] for n in nodes - kept if n in groups}
     if len(members) > AGGREGATE_ABOVE:
         base = query.cluster.split("@")[0] if query.cluster else ""
         for index, part in enumerate(_parts(members), 1):
@@ -538,20 +536,21 @@ def _aggregate(nodes: Set[str], graph: "_Graph",
             if pair[0] != pair[1]:
                 counts[pair] += 1
     shown = sorted({drawn(n) for n in nodes}, key=_order)
-    return shown, [(a, b, c) for (a, b), c in sorted(counts.items(), key=lambda x: (_order(x[0][0]), _order(x[0][1])))]
+    rank = {key: i for i, key in enumerate(shown)}
+    return shown, sorted(((a, b, c) for (a, b), c in counts.items()), key=lambda e: (rank[e[0]], rank[e[1]]))
 
 
 def _cluster_info(cluster: str, count: int, stage_names: Dict[int, str]) -> Dict[str, Any]:
     """What a cluster node shows: its label ("train · 200 runs"), title, what its members are."""
     what, stage_id, type_name, part = _cluster_parts(cluster)
     stage = stage_names.get(int(stage_id), f"stage {stage_id}")
-    of = " (part %d)" % part if part else ""
+    of, mark = (f" (part {part})", f" ({part})") if part else ("", "")
     if what == "runs":
-        label, title = f"{stage} · {count:,} runs", f"the executions of {stage}{of}"
+        label, title = f"{stage} · {count:,} runs{mark}", f"the executions of {stage}{of}"
     elif what == "made":
-        label, title = f"{type_name} ×{count:,} · {stage}", f"the {type_name} artifacts written by {stage}{of}"
+        label, title = f"{type_name} ×{count:,} · {stage}{mark}", f"the {type_name} artifacts written by {stage}{of}"
     else:
-        label, title = f"{type_name} ×{count:,} → {stage}", f"the {type_name} artifacts read by {stage}{of}"
+        label, title = f"{type_name} ×{count:,} → {stage}{mark}", f"the {type_name} artifacts read by {stage}{of}"
     return {"label": label, "title": title, "of": "execution" if what == "runs" else "artifact",
             "type": "execution" if what == "runs" else type_name, "stage": stage, "count": count, "part": part}
 
@@ -561,7 +560,7 @@ def _cluster_info(cluster: str, count: int, stage_names: Dict[int, str]) -> Dict
 @dataclass
 class _Graph:
     nodes: Set[str]
-    edges: List[Tuple[str, str]]
+    edges: List[Tuple[str, str]]  # in no order
     neighbours: Dict[str, Set[str]]
 
 
@@ -604,4 +603,4 @@ def _project(events: Iterable[Event], view: str) -> _Graph:
     for a, b in edges:
         neighbours[a].add(b)
         neighbours[b].add(a)
-    return _Graph(nodes, sorted(edges, key=lambda edge: (_order(edge[0]), _order(edge[1]))), neighbours)
+    return _Graph(nodes, list(edges), neighbours)

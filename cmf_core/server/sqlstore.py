@@ -13,7 +13,15 @@ created by ML Metadata when a store is new.  What ML Metadata checks on a write 
 and raised as its errors: a property that the type does not declare, or declares with another value
 type, and a type re-declared with a clashing property.  Writes cover what the merge does:
 ``put_lineage_subgraph`` creates executions and artifacts (it refuses existing ones), the
-``put_<nodes>`` calls create or update, and events carry no path.
+``put_<nodes>`` calls create or update, ``put_attributions_and_associations`` links new nodes, and events
+carry no path.
+
+Unlike ML Metadata, which stamps its own clock, a node keeps the times it is put with (a merge gives it the
+logged ones), never later than the server's clock (:attr:`SqlStore.now`); a node put without them gets that
+clock.  Since a record can then be older than its arrival, the store also keeps when it last wrote each
+execution and context, by its own clock, in the table ``cmf_written``: the federation's "what changed since"
+export (:meth:`SqlStore.written_at`) compares that, so a run logged long ago and pushed today still reaches
+the peers that synced in between.
 """
 from __future__ import annotations
 
@@ -33,28 +41,37 @@ _NODES = {"execution": pb.Execution, "artifact": pb.Artifact, "context": pb.Cont
 #: a property value's field and the data type a type declares for it
 _VALUES = {"int_value": pb.INT, "double_value": pb.DOUBLE, "string_value": pb.STRING, "bool_value": pb.BOOLEAN}
 _PROPERTY_COLUMNS = ("name", "is_custom_property", *_VALUES)
+_TIMES = ("create_time_since_epoch", "last_update_time_since_epoch")
+#: when the store last wrote each execution and context (its clock, ms since epoch): kind is the table's name
+_WRITTEN = ("CREATE TABLE IF NOT EXISTS cmf_written (kind TEXT NOT NULL, id BIGINT NOT NULL, at BIGINT NOT NULL, "
+            "PRIMARY KEY (kind, id))")
 
 
 def _unchanged(node: Any, stored: Any) -> bool:
-    """Whether writing ``node`` leaves ``stored`` as it is (then nothing is written, not even the update time)."""
+    """Whether writing ``node`` leaves ``stored`` as it is (then nothing is written): the same values, and the
+    stored times or none."""
     mine, theirs = type(node)(), type(node)()
     mine.CopyFrom(node)
     theirs.CopyFrom(stored)
     for message in (mine, theirs):
-        for name in ("type", "create_time_since_epoch", "last_update_time_since_epoch"):
-            message.ClearField(name)
+        message.ClearField("type")
+    for name in _TIMES:
+        if not mine.HasField(name):
+            theirs.ClearField(name)
     return mine == theirs
 
 
 class SqlStore:
     """The calls of ML Metadata's ``MetadataStore`` that the merge and the export make, on one transaction.
 
-    ``now`` (ms since epoch) stamps every record this transaction creates or changes.
+    ``now`` (ms since epoch) is the server's clock: it stamps the records this transaction creates or changes
+    without times of their own, and bounds the times they have.
     """
 
     def __init__(self, session: Session, now: int) -> None:
         self.db = session
         self.now = now
+        self._written_table = False  # whether this transaction made sure cmf_written exists
         self._types: Dict[Tuple[str, str], Optional[Tuple[int, Dict[str, int]]]] = {}  # (kind, name) -> id, props
         self._declared: Dict[int, Tuple[str, Dict[str, int]]] = {}  # type id -> kind, props
 
@@ -243,6 +260,14 @@ class SqlStore:
                 rows.append((node_id, name, custom, *(getattr(value, f) if f == field else None for f in _VALUES)))
         return rows
 
+    def _times(self, node: Any, stored: Optional[Any]) -> Tuple[int, int]:
+        """The (create, last update) times ``node`` is written with, which it then has: its own, never later
+        than the server's clock; without them the stored create time (a new node's: now) and now."""
+        created, updated = (min(getattr(node, t), self.now) if node.HasField(t) else 0 for t in _TIMES)
+        node.create_time_since_epoch = created or (stored.create_time_since_epoch if stored is not None else self.now)
+        node.last_update_time_since_epoch = updated or self.now
+        return node.create_time_since_epoch, node.last_update_time_since_epoch
+
     def _put(self, kind: str, nodes: Sequence[Any]) -> List[int]:
         """Create the nodes without an id and update those with one (when they changed); their ids, in order."""
         for node in nodes:
@@ -261,19 +286,41 @@ class SqlStore:
         def columns(node: Any) -> Tuple:
             return (node.name if node.HasField("name") else None, *(node.uri if node.HasField("uri") else None
                                                                     for _ in uri))
-        self.db.insert(kind, ("id", "type_id", "name", *uri, "create_time_since_epoch",
-                              "last_update_time_since_epoch"),
-                       [(i, n.type_id, *columns(n), self.now, self.now) for i, n in written])
+        self.db.insert(kind, ("id", "type_id", "name", *uri, *_TIMES),
+                       [(i, n.type_id, *columns(n), *self._times(n, None)) for i, n in written])
         if changed:
             self.db.execute_many(f"UPDATE {kind} SET name = ?, {''.join(c + ' = ?, ' for c in uri)}"
-                                 "last_update_time_since_epoch = ? WHERE id = ?",
-                                 [(*columns(n), self.now, i) for i, n in changed.items()])
+                                 "create_time_since_epoch = ?, last_update_time_since_epoch = ? WHERE id = ?",
+                                 [(*columns(n), *self._times(n, stored[i]), i) for i, n in changed.items()])
             among, params = self.db.among(f"{kind}_id", list(changed))
             self.db.execute(f"DELETE FROM {kind}property WHERE {among}", params)
             written += list(changed.items())
         self.db.insert(f"{kind}property", (f"{kind}_id", *_PROPERTY_COLUMNS),
                        [row for i, n in written for row in self._property_rows(i, n)])
+        if kind != "artifact":
+            self._mark_written(kind, [i for i, _ in written], list(changed))
         return ids
+
+    def _mark_written(self, kind: str, ids: List[int], rewritten: List[int]) -> None:
+        """Note that this transaction wrote the nodes ``ids`` (``rewritten``: those that were stored already)."""
+        if not ids:
+            return
+        if not self._written_table:
+            self.db.execute(_WRITTEN)
+            self._written_table = True
+        if rewritten:
+            among, params = self.db.among("id", rewritten)
+            self.db.execute(f"DELETE FROM cmf_written WHERE kind = ? AND {among}", [kind, *params])
+        self.db.insert("cmf_written", ("kind", "id", "at"), [(kind, i, self.now) for i in ids])
+
+    def written_at(self) -> Dict[Tuple[str, int], int]:
+        """When the store last wrote each execution and context, by ("execution" or "context", id); a record
+        written before the store kept these (its update time is when it was written) is not among them."""
+        exists = ("SELECT to_regclass('cmf_written') IS NOT NULL" if self.db.postgres else
+                  "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'cmf_written'")
+        if not self.db.value(exists):
+            return {}
+        return {(kind, node_id): at for kind, node_id, at in self.db.rows("SELECT kind, id, at FROM cmf_written")}
 
     def put_contexts(self, contexts: Sequence[pb.Context]) -> List[int]:
         return self._put("context", contexts)
@@ -292,6 +339,15 @@ class SqlStore:
                 raise mlmd_errors.AlreadyExistsError(f"context {link.child_id} already has parent {link.parent_id}")
         self.db.insert("parentcontext", ("context_id", "parent_context_id"),
                        [(link.child_id, link.parent_id) for link in links])
+
+    def put_attributions_and_associations(self, attributions: Sequence[pb.Attribution],
+                                          associations: Sequence[pb.Association]) -> None:
+        """Link artifacts and executions to contexts; the links must be new (the merge links only the nodes it
+        creates)."""
+        self.db.insert("attribution", ("context_id", "artifact_id"), [(a.context_id, a.artifact_id)
+                                                                      for a in attributions])
+        self.db.insert("association", ("context_id", "execution_id"), [(a.context_id, a.execution_id)
+                                                                       for a in associations])
 
     def put_lineage_subgraph(self, executions: Sequence[pb.Execution], artifacts: Sequence[pb.Artifact],
                              contexts: Sequence[pb.Context],

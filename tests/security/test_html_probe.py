@@ -175,11 +175,13 @@ class Site:
     kind: str  # "server" or "ui"
     url: str
     executions: List[int]  # ids of RUNS, in order
+    uuids: List[str]  # their uuids (exported() makes new ones each time: read back from the site)
     artifacts: Dict[str, int]  # key of ARTIFACTS -> id
     note: str  # what the header says of the site ("" for the server)
 
     def label(self, run: int) -> str:
-        return f"{RUNS[run].short_type} #{self.executions[run]}"
+        """How every page names a run: its type (after the first "/") and the start of its uuid."""
+        return f"{RUNS[run].short_type} {self.uuids[run][:8]}"
 
     def by_id(self, keys: Iterable[str]) -> List[str]:
         """Keys of ARTIFACTS in the order of their ids here (the order pages list them in)."""
@@ -193,9 +195,9 @@ def _site(kind: str, url: str, note: str = "") -> Site:
         assert answer.status_code == 200, answer.text
         return answer.json()
 
-    by_type = {e["type"]: e["id"] for e in get(f"/api{PIPE}/executions")["items"]}
+    by_type = {e["type"]: e for e in get(f"/api{PIPE}/executions")["items"]}
     by_name = {a["name"]: a["id"] for a in get(f"/api{PIPE}/artifacts?size=100")["items"]}
-    return Site(kind, url, [by_type[run.type] for run in RUNS],
+    return Site(kind, url, [by_type[run.type]["id"] for run in RUNS], [by_type[run.type]["uuid"] for run in RUNS],
                 {key: by_name[a["name"]] for key, a in ARTIFACTS.items()}, note)
 
 
@@ -366,8 +368,9 @@ def test_pipeline_lists_show_every_hostile_name_as_text(page, site):
     visit(page, site.url + PIPE + "/executions")
     assert page.title() == f"Executions · {PIPELINE} · cmf"
     assert texts(page, "nav.crumbs a")[-1] == PIPELINE
-    assert texts(page, "a.execution") == [f"{run.type} #{i}" for run, i in zip(RUNS, site.executions)]
-    assert texts(page, "table.list tbody td:nth-child(3) a") == [run.stage for run in RUNS]
+    assert texts(page, "a.execution") == [site.label(i) for i in range(len(RUNS))]
+    assert texts(page, "table.list tbody td:nth-child(3)") == [run.stage for run in RUNS]
+    assert texts(page, "nav.stages li:not(:first-child) a") == [f"{run.stage} 1" for run in RUNS]
     headers = texts(page, "table.list thead th a")
     for key in (IMG, JSON_BREAK, DOUBLE, TITLE):  # parameters, then the Metrics artifact's values
         assert key in headers, headers
@@ -382,28 +385,28 @@ def test_pipeline_lists_show_every_hostile_name_as_text(page, site):
     assert [links.nth(i).get_attribute("title") for i in range(links.count())] == [ARTIFACTS[k]["name"] for k in names]
     assert texts(page, "table.list div.sub") == [ARTIFACTS[k]["name"] for k in names]
     assert texts(page, "table.list tbody code") == [ARTIFACTS[k]["uri"] for k in names]
-    assert texts(page, "table.list tbody td:nth-child(2) a") == [ARTIFACTS[k]["type"] for k in names]
+    assert texts(page, "table.list tbody td:nth-child(3) a") == [ARTIFACTS[k]["type"] for k in names]
 
 
 def test_searches_filters_and_sorts_echo_hostile_text_as_text(page, site):
     executions = site.url + PIPE + "/executions?"
     visit(page, executions + urlencode({"stage": RUNS[1].stage}))
     assert texts(page, "h1") == [f"Executions of stage {RUNS[1].stage}"]
-    assert texts(page, "a.execution") == [f"{RUNS[1].type} #{site.executions[1]}"]
+    assert texts(page, "a.execution") == [site.label(1)]
 
     visit(page, executions + urlencode({"q": RUNS[0].command}))
-    expect(page.locator("input[name=q]")).to_have_value(RUNS[0].command)
-    assert texts(page, "a.execution") == [f"{RUNS[0].type} #{site.executions[0]}"]
+    expect(page.locator("form.toolbar input[name=q]")).to_have_value(RUNS[0].command)
+    assert texts(page, "a.execution") == [site.label(0)]
 
     matching = f"`{IMG}` = '{ALERT}'"  # a parameter named by a payload, compared with another
     visit(page, executions + urlencode({"filter": matching, "sort": f"param.{JSON_BREAK}", "order": "desc"}))
-    expect(page.locator("input[name=filter]")).to_have_value(matching)
-    assert texts(page, "a.execution") == [f"{RUNS[1].type} #{site.executions[1]}"]
+    expect(page.locator("form.toolbar input[name=filter]")).to_have_value(matching)
+    assert texts(page, "a.execution") == [site.label(1)]
     assert texts(page, "th[aria-sort=descending] a") == [f"{JSON_BREAK} ▼"]
 
     malformed = f"lr > {IMG}"
     visit(page, executions + urlencode({"filter": malformed}), 400)
-    expect(page.locator("input[name=filter]")).to_have_value(malformed)
+    expect(page.locator("form.toolbar input[name=filter]")).to_have_value(malformed)
     expect(page.locator("p.error[role=alert]")).to_be_visible()
 
     visit(page, site.url + PIPE + "/artifacts?" + urlencode({"type": ARTIFACTS["odd"]["type"]}))
@@ -416,7 +419,7 @@ def test_execution_pages_show_the_logged_strings(page, site):
     for index, run in enumerate(RUNS):
         visit(page, f"{site.url}/executions/{site.executions[index]}")
         assert page.title() == f"{site.label(index)} · cmf"
-        assert texts(page, "h1") == [f"{run.type} #{site.executions[index]}"]
+        assert texts(page, "h1") == [site.label(index)]
         assert texts(page, "p.links a")[0] == run.stage
         assert texts(page, "dl.facts dd")[:4] == [run.command, SVG, JSON_BREAK, JS_URL]
         tables = props_tables(page)
@@ -454,7 +457,8 @@ def test_artifact_pages_and_model_card_show_the_logged_strings(page, site):
     card = page.locator("section.card")
     assert card.locator("h3 + ul a.artifact").all_text_contents() == [
         label_of(k) for k in [*site.by_id(["dataset", "labels", "env"]), *site.by_id(["metrics", "steps"])]]
-    assert card.locator("a.execution").all_text_contents() == [site.label(0), site.label(1)]
+    assert card.locator("a.execution").all_text_contents() == [site.label(0)]  # made by; used by is the page's
+    assert texts(page, "section.card h3 a.execution") == [site.label(0)]
 
 
 def csv_cells(data: bytes) -> Set[str]:
@@ -470,7 +474,7 @@ def test_file_previews_show_hostile_contents_as_text(page, site):
     assert page.locator("pre.file").text_content() == FILES[ENV].decode()
 
 
-NODE_TITLES = "svg.lineage g.node > a:not(.more) > title"
+NODE_TITLES = "svg.lineage g.node > a:not(.more, .refocus) > title"
 
 
 def test_lineage_pages_name_every_node_by_its_logged_name(page, site, tmp_path):
@@ -485,7 +489,8 @@ def test_lineage_pages_name_every_node_by_its_logged_name(page, site, tmp_path):
     focus = f"execution:{site.executions[1]}"
     visit(page, lineage + "?" + urlencode({"focus": focus, "hops": 1, "expand": f"artifact:{site.artifacts['model']}"}))
     wait_for_graph(page)
-    assert texts(page, "svg.lineage g.node.focus > a:not(.more) > title") == [f"{RUNS[1].type}: {site.label(1)}"]
+    assert texts(page, "svg.lineage g.node.focus > a:not(.more, .refocus) > title") == [
+        f"{RUNS[1].type}: {site.label(1)}"]
     assert_harmless(page)
 
     drawing = requests.get(lineage + ".svg", headers=AUTH, timeout=30)  # the export: a file, opened from disk,
@@ -509,7 +514,7 @@ def test_compare_page_and_its_chart_data_keep_hostile_names(page, site):
 
     metric = f"{label_of('steps')}.{JSON_BREAK}"
     visit(page, compare + urlencode([*ids, ("diff", 1), ("metric", metric)]))
-    expect(page.locator("select[name=metric] option[selected]")).to_have_text(metric)
+    expect(page.locator("input[name=metric]:checked")).to_have_value(metric)
 
     visit(page, compare + urlencode({"ids": IMG}), 400)
     expect(page.locator("p.error[role=alert]")).to_contain_text(IMG)
@@ -584,7 +589,7 @@ def test_login_form_keeps_a_hostile_next_address_as_text(browser, sqlite_server,
         tab.get_by_role("button", name="Sign in").click()
         tab.wait_for_url("**/executions?**")
         assert_harmless(tab, 401)
-        expect(tab.locator("input[name=q]")).to_have_value(SVG)
+        expect(tab.locator("form.toolbar input[name=q]")).to_have_value(SVG)
     finally:
         ctx.close()
 
@@ -594,9 +599,9 @@ def test_login_form_keeps_a_hostile_next_address_as_text(browser, sqlite_server,
 
 def test_the_stage_link_of_a_stage_named_with_a_slash_lists_its_execution(page, server_site):
     visit(page, server_site.url + PIPE + "/executions")
-    page.locator("table.list tbody td:nth-child(3) a").first.click()  # the first run's stage: SCRIPT has a "/"
+    page.locator("nav.stages li:nth-child(2) a").click()  # the first run's stage: SCRIPT has a "/"
     page.wait_for_url("**stage=**")
-    assert texts(page, "a.execution") == [f"{RUNS[0].type} #{server_site.executions[0]}"]
+    assert texts(page, "a.execution") == [server_site.label(0)]
 
 
 def test_links_on_the_page_of_a_pipeline_named_with_url_characters_stay_on_it(page, sqlite_server):
