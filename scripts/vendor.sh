@@ -9,7 +9,6 @@ DEST="$ROOT/cmf_core/server/ui/static/vendored"
 # package@version  file in the tarball (repeatable, space-separated)
 PACKAGES=(
     "uplot@1.6.32 dist/uPlot.iife.min.js dist/uPlot.min.css"        # step-metric charts (MIT)
-    "svg-pan-zoom@3.6.2 dist/svg-pan-zoom.min.js"                    # lineage pan and zoom (BSD-2-Clause)
 )
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
