@@ -172,3 +172,21 @@ def postgres(tmp_path_factory):
         pytest.skip("PostgreSQL is not installed")
     with PostgresServer(tmp_path_factory.mktemp("postgres")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the whole test session (``tests/browser.py``), closed at the end."""
+    from tests.browser import CHROMIUM, launch
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"the browser tests need Debian's chromium at {CHROMIUM} (scripts/test.sh installs it)")
+    yield from launch()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh 1280x800 page; ``page.errors`` collects console and page errors (CSP violations among them)."""
+    from tests.browser import new_page
+
+    yield from new_page(browser)

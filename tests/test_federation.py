@@ -307,6 +307,7 @@ def test_the_cli_manages_peers_and_runs_syncs(peered, tmp_path):
     synced = cli("sync", "--from", b.url, *a.store_args)
     assert synced.exit_code == 0 and f"{b.url}: ok: " in synced.output and "1 executions" in synced.output
     assert name in a.contents()
+    assert cli("sync", "--from", b.url, *a.store_args).exit_code == 0  # a second run: nothing new
     log = cli("sync-log", "--limit", "2", *a.store_args)
     assert log.exit_code == 0 and len(log.output.splitlines()) == 2 and b.url in log.output.splitlines()[0]
 
@@ -383,29 +384,19 @@ def test_sync_now_from_the_page_runs_a_configured_peer_only_from_its_own_origin(
     assert unknown.status_code == 404 and "no peer" in unknown.text
 
 
-def test_sync_now_in_a_browser_and_the_log_refreshes_itself(peered, tmp_path):
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("needs Debian's chromium")
-    from tests.test_ui_browser import CHROMIUM_ARGS
+def test_sync_now_in_a_browser_and_the_log_refreshes_itself(peered, page):
+    from playwright.sync_api import expect
 
     a, b = peered
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(b.url + "/peers")
-            page.locator("input[name=token]").fill(B_TOKEN)
-            page.locator("form.login button").click()
-            page.wait_for_url("**/peers")
-            row = page.locator("#peers-table tr", has_text=a.url)
-            logged = page.locator("#runs-table tbody tr", has_text=a.url).count()
-            row.get_by_role("button", name=f"sync {a.url} now").click()
-            page.wait_for_url("**/peers?started=*")
-            playwright_api.expect(page.locator("p.notice")).to_contain_text(a.url)
-            # no reload: the page fetches itself again and the run appears in its log
-            playwright_api.expect(page.locator("#runs-table tbody tr", has_text=a.url)).to_have_count(
-                logged + 1, timeout=30_000)
-            assert int(page.locator("body").get_attribute("data-refreshed")) >= 1
-        finally:
-            browser.close()
+    page.goto(b.url + "/peers")
+    page.locator("input[name=token]").fill(B_TOKEN)
+    page.locator("form.login button").click()
+    page.wait_for_url("**/peers")
+    row = page.locator("#peers-table tr", has_text=a.url)
+    logged = page.locator("#runs-table tbody tr", has_text=a.url).count()
+    row.get_by_role("button", name=f"sync {a.url} now").click()
+    page.wait_for_url("**/peers?started=*")
+    expect(page.locator("p.notice")).to_contain_text(a.url)
+    # no reload: the page fetches itself again and the run appears in its log
+    expect(page.locator("#runs-table tbody tr", has_text=a.url)).to_have_count(logged + 1, timeout=30_000)
+    assert int(page.locator("body").get_attribute("data-refreshed")) >= 1

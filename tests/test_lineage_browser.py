@@ -2,11 +2,10 @@
 executions readable at once, level of detail with ``detail=all``, search, breadcrumbs and reset, direction,
 opening a cluster, a drag that is no click, and the badge of an artifact another pipeline uses.
 
-Screenshots go to the module's tmp dir and, with ``CMF_LINEAGE_SHOTS=DIR``, to DIR too.
+Screenshots go to the module's tmp dir (and the README's one, ``lineage-aggregated``, to ``$CMF_UI_SCREENSHOTS``).
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
@@ -14,19 +13,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip("the browser tests need Debian's chromium at /usr/bin/chromium (scripts/test.sh installs it)",
-                allow_module_level=True)
+from tests.browser import need_chromium, new_page, shoot
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+need_chromium()
+
+from playwright.sync_api import Page, expect  # noqa: E402 (after the skip)
 
 from cmf_core.testing.metadata_server import MetadataServer
 from tests.test_lineage import TUNE_RUNS, artifact, chain, export, other, push, run, sweep
-from tests.test_ui_browser import CHROMIUM_ARGS
 
 BIG_STAGES, BIG_RUNS = 10, 100  # 1,000 executions, 2,000 datasets
-TIMEOUT_MS = 15_000
 LABEL = "#graph g.node > a:not([class]) > text"  # a node's own label (not its +, not its badge)
 # the on-screen height of every label drawn inside the graph's box, and how many labels there are
 LABELS_JS = """() => {
@@ -64,42 +60,16 @@ def url(tmp_path_factory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory) -> List[Path]:
-    extra = os.environ.get("CMF_LINEAGE_SHOTS")
-    return [tmp_path_factory.mktemp("lineage-shots")] + ([Path(extra)] if extra else [])
+def shots(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("lineage-shots")
 
 
 @pytest.fixture
 def page(browser) -> Iterator[Page]:
-    """A fresh context (1280x800); ``page.errors`` collects console errors and uncaught page errors."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    context.set_default_timeout(TIMEOUT_MS)
-    tab = context.new_page()
-    errors: List[str] = []
-    tab.on("console", lambda m: errors.append(f"{tab.url}: {m.text}") if m.type == "error" else None)
-    tab.on("pageerror", lambda e: errors.append(f"{tab.url}: uncaught {e}"))
-    tab.errors = errors  # type: ignore[attr-defined]
-    try:
+    """A fresh 1280x800 page that must end with no console or page error."""
+    for tab in new_page(browser):
         yield tab
-        assert not errors, "console or page errors:\n" + "\n".join(errors)
-    finally:
-        context.close()
-
-
-def shoot(page: Page, shots: List[Path], name: str) -> None:
-    for folder in shots:
-        folder.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(folder / f"lineage-{name}.png"))
+        assert not tab.errors, "console or page errors:\n" + "\n".join(tab.errors)  # type: ignore[attr-defined]
 
 
 def open_lineage(page: Page, url: str, pipeline: str, query: str = "") -> None:
@@ -127,7 +97,7 @@ def test_the_lineage_of_1000_executions_is_readable_at_once(page, url, shots):
     assert len(labels["shown"]) >= 4 and min(labels["shown"]) >= 10, labels  # read without zooming
     expect(node(page, f"stage0 · {BIG_RUNS} runs")).to_be_visible()
     expect(node(page, f"Dataset ×{BIG_RUNS * 2} · stage0")).to_be_visible()
-    shoot(page, shots, "aggregated")
+    shoot(page, shots, "lineage-aggregated")
 
 
 def test_detail_all_shows_labels_only_zoomed_in(page, url, shots):
@@ -137,12 +107,12 @@ def test_detail_all_shows_labels_only_zoomed_in(page, url, shots):
     page.locator("#zoom-fit").click()  # the whole drawing: far too small to read
     expect(page.locator("#graph svg.lineage")).to_have_class(re.compile(r"\bfar\b"))
     assert page.evaluate(LABELS_JS)["shown"] == []
-    shoot(page, shots, "detail-all-fit")
+    shoot(page, shots, "lineage-detail-all-fit")
     for _ in range(18):  # x1.4 each about the middle of the chain: from the fit of 2,000 layers (x0.002) to x1
         page.locator("#zoom-in").click()
     expect(page.locator("#graph svg.lineage")).not_to_have_class(re.compile(r"\bfar\b"))
     expect(page.locator("#graph g.node.near > a > text").first).to_be_visible()
-    shoot(page, shots, "detail-all-zoomed")
+    shoot(page, shots, "lineage-detail-all-zoomed")
     assert len(page.evaluate(LABELS_JS)["shown"]) >= 1
 
 
@@ -160,13 +130,13 @@ def test_search_finds_a_node_and_focuses_it(page, url, shots):
     expect(focus.locator("text").first).to_have_text("a2.csv")
     assert query_of(page)["trail"] == query_of(page)["focus"]
     expect(page.locator("nav.trail .current")).to_have_text("a2.csv")
-    shoot(page, shots, "search-focus")
+    shoot(page, shots, "lineage-search-focus")
 
     page.get_by_role("searchbox").fill("data/a")  # three files: a list to choose from
     page.get_by_role("searchbox").press("Enter")
     page.wait_for_url(re.compile(r"q=data"))
     expect(page.locator(".search-results a.match")).to_have_count(3)
-    shoot(page, shots, "search-several")
+    shoot(page, shots, "lineage-search-several")
     page.locator(".search-results a.match", has_text="a3.csv").click()
     page.wait_for_url(re.compile(r"focus=artifact"))
     expect(page.locator("#graph g.node.focus text").first).to_have_text("a3.csv")
@@ -183,7 +153,7 @@ def test_breadcrumbs_go_back_and_reset_shows_the_whole_pipeline(page, url, shots
     node(page, "a2.csv").locator("a.refocus").click()
     page.wait_for_url(lambda u: len(parse_qs(urlsplit(u).query)["trail"]) == 3)
     expect(page.locator("nav.trail .current")).to_have_text("a2.csv")
-    shoot(page, shots, "trail")
+    shoot(page, shots, "lineage-trail")
     page.locator("nav.trail a", has_text="a1.csv").click()
     page.wait_for_url(first)
     expect(page.locator("#graph g.node.focus text").first).to_have_text("a1.csv")
@@ -200,7 +170,7 @@ def test_direction_shows_only_upstream_or_downstream(page, url, shots):
     page.wait_for_url(re.compile(r"direction=up"))
     labels = page.locator(LABEL).all_text_contents()
     assert {label.split(" ")[0] for label in labels} == {"a2.csv", "a1.csv", "s2"}
-    shoot(page, shots, "upstream")
+    shoot(page, shots, "lineage-upstream")
     page.get_by_label("Direction").select_option("down")
     page.get_by_role("button", name="Apply").click()
     page.wait_for_url(re.compile(r"direction=down"))
@@ -223,14 +193,14 @@ def test_a_cluster_opens_on_click_and_a_drag_is_no_click(page, url, shots):
     page.wait_for_url(re.compile(r"cluster=runs"))
     expect(page.locator("#graph g.node.member")).to_have_count(TUNE_RUNS)
     expect(page.locator("h1")).to_have_text("Lineage of the executions of tune")
-    shoot(page, shots, "cluster")
+    shoot(page, shots, "lineage-cluster")
 
 
 def test_a_badge_leads_to_the_other_pipeline_using_the_artifact(page, url, shots):
     open_lineage(page, url, "chain")
     badge = node(page, "a1.csv").locator("a.also")
     expect(badge).to_contain_text("also in other")
-    shoot(page, shots, "badge")
+    shoot(page, shots, "lineage-badge")
     badge.click()
     page.wait_for_url(re.compile(r"/pipelines/other/lineage\?focus=artifact"))
     expect(page.locator("#graph g.node.focus text").first).to_have_text("a1.csv")

@@ -20,12 +20,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip("the browser tests need Debian's chromium at /usr/bin/chromium (scripts/test.sh installs it)",
-                allow_module_level=True)
+from tests.browser import TIMEOUT_MS, assert_clean, need_chromium, new_page, shoot
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+need_chromium()
+
+from playwright.sync_api import Page, expect  # noqa: E402 (after the skip)
 
 from cmf_core.testing.metadata_server import MetadataServer
 from cmf_core.testing.servers import free_port, wait_for_port
@@ -34,10 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CMF = Path(sys.executable).parent / "cmf"
 XSS = "<img src=x onerror=window.__xss=1>"
 TOKEN = "browser-test-token"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-README_SHOTS = {"pipelines", "executions", "execution", "lineage", "compare"}
-TIMEOUT_MS = 15_000
 
 # the pipeline whose every name and value it can carry is the payload: a stage name, an execution type,
 # an artifact's file name, custom properties of the pipeline, the execution and the artifacts
@@ -135,51 +130,14 @@ def ui_url(workspace, env) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-@pytest.fixture(scope="module")
 def shots(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("ui-screenshots")
 
 
 @pytest.fixture
 def page(browser) -> Iterator[Page]:
-    """A fresh browser context (1280x800, downloads on) and page; ``page.errors`` collects its console errors
-    and uncaught page errors, each as "URL: text"."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
-    context.set_default_timeout(TIMEOUT_MS)
-    tab = context.new_page()
-    errors: List[str] = []
-    tab.on("console", lambda m: errors.append(f"{tab.url}: {m.text}") if m.type == "error" else None)
-    tab.on("pageerror", lambda e: errors.append(f"{tab.url}: uncaught {e}"))
-    tab.errors = errors  # type: ignore[attr-defined]
-    try:
-        yield tab
-    finally:
-        context.close()
-
-
-def assert_clean(page: Page, *statuses: int) -> None:
-    """No console or page error so far, but the browser's note about the document's own expected status."""
-    allowed = [re.compile(rf"Failed to load resource: the server responded with a status of {s}\b") for s in statuses]
-    errors = [e for e in page.errors if not any(a.search(e) for a in allowed)]  # type: ignore[attr-defined]
-    assert not errors, "console or page errors:\n" + "\n".join(errors)
-
-
-def shoot(page: Page, shots: Path, name: str, full_page: bool = False) -> None:
-    """A screenshot into the module's tmp dir; the README's ones also into $CMF_UI_SCREENSHOTS when set."""
-    page.screenshot(path=str(shots / f"{name}.png"), full_page=full_page)
-    target = os.environ.get("CMF_UI_SCREENSHOTS")
-    if target and name in README_SHOTS:
-        Path(target).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(target) / f"{name}.png"), full_page=full_page)
+    """A fresh page (1280x800, downloads on); ``page.errors`` collects its console errors and page errors."""
+    yield from new_page(browser, accept_downloads=True)
 
 
 def path_of(page: Page) -> str:

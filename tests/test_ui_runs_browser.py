@@ -5,41 +5,17 @@ compare page's reference run, environment diff and artifact compare.  No console
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterator, List, Tuple
-
-import pytest
-
-from tests.test_ui_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, assert_clean, query_of
-
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402 (after the skip in test_ui_browser)
-
-from tests.test_ui_runs import P, STEPS, TRAINS, accuracy, loss, lr, runs  # noqa: F401 (runs: the fixture)
+from typing import Dict, List, Tuple
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+from tests.browser import assert_clean, need_chromium, shoot
 
+need_chromium()
 
-@pytest.fixture
-def page(browser) -> Iterator[Page]:
-    """A fresh 1280x800 page; ``page.errors`` collects console and page errors (CSP violations among them)."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    context.set_default_timeout(TIMEOUT_MS)
-    tab = context.new_page()
-    errors: List[str] = []
-    tab.on("console", lambda m: errors.append(f"{tab.url}: {m.text}") if m.type == "error" else None)
-    tab.on("pageerror", lambda e: errors.append(f"{tab.url}: uncaught {e}"))
-    tab.errors = errors  # type: ignore[attr-defined]
-    try:
-        yield tab
-    finally:
-        context.close()
+from playwright.sync_api import Page, expect  # noqa: E402 (after the skip)
+
+from tests.test_ui_browser import query_of  # noqa: E402
+from tests.test_ui_runs import P, STEPS, TRAINS, accuracy, loss, lr, runs  # noqa: E402,F401 (runs: the fixture)
 
 
 def marks(page: Page, selector: str) -> List[Tuple[str, str]]:
@@ -52,7 +28,7 @@ def show(value: float) -> str:
     return str(float(f"{value:.4g}")).removesuffix(".0")
 
 
-def test_cross_run_charts_draw_every_matching_run_and_a_point_opens_it(page, runs):
+def test_cross_run_charts_draw_every_matching_run_and_a_point_opens_it(page, runs, tmp_path):
     page.goto(runs.url + f"/pipelines/{P}/executions?stage=train&chart=1&x=param.lr&y=metric.accuracy")
     section = page.locator("#runs-charts")
     expect(section).to_have_attribute("data-runs", str(TRAINS))  # all of them, not the 25 of the page
@@ -70,7 +46,7 @@ def test_cross_run_charts_draw_every_matching_run_and_a_point_opens_it(page, run
                                              "+a.firstChild.nextSibling.getAttribute('cy')]])"))
     by_lr = [centres[f"/executions/{runs.trains[i]}"] for i in sorted(with_both, key=lr)]
     assert by_lr == sorted(by_lr) and [y for _, y in by_lr] == sorted((y for _, y in by_lr), reverse=True)
-    page.screenshot(path="/tmp/shots/runs/browser-executions-charts.png", full_page=True)
+    shoot(page, tmp_path, "charts", full_page=True)
     # the highest-accuracy point, clicked where it is drawn, opens its run
     best = max(with_both, key=lambda i: accuracy(i))
     page.locator(f'#scatter a[href="/executions/{runs.trains[best]}"] circle').click()
@@ -111,7 +87,7 @@ def test_a_parallel_coordinates_line_opens_its_run_and_choices_go_to_the_url(pag
     assert_clean(page)
 
 
-def test_the_column_chooser_keeps_its_choice_in_the_url(page, runs):
+def test_the_column_chooser_keeps_its_choice_in_the_url(page, runs, tmp_path):
     page.goto(runs.url + f"/pipelines/{P}/executions?stage=train")
     headers = page.locator("table.list thead th")
     expect(headers).to_have_count(5 + 6)
@@ -131,7 +107,7 @@ def test_the_column_chooser_keeps_its_choice_in_the_url(page, runs):
     assert query_of(page)["cols"] == ["metric.accuracy,param.lr"]
     first = min((i for i in range(TRAINS) if lr(i) is not None), key=lr)
     expect(page.locator("table.list tbody tr").first.locator("td").nth(6)).to_have_text(show(lr(first)))
-    page.screenshot(path="/tmp/shots/runs/browser-columns.png")
+    shoot(page, tmp_path, "columns")
     assert_clean(page)
 
 
@@ -141,7 +117,7 @@ def drawing(page: Page, selector: str) -> Dict[str, str]:
             "png": box.locator("canvas").screenshot()}
 
 
-def test_step_chart_controls_change_the_drawing_and_stay_in_the_url(page, runs):
+def test_step_chart_controls_change_the_drawing_and_stay_in_the_url(page, runs, tmp_path):
     execution = runs.trains[0]
     page.goto(runs.url + f"/executions/{execution}")
     chart = "div.chart-box[data-chart]"
@@ -159,7 +135,7 @@ def test_step_chart_controls_change_the_drawing_and_stay_in_the_url(page, runs):
     page.locator("select[name=xaxis]").select_option("relative")
     expect(page.locator(chart)).to_have_attribute("data-x", "relative")
     assert drawing(page, chart)["png"] != smooth["png"]
-    page.screenshot(path="/tmp/shots/runs/browser-execution-controls.png", full_page=True)
+    shoot(page, tmp_path, "execution-controls", full_page=True)
     query = query_of(page)
     assert query["logy"] == ["1"] and query["xaxis"] == ["relative"]
     page.reload()  # the URL holds it all
@@ -169,7 +145,7 @@ def test_step_chart_controls_change_the_drawing_and_stay_in_the_url(page, runs):
     assert_clean(page)
 
 
-def test_compare_marks_cells_against_the_pinned_reference_and_diffs_environments(page, runs):
+def test_compare_marks_cells_against_the_pinned_reference_and_diffs_environments(page, runs, tmp_path):
     ids = runs.trains[:3]
     ids_query = ",".join(map(str, ids))
     page.goto(runs.url + f"/pipelines/{P}/compare?ids={ids_query}&metric=training.loss&metric=training.lr")
@@ -183,7 +159,7 @@ def test_compare_marks_cells_against_the_pinned_reference_and_diffs_environments
     expect(page.locator("#envdiff tbody tr")).to_have_text([re.compile(r"numpy\s*1.26.4\s*2.0.1"),
                                                             re.compile(r"scipy\s*—\s*1.13.0"),
                                                             re.compile(r"requests\s*2.31.0\s*—")])
-    page.screenshot(path="/tmp/shots/runs/browser-compare.png", full_page=True)
+    shoot(page, tmp_path, "compare", full_page=True)
     page.locator("thead th").nth(2).get_by_text("pin as reference").click()
     page.wait_for_url(f"**ref={ids[1]}**")
     expect(optimizer.nth(1)).to_have_class("ref")
@@ -194,7 +170,7 @@ def test_compare_marks_cells_against_the_pinned_reference_and_diffs_environments
     assert_clean(page)
 
 
-def test_artifacts_are_compared_from_the_artifacts_page(page, runs):
+def test_artifacts_are_compared_from_the_artifacts_page(page, runs, tmp_path):
     page.goto(runs.url + f"/pipelines/{P}/artifacts?type=Dataset")
     page.get_by_label(f"compare artifact {runs.datasets['a.csv']}").check()
     page.get_by_label(f"compare artifact {runs.datasets['b.csv']}").check()
@@ -206,5 +182,5 @@ def test_artifacts_are_compared_from_the_artifacts_page(page, runs):
     rows = row.locator("td")
     expect(rows).to_have_text(["100", "250"])
     expect(rows.nth(1)).to_have_class("changed")
-    page.screenshot(path="/tmp/shots/runs/browser-compare-artifacts.png", full_page=True)
+    shoot(page, tmp_path, "compare-artifacts", full_page=True)
     assert_clean(page)

@@ -183,32 +183,25 @@ def evil_site() -> Iterator[Dict[str, str]]:
         yield {"url": site.add(page), "pages": pages}
 
 
-def test_a_page_on_another_port_cannot_push_with_the_login_cookie(sqlite_server, evil_site):
-    from tests.test_ui_browser import CHROMIUM, CHROMIUM_ARGS
-
-    if not CHROMIUM.exists():
-        pytest.skip("needs Debian's chromium")
-    from playwright.sync_api import sync_playwright
-
+def test_a_page_on_another_port_cannot_push_with_the_login_cookie(sqlite_server, evil_site, browser):
     name = unique("csrf")
     body = push_body(export(name))
     wire = json.dumps(body)[:-1] + ', "pad": "'  # text/plain forms send name=value: the value closes the JSON
     evil_site["pages"]["/"] = EVIL_PAGE.format(url=sqlite_server.url, name=wire.replace("'", "&#39;"), value='"}')
     seen: List[Tuple[str, int]] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(f"{sqlite_server.url}/login")
-            page.fill("input[name=token]", TOKEN)
-            page.click("button[type=submit], input[type=submit]")
-            page.wait_for_load_state()
-            assert page.context.cookies()[0]["name"] == "cmf_session"
-            page.on("response", lambda r: seen.append((r.url, r.status)))
-            with page.expect_navigation(url=f"{sqlite_server.url}/mlmd_push"):
-                page.goto(evil_site["url"] + "/")
-        finally:
-            browser.close()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{sqlite_server.url}/login")
+        page.fill("input[name=token]", TOKEN)
+        page.click("button[type=submit], input[type=submit]")
+        page.wait_for_load_state()
+        assert page.context.cookies()[0]["name"] == "cmf_session"
+        page.on("response", lambda r: seen.append((r.url, r.status)))
+        with page.expect_navigation(url=f"{sqlite_server.url}/mlmd_push"):
+            page.goto(evil_site["url"] + "/")
+    finally:
+        context.close()
     assert (f"{sqlite_server.url}/mlmd_push", 403) in seen
     stored = requests.get(f"{sqlite_server.url}/api/pipelines", headers=AUTH).json()
     assert name not in json.dumps(stored)

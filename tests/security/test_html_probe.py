@@ -36,8 +36,8 @@ from cmf_core.server.store import ServerStore
 from cmf_core.testing.metadata_server import MetadataServer
 from cmf_core.testing.servers import Server, free_port
 from tests.security.conftest import AUTH, TOKEN, export, push_body, unique
-from tests.test_ui_browser import (  # noqa: F401 - browser: the module's Chromium (a fixture)
-    TIMEOUT_MS, assert_clean, browser, wait_for_chart, wait_for_graph)
+from tests.browser import TIMEOUT_MS, assert_clean
+from tests.test_ui_browser import wait_for_chart, wait_for_graph
 
 CMF = Path(sys.executable).parent / "cmf"
 
