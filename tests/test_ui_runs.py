@@ -4,6 +4,7 @@ compare, each with its JSON twin.  The browser walks them in ``test_ui_runs_brow
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from html import unescape
 from pathlib import Path
@@ -105,7 +106,9 @@ def runs(tmp_path_factory) -> Iterator[Runs]:
         try:
             with in_workspace(root):
                 init(root, base / "store", server.url, base / "origin.git")
-                uuids = log_runs(root)
+                with pytest.MonkeyPatch.context() as mp:  # the command a run records, as a user's would read
+                    mp.setattr(sys, "argv", ["train.py", "--config", "sweep.yaml"])
+                    uuids = log_runs(root)
                 with MetadataClient(server.url, None, retries=0) as client:
                     assert push_metadata(client, P, str(root / "mlmd")).status == "success"
         finally:
