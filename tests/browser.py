@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, List
 
@@ -57,6 +58,10 @@ def new_page(browser: "Browser", **options) -> Iterator["Page"]:
         yield tab
     finally:
         context.close()
+
+
+#: ``with opened(browser, **options) as page:`` - a page of :func:`new_page` for part of a test.
+opened = contextmanager(new_page)
 
 
 def assert_clean(page: "Page", *statuses: int) -> None:

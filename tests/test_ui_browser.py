@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from tests.browser import TIMEOUT_MS, assert_clean, need_chromium, new_page, shoot
+from tests.browser import assert_clean, need_chromium, new_page, opened, shoot
 
 need_chromium()
 
@@ -490,32 +490,24 @@ def axe_violations(page: Page) -> List[str]:
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_every_page_has_no_accessibility_violations(browser, server, workspace, shots, scheme):
     """axe-core finds nothing on any page, in the light and the dark colour scheme (contrast included)."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, color_scheme=scheme,
-                                  bypass_csp=True)  # to inject axe; the pages' own CSP is tested elsewhere
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
     problems = {}
-    try:
+    # bypass_csp: to inject axe; the pages' own CSP is tested elsewhere
+    with opened(browser, color_scheme=scheme, bypass_csp=True) as page:
         for name, path in every_page(server.url).items():
             page.goto(server.url + path)
             page.wait_for_load_state("load")
             found = axe_violations(page)
-            page.screenshot(path=str(shots / f"{scheme}-{name}.png"), full_page=True)
+            shoot(page, shots, f"{scheme}-{name}", full_page=True)
             if found:
                 problems[name] = found
-    finally:
-        context.close()
     assert not problems, "\n".join(f"{name}: {v}" for name, vs in problems.items() for v in vs)
 
 
 def test_pages_fit_a_phone_and_tables_scroll_inside(browser, server, workspace, shots):
     """At 390 px wide no page scrolls sideways (a wide table scrolls inside its own box), and the focused
     lineage is fitted into the screen."""
-    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1, is_mobile=True)
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
     wide = {}
-    try:
+    with opened(browser, viewport={"width": 390, "height": 844}, device_scale_factor=1, is_mobile=True) as page:
         for name, path in every_page(server.url).items():
             page.goto(server.url + path)
             page.wait_for_load_state("load")
@@ -524,14 +516,10 @@ def test_pages_fit_a_phone_and_tables_scroll_inside(browser, server, workspace, 
                 wide[name] = (width, page.evaluate(
                     "Array.from(document.querySelectorAll('body *')).filter(e => e.getBoundingClientRect().right > 391"
                     " && !e.closest('.scroll')).slice(0, 4).map(e => e.tagName + '.' + e.className)"))
-            page.screenshot(path=str(shots / f"phone-{name}.png"), full_page=True)
-            if os.environ.get("CMF_UI_SCREENSHOTS"):
-                page.screenshot(path=str(Path(os.environ["CMF_UI_SCREENSHOTS"]) / f"phone-{name}.png"), full_page=True)
+            shoot(page, shots, f"phone-{name}", full_page=True)
         page.goto(server.url + every_page(server.url)["lineage-focus"])
         wait_for_graph(page)
         box = page.locator("#graph").bounding_box()
         drawn = page.locator("#graph svg .viewport").bounding_box()
         assert box and drawn and drawn["x"] >= box["x"] - 1 and drawn["x"] + drawn["width"] <= box["x"] + box["width"] + 1
-    finally:
-        context.close()
     assert not wide, f"pages wider than the screen: {wide}"

@@ -514,13 +514,16 @@ class Reads:
         return where, args
 
     def _list(self, s: Session, columns: _Columns, select: str, where: List[str], args: List[Any], shown: str,
-              sort: str, order: str, page: int, size: int, narrowed: bool) -> Tuple[int, List[Tuple]]:
+              sort: str, order: str, page: int, size: int, narrowed: bool,
+              total: Optional[int] = None) -> Tuple[int, List[Tuple]]:
         """(total, the rows of one page) of a list: the records ``where`` selects, sorted by any column; ``shown``
         columns selected.  ``select`` has no parameters: the sort's join, and its parameters, go right after it.
-        A page past the end is a BadRequest naming the last page (``narrowed``: by a search or filter)."""
+        A page past the end is a BadRequest naming the last page (``narrowed``: by a search or filter).
+        ``total``: how many records ``where`` selects, when the caller counted them already."""
         join, join_args, order_sql, order_args = columns.sort(sort, order == "desc")
         condition = " AND ".join(where)
-        total = s.value(f"{select.format('count(*)')} WHERE {condition}", args)
+        if total is None:
+            total = s.value(f"{select.format('count(*)')} WHERE {condition}", args)
         if page > 1 and (page - 1) * size >= total:
             last = max(1, -(-total // size))
             raise BadRequest(f"page {page} is past the end: {total} {columns.entity.table}s"
@@ -573,7 +576,8 @@ class Reads:
             total, rows = self._list(
                 s, columns, f"SELECT {{}} {_ARTIFACTS_FROM}", where, args,
                 "a.id, a.name, t.name, a.uri, a.create_time_since_epoch, a.last_update_time_since_epoch",
-                sort, order, page, size, bool(q or filter))
+                sort, order, page, size, bool(q or filter),
+                total=counts.get(type, 0) if type else sum(counts.values()))  # the tabs' counts sum to it
             props = self._props(s, "artifact", [r[0] for r in rows])
             shown = self._common_custom(s, linked, linked_args, type, counts)
         items = [{"id": r[0], "name": r[1] or "", "label": posixpath.basename(_path(r[1] or "")), "type": r[2],
