@@ -144,13 +144,23 @@ def push(server: MetadataServer, mlmd: Path) -> str:
 
 
 @pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=NEEDS_POSTGRES)])
-def test_a_push_keeps_the_logged_times_and_order(request, logged, store):
+def test_a_push_keeps_the_logged_times_and_order(request, logged, store, page):
     server = request.getfixturevalue("pushed" if store == "sqlite" else "postgres_server")
     if store == "postgres":
         assert push(server, logged) == "success"
     expected = local_times(logged)
     assert any(created != updated for key, (created, updated) in expected.items() if key.startswith("execution "))
     assert_shows(server.url, expected)
+
+    # the page a person reads: the runs in the order they were logged, each with its own logged time and name
+    runs = sorted((created, key.split(" ", 1)[1]) for key, (created, _) in expected.items()
+                  if key.startswith("execution "))
+    page.goto(f"{server.url}/pipelines/{PIPELINE}/executions")
+    rows = page.locator("table.list tbody tr")
+    assert rows.locator("td:nth-child(5)").all_text_contents() == [
+        time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(created / 1000)) for created, _ in runs]
+    assert rows.locator("a.execution").all_text_contents() == [
+        f"{RUNS[i].capitalize()} {uuid_[:8]}" for i, (_, uuid_) in enumerate(runs)]
 
     before = shown(server.url)
     assert push(server, logged) == "exists"
