@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Set
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -20,7 +20,7 @@ need_chromium()
 from playwright.sync_api import Page, expect  # noqa: E402 (after the skip)
 
 from cmf_core.testing.metadata_server import MetadataServer
-from tests.test_lineage import TUNE_RUNS, artifact, chain, export, other, push, run, sweep
+from tests.test_lineage import TUNE_RUNS, artifact, chain, export, ids, other, push, run, sweep
 
 BIG_STAGES, BIG_RUNS = 10, 100  # 1,000 executions, 2,000 datasets
 LABEL = "#graph g.node > a:not([class]) > text"  # a node's own label (not its +, not its badge)
@@ -161,6 +161,23 @@ def test_breadcrumbs_go_back_and_reset_shows_the_whole_pipeline(page, url, shots
     page.wait_for_url(f"{url}/pipelines/chain/lineage")
     expect(page.locator("#graph g.node")).to_have_count(9)
     expect(page.locator("#graph g.node.focus")).to_have_count(0)
+
+
+def test_the_plus_of_a_node_adds_nodes_and_drops_none(page, url):
+    # raw -> s1 -> a1 -> s2 -> a2 -> s3 -> a3 (and score): 4 hops up from a3 reach a1, through s3, whose + shows
+    # the score; expanding s3 must keep what the focus reaches through it
+    a3 = ids(url, "chain", "artifacts")["data/a3.csv"]
+    open_lineage(page, url, "chain", f"?focus=artifact:{a3}&hops=4")
+
+    def drawn() -> Set[str]:
+        return set(page.eval_on_selector_all("#graph g.node", "nodes => nodes.map(n => n.dataset.key)"))
+
+    before = drawn()
+    node(page, "s3").locator("a.more").click()
+    page.wait_for_url("**expand=**")
+    expect(page.locator("#graph svg.lineage")).to_have_attribute("data-ready", "1")
+    after = drawn()
+    assert before < after and len(after - before) == 1  # the score; nothing upstream of s3 lost
 
 
 def test_direction_shows_only_upstream_or_downstream(page, url, shots):
