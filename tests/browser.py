@@ -1,4 +1,4 @@
-"""Chromium for the UI tests: Debian's chromium driven by Playwright, one browser per test session
+"""Chromium for the UI tests: Debian's chromium driven by Playwright, one browser per test module
 (``browser``, in ``tests/conftest.py``), a fresh 1280x800 context per test (``page``) whose console errors and
 uncaught page errors are collected (a Content-Security-Policy violation shows up there), and screenshots.
 

@@ -174,9 +174,11 @@ def postgres(tmp_path_factory):
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """One headless Chromium for the whole test session (``tests/browser.py``), closed at the end."""
+    """One headless Chromium for the test module (``tests/browser.py``), closed at its end: Playwright's sync API
+    keeps an event loop and threads in this process while it is open, so that a later module's
+    ``asyncio.run`` (a sync) or fork (a shared pull) would be refused."""
     from tests.browser import CHROMIUM, launch
 
     if not CHROMIUM.exists():
