@@ -33,7 +33,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as pb
 
 from cmf_core.errors import CmfError
-from cmf_core.metadata import store as records
+from cmf_core.metadata import schema
 from cmf_core.metadata.merge import MergeError, MergeResult, merge_pipeline, pipeline_of, pipelines_of
 from cmf_core.metadata.query import CmfQuery
 from cmf_core.server.db import Database, check_schema, fit_postgres
@@ -102,8 +102,8 @@ def _create_sqlite(path: Path) -> None:
     """Make ``path`` an mlmd file in WAL mode (readers and the writer never block each other).
 
     The first connection is a writing one, so whatever a crash left (a hot journal or WAL) is rolled back
-    or forward before anything reads.  ML Metadata creates the schema of a new store and is closed before
-    anything else opens the file: it links its own SQLite, whose file locks ours would not see.
+    or forward before anything reads.  A new store gets ML Metadata's schema from :mod:`cmf_core.metadata.schema`
+    (the same tables and version that ml-metadata creates, in one transaction).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and path.stat().st_size:
@@ -118,8 +118,8 @@ def _create_sqlite(path: Path) -> None:
     if "mlmdenv" not in tables:
         if tables:
             raise CmfError(f"{path} is an SQLite database but not an mlmd file")
-        store = records.open_store(path, check=False)
-        del store  # closes ML Metadata's connection
+        with closing(sqlite3.connect(path, timeout=300)) as db:
+            schema.create(db)
     with closing(sqlite3.connect(path, timeout=300)) as db:
         db.execute("PRAGMA journal_mode=WAL")
 
