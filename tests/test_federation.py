@@ -382,6 +382,11 @@ def test_sync_now_from_the_page_runs_a_configured_peer_only_from_its_own_origin(
     unknown = requests.post(b.url + "/peers/sync", data={"peer": "http://127.0.0.1:1"}, headers=b.headers,
                             allow_redirects=False, timeout=30)
     assert unknown.status_code == 404 and "no peer" in unknown.text
+    # the page's notice names only a configured peer: a link cannot make it announce what it likes
+    page = b.get("/peers", params={"started": "http://evil.example/ your data was sent"},
+                 headers={"Accept": "text/html"})
+    assert page.status_code == 200 and "evil.example" not in page.text and 'class="notice"' not in page.text
+    assert 'class="notice"' in b.get("/peers", params={"started": a.url}, headers={"Accept": "text/html"}).text
 
 
 def test_sync_now_in_a_browser_and_the_log_refreshes_itself(peered, page):

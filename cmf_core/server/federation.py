@@ -542,7 +542,9 @@ def mount_federation(app: FastAPI, store: Any, max_answer_bytes: int = MAX_ANSWE
     @app.get("/peers")
     async def peers_page(request: Request, limit: int = 20, started: Optional[str] = None) -> Response:
         data = await run_in_threadpool(federation.overview, limit)
-        return render("peers.html", request=request, path=request.url.path, title="cmf", data=data, started=started)
+        # the notice names a peer this server has, never text the address brings (a link could make it say anything)
+        known = started if started in {peer["url"] for peer in data["peers"]} else None
+        return render("peers.html", request=request, path=request.url.path, title="cmf", data=data, started=known)
 
     @app.post("/peers/sync")
     async def peers_sync(request: Request) -> Response:
