@@ -20,6 +20,19 @@ run in cmf's workspace: what any DVC-based command pays to start.
     .venv/bin/python bench/startup.py [--rounds 3]
 
 Results go to bench/results/startup.json.
+
+``--stores`` measures instead what cmf's own ML Metadata store (issue 24) saves at start-up: ``import
+cmflib.cmf`` in a fresh process (``python -I``) on cmf's store, the same with ml-metadata imported too (what
+every process paid while cmf needed ml-metadata), and on each ``--python`` interpreter (another venv with cmf
+installed, such as one of Python 3.13, which has no ml-metadata), alternating within each round (default 9
+rounds).  For a contender over the 0.15 s target it lists what ``python -X importtime`` finds the biggest.
+``--compare-with DIR`` adds the code of another commit, e.g. the one before issue 24 (``git archive COMMIT
+cmf_core cmflib | tar -x -C DIR``).
+
+    .venv/bin/python bench/startup.py --stores [--rounds 9] [--python /path/to/venv313/bin/python]
+                                      [--compare-with DIR]
+
+Results go to bench/results/startup-stores.json.
 """
 from __future__ import annotations
 
@@ -130,14 +143,100 @@ def original(root: Path) -> Optional[Contender]:
     return Contender("cmflib 0.1.0", python, original_env(python.parent.parent), root / "original" / "ws")
 
 
+#: What ``--stores`` imports: cmf on its own store, and with ml-metadata imported too (as before issue 24).
+STORE_IMPORTS = {"cmf's store": "import cmflib.cmf",
+                 "+ ml-metadata": "import ml_metadata.metadata_store.metadata_store, cmflib.cmf"}
+IMPORT_TARGET = 0.15
+
+
+def python_version(python: str) -> str:
+    """``major.minor`` of the interpreter ``python``."""
+    return subprocess.run([python, "-I", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def has_ml_metadata(python: str) -> bool:
+    return subprocess.run([python, "-I", "-c", "import importlib.util, sys; "
+                           "sys.exit(importlib.util.find_spec('ml_metadata') is None)"]).returncode == 0
+
+
+def biggest_imports(argv: List[str], top: int = 8) -> List[Tuple[str, float]]:
+    """The top-level packages that ``argv`` (run with ``-X importtime``) spends most import time in: seconds of
+    their modules' own import time, summed per package."""
+    report = subprocess.run([argv[0], "-X", "importtime", *argv[1:]], capture_output=True, text=True).stderr
+    per_package: Dict[str, float] = {}
+    for line in report.splitlines():
+        fields = line.split("|")
+        if not line.startswith("import time:") or not fields[1].strip().isdigit():
+            continue  # the header
+        package = fields[2].strip().split(".")[0]
+        per_package[package] = per_package.get(package, 0.0) + int(fields[0].split(":")[1]) / 1e6
+    return sorted(per_package.items(), key=lambda item: -item[1])[:top]
+
+
+def store_imports(pythons: List[str], rounds: int, compare_with: Optional[Path]) -> Dict[str, Dict]:
+    """``import cmflib.cmf`` on cmf's store and with ml-metadata imported too, on each interpreter, and of the
+    code in ``compare_with`` (another commit's) on this one, alternating within each round: medians, ratios to the
+    first contender, and the biggest imports of those over target."""
+    contenders: Dict[str, List[str]] = {}
+    for python in pythons:
+        for label, code in STORE_IMPORTS.items():
+            if label == "cmf's store" or has_ml_metadata(python):
+                contenders[f"{label}, Python {python_version(python)}"] = [python, "-I", "-c", code]
+    if compare_with:
+        code = f"import sys; sys.path.insert(0, {str(compare_with)!r}); import cmflib.cmf"
+        contenders[f"{compare_with.name}, Python {python_version(sys.executable)}"] = [sys.executable, "-I", "-c",
+                                                                                       code]
+    here = Contender("imports", Path(sys.executable), dict(os.environ), Path(tempfile.gettempdir()))
+    times: Dict[str, List[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, argv in contenders.items():
+            times[name].append(run(argv, here))
+    first = statistics.median(next(iter(times.values())))
+    rows = {}
+    for name, argv in contenders.items():
+        median = statistics.median(times[name])
+        missed = name.startswith("cmf's store") and median >= IMPORT_TARGET  # the target is cmf's store's
+        rows[name] = {"median_s": median, "ratio": median / first, "rounds": times[name],
+                      "met": None if not name.startswith("cmf's store") else not missed,
+                      "biggest": biggest_imports(argv) if missed else []}
+    return rows
+
+
+def print_store_imports(rows: Dict[str, Dict], rounds: int) -> None:
+    print(f"import cmflib.cmf, fresh process, median of {rounds} (s); target < {IMPORT_TARGET} s on cmf's store")
+    print(f"{'contender':34} {'median':>7} {'min':>6} {'max':>6} {'ratio':>6}  met?")
+    for name, row in rows.items():
+        print(f"{name:34} {row['median_s']:7.3f} {min(row['rounds']):6.3f} {max(row['rounds']):6.3f} "
+              f"{row['ratio']:5.2f}x  {'-' if row['met'] is None else 'yes' if row['met'] else 'NO'}")
+        if row["biggest"]:
+            print("    biggest imports (own time per package): "
+                  + ", ".join(f"{package} {s * 1000:.0f} ms" for package, s in row["biggest"]))
+
+
 def median_of(times: List[float]) -> Optional[float]:
     return statistics.median(times) if times else None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, help="rounds of each command (default 3; 9 with --stores)")
+    parser.add_argument("--stores", action="store_true",
+                        help="import cmflib.cmf on cmf's store against ml-metadata's (issue 24) instead")
+    parser.add_argument("--python", action="append", default=[], metavar="PATH",
+                        help="with --stores: also this interpreter (a venv with cmf installed); repeatable")
+    parser.add_argument("--compare-with", type=Path, metavar="DIR",
+                        help="with --stores: also the cmflib in DIR (another commit's), by DIR's name")
     args = parser.parse_args()
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    if args.stores:
+        rounds = args.rounds or 9
+        rows = store_imports([sys.executable, *args.python], rounds, args.compare_with)
+        print_store_imports(rows, rounds)
+        (out / "startup-stores.json").write_text(json.dumps(rows, indent=2))
+        return
+    args.rounds = args.rounds or 3
 
     with tempfile.TemporaryDirectory(prefix="cmf-startup-") as tmp:
         root = Path(tmp)
@@ -176,8 +275,6 @@ def main() -> None:
     dvc_medians = {f"dvc {cmd}": statistics.median(t) for cmd, t in dvc_times.items()}
     print("\nDVC, in cmf's workspace:" + "".join(f"  {cmd} {s:.2f} s;" for cmd, s in dvc_medians.items()))
 
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
     (out / "startup.json").write_text(json.dumps(
         {"commands": rows, "dvc": dvc_medians, "original": theirs is not None}, indent=2))
 

@@ -7,10 +7,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from ml_metadata.proto import metadata_store_pb2 as pb
 
 from cmf_core import layout, versioning
 from cmf_core.errors import CmfError, NotInitialized
+from cmf_core.metadata import messages as mlmd
 from cmf_core.metadata import store as records
 from cmflib.cmf import Cmf
 from tests.conftest import write
@@ -87,7 +87,7 @@ def test_three_stage_pipeline_has_the_original_record_shape(workspace, tmp_path)
     # the directory logged twice is one artifact: output of prepare, input of train
     assert len([a for a in by_type(store, "Dataset") if a.uri == split.uri]) == 1
     events = store.get_events_by_artifact_ids([split.id])
-    assert sorted((e.execution_id, e.type) for e in events) == [(prep.id, pb.Event.OUTPUT), (train.id, pb.Event.INPUT)]
+    assert sorted((e.execution_id, e.type) for e in events) == [(prep.id, mlmd.Event.OUTPUT), (train.id, mlmd.Event.INPUT)]
 
     # exactly what `dvc add` + a commit leave: dvc sees a clean workspace, git has nothing of ours pending
     status = subprocess.run(["dvc", "status"], cwd=workspace, capture_output=True, text=True, check=True).stdout

@@ -5,6 +5,7 @@ Errors are one line on stderr, prefixed with the command.
 """
 from __future__ import annotations
 
+import sqlite3
 import sys
 import warnings
 from typing import List, Optional
@@ -58,8 +59,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except CmfError as exc:
         click.echo(f"cmf: error: {exc}", err=True)
         return exc.exit_code
-    except Exception as exc:  # ML Metadata's own errors (e.g. a damaged page met in a query): one line too
-        if not type(exc).__module__.startswith("ml_metadata"):
+    except Exception as exc:  # the store's errors (a damaged page met in a query, a refused record): one line too
+        if not isinstance(exc, sqlite3.DatabaseError) and not type(exc).__module__.startswith(
+                ("ml_metadata", "cmf_core.metadata.messages")):
             raise
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         click.echo(f"cmf: error: the metadata store failed: {reason}", err=True)

@@ -29,6 +29,7 @@ while it hashes; the other writers wait, none fails.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -40,10 +41,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Set, Tuple, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from ml_metadata.proto import metadata_store_pb2 as pb
 
 from cmf_core import config, layout
 from cmf_core.errors import CmfError
+from cmf_core.metadata import messages as mlmd
 from cmf_core.metadata import store as records
 from cmf_core.metadata.store import first, props, set_props
 from cmf_core.versioning import Versioner
@@ -83,13 +84,15 @@ Method = TypeVar("Method", bound=Callable[..., Any])
 
 
 def _locked(method: Method) -> Method:
-    """Run a method of ``Cmf``/``DataSlice`` as one unit under the mlmd file's write lock (``self.lock``)."""
+    """Run a method of ``Cmf``/``DataSlice`` as one unit under the mlmd file's write lock (``self.lock``), its
+    records written in one transaction: all of them or, if it fails, none."""
 
     @functools.wraps(method)
     def run(self, *args: Any, **kwargs: Any) -> Any:
         with self.lock:
             self._follow_replaced_file()
-            return method(self, *args, **kwargs)
+            with self.store.unit():
+                return method(self, *args, **kwargs)
 
     return run  # type: ignore[return-value]
 
@@ -111,7 +114,9 @@ def _event_kind(event: str) -> str:
 
 
 class Cmf:
-    """Logs the metadata of one pipeline into the mlmd file ``filepath``.
+    """Logs the metadata of one pipeline into the mlmd file ``filepath``, or with ``is_server=True`` into the
+    PostgreSQL store that the ``POSTGRES_*`` environment variables name (as the original; files are then not
+    versioned: only metadata, such as ``log_dataset_with_version``, is logged).
 
     ``filepath``'s directory is where relative artifact paths are resolved
     (as the original, which changed into it); it must lie in a workspace set up
@@ -145,16 +150,17 @@ class Cmf:
                 self.driver = self._graph(workspace.neo4j)
         else:
             self.git_repo = ""
-        self.lock = records.write_lock(filepath)
+        # PostgreSQL serialises writers itself: each unit's transaction holds the store's write lock
+        self.lock = contextlib.nullcontext() if is_server else records.write_lock(filepath)
         self.pipeline_name = pipeline_name or self.base.name
         with self.lock:  # a new file gets its schema, and the pipeline its context, once
-            self.store = records.open_store(filepath)
+            self.store = records.open_postgres_store() if is_server else records.open_store(filepath)
             self.types = records.Types(self.store)
             self._identity = _identity(filepath)
             self.parent_context = records.get_or_create_context(self.store, self.types, records.PARENT_CONTEXT,
                                                                 self.pipeline_name, custom_properties)
-        self.child_context: Optional[pb.Context] = None
-        self.execution: Optional[pb.Execution] = None
+        self.child_context: Optional[mlmd.Context] = None
+        self.execution: Optional[mlmd.Execution] = None
         self.execution_name = ""
         self.execution_command = ""
         self.metrics: Dict[str, Dict[int, Dict[str, Any]]] = {}
@@ -169,6 +175,7 @@ class Cmf:
         it, ids kept), so that records go into the file and not into the replaced one, which is gone."""
         identity = _identity(self.filepath)
         if identity is not None and identity != self._identity:
+            self.store.close()
             self.store = records.open_store(self.filepath)
             self.types = records.Types(self.store)
             self._identity = identity
@@ -193,7 +200,7 @@ class Cmf:
             raise CmfError("a server-side Cmf (is_server=True) cannot version files")
         return self.versioner
 
-    def _ensure_execution(self) -> pb.Execution:
+    def _ensure_execution(self) -> mlmd.Execution:
         """Create the stage and execution from the script's name when the user did not (as the original)."""
         if self.child_context is None:
             self.create_context(pipeline_stage=_script_name())
@@ -211,12 +218,12 @@ class Cmf:
     # -- contexts and executions ------------------------------------------------------------------
 
     @_locked
-    def create_context(self, pipeline_stage: str, custom_properties: Optional[Dict[str, Any]] = None) -> pb.Context:
+    def create_context(self, pipeline_stage: str, custom_properties: Optional[Dict[str, Any]] = None) -> mlmd.Context:
         """Get or create the stage ``<pipeline>/<pipeline_stage>`` and make it current."""
         name = f"{self.parent_context.name}/{pipeline_stage}"
         ctx = records.get_or_create_context(self.store, self.types, records.STAGE_CONTEXT, name, custom_properties)
         try:
-            self.store.put_parent_contexts([pb.ParentContext(child_id=ctx.id, parent_id=self.parent_context.id)])
+            self.store.put_parent_contexts([mlmd.ParentContext(child_id=ctx.id, parent_id=self.parent_context.id)])
         except Exception as exc:  # AlreadyExistsError when the stage was created before
             if "AlreadyExists" not in type(exc).__name__:
                 raise
@@ -227,7 +234,7 @@ class Cmf:
 
     @_locked
     def create_execution(self, execution_type: str, custom_properties: Optional[Dict[str, Any]] = None,
-                         cmd: Optional[str] = None, create_new_execution: bool = True) -> pb.Execution:
+                         cmd: Optional[str] = None, create_new_execution: bool = True) -> mlmd.Execution:
         """Start an execution of the current stage (created from the script name if there is none).
 
         With ``create_new_execution=False`` an execution named ``execution_type``
@@ -250,7 +257,7 @@ class Cmf:
             type_id = self.types.execution(stage.name)
             execution = self.store.get_execution_by_type_and_name(stage.name, execution_type)
         if execution is None:
-            execution = pb.Execution(type_id=type_id)
+            execution = mlmd.Execution(type_id=type_id)
             if not create_new_execution:
                 execution.name = execution_type
             set_props(execution.properties, {
@@ -278,7 +285,7 @@ class Cmf:
         return execution
 
     @_locked
-    def update_execution(self, execution_id: int, custom_properties: Optional[Dict[str, Any]] = None) -> pb.Execution:
+    def update_execution(self, execution_id: int, custom_properties: Optional[Dict[str, Any]] = None) -> mlmd.Execution:
         """Merge ``custom_properties`` into execution ``execution_id`` and make it current."""
         execution = first(self.store.get_executions_by_id([execution_id]))
         if execution is None:
@@ -309,12 +316,12 @@ class Cmf:
     # -- artifacts --------------------------------------------------------------------------------
 
     def _record(self, type_name: str, name: str, uri: str, kind: str, properties: Mapping[str, Any],
-                custom: Mapping[str, Any], link_name: str, url: Optional[str] = None) -> pb.Artifact:
+                custom: Mapping[str, Any], link_name: str, url: Optional[str] = None) -> mlmd.Artifact:
         """Create the artifact and its event in one transaction, or link the existing one with that uri."""
         existing = first(self.store.get_artifacts_by_uri(uri)) if uri else None
         execution = self.execution
         if existing is None:
-            artifact = pb.Artifact(type_id=self.types.artifact(type_name), uri=uri, name=name)
+            artifact = mlmd.Artifact(type_id=self.types.artifact(type_name), uri=uri, name=name)
             set_props(artifact.properties, properties)
             set_props(artifact.custom_properties, custom)
             ev = records.event(kind, when=int(time.time() * 1000))
@@ -333,7 +340,7 @@ class Cmf:
         return existing
 
     def _log_versioned(self, type_name: str, url: str, event: str, custom: Mapping[str, Any],
-                       extra: Optional[Mapping[str, Any]] = None, name_suffix: str = "") -> pb.Artifact:
+                       extra: Optional[Mapping[str, Any]] = None, name_suffix: str = "") -> mlmd.Artifact:
         kind = _event_kind(event)
         versioner = self._versioner()
         path = versioner.resolve(url, self.base)
@@ -370,7 +377,7 @@ class Cmf:
     @_locked
     def log_dataset(self, url: str, event: str, custom_properties: Optional[Dict[str, Any]] = None,
                     label: Optional[str] = None, label_properties: Optional[Dict[str, Any]] = None,
-                    external: bool = False) -> pb.Artifact:
+                    external: bool = False) -> mlmd.Artifact:
         """Log a dataset file or directory (versioned), or, for a URL or ``external=True``, a reference."""
         kind = _event_kind(event)
         custom = dict(custom_properties or {})
@@ -385,7 +392,7 @@ class Cmf:
 
     @_locked
     def log_dataset_with_version(self, url: str, version: str, event: str, props: Optional[Dict[str, Any]] = None,
-                                 custom_properties: Optional[Dict[str, Any]] = None) -> pb.Artifact:
+                                 custom_properties: Optional[Dict[str, Any]] = None) -> mlmd.Artifact:
         """Log a dataset whose md5 is already known (from a ``dvc.lock`` or another client); no file is read."""
         kind = _event_kind(event)
         if not layout.is_md5(version):
@@ -400,7 +407,7 @@ class Cmf:
         self._mirror("Dataset", name, version, kind, custom, path=url)
         return artifact
 
-    def _log_reference(self, url: str, kind: str, custom: Dict[str, Any]) -> pb.Artifact:
+    def _log_reference(self, url: str, kind: str, custom: Dict[str, Any]) -> mlmd.Artifact:
         """A dataset recorded by its URL only: nothing is copied, hashed or pushed."""
         self._ensure_execution()
         properties = {"git_repo": self.git_repo, "Commit": "", "url": f"{self.pipeline_name}:{url}"}
@@ -408,7 +415,7 @@ class Cmf:
         self._mirror("Dataset", url, url, kind, custom, path=url)
         return artifact
 
-    def _log_label(self, label: str, dataset: pb.Artifact, label_properties: Optional[Dict[str, Any]]) -> pb.Artifact:
+    def _log_label(self, label: str, dataset: mlmd.Artifact, label_properties: Optional[Dict[str, Any]]) -> mlmd.Artifact:
         """A label CSV: hashed (not versioned, as the original), linked to its dataset both ways."""
         label_md5 = layout.file_md5(self.base / label)
         labelled = f"{label}:{label_md5}"
@@ -424,7 +431,7 @@ class Cmf:
 
     @_locked
     def log_model(self, path: str, event: str, model_framework: str = "Default", model_type: str = "Default",
-                  model_name: str = "Default", custom_properties: Optional[Dict[str, Any]] = None) -> pb.Artifact:
+                  model_name: str = "Default", custom_properties: Optional[Dict[str, Any]] = None) -> mlmd.Artifact:
         """Log a model file or directory (versioned); its name ends in the execution id."""
         extra = {"model_framework": str(model_framework), "model_type": str(model_type),
                  "model_name": str(model_name)}
@@ -433,7 +440,7 @@ class Cmf:
 
     @_locked
     def log_execution_metrics(self, metrics_name: str,
-                              custom_properties: Optional[Dict[str, Any]] = None) -> pb.Artifact:
+                              custom_properties: Optional[Dict[str, Any]] = None) -> mlmd.Artifact:
         """Log coarse-grained metrics of the execution: a Metrics artifact with no file."""
         self._ensure_execution()
         uri = str(uuid.uuid1())
@@ -443,7 +450,7 @@ class Cmf:
         self._mirror("Metrics", name, uri, "output", custom)
         return artifact
 
-    def log_metrics(self, metrics_name: str, custom_properties: Optional[Dict[str, Any]] = None) -> pb.Artifact:
+    def log_metrics(self, metrics_name: str, custom_properties: Optional[Dict[str, Any]] = None) -> mlmd.Artifact:
         """Alias of :meth:`log_execution_metrics`, the name the original's documentation uses."""
         return self.log_execution_metrics(metrics_name, custom_properties)
 
@@ -457,18 +464,19 @@ class Cmf:
         return os.path.join(self.ARTIFACTS_PATH, first_uuid, kind)
 
     @_locked
-    def commit_metrics(self, metrics_name: str) -> pb.Artifact:
+    def commit_metrics(self, metrics_name: str) -> mlmd.Artifact:
         """Write the steps of ``metrics_name`` to a parquet file, version it, log a Step_Metrics artifact."""
         if metrics_name not in self.metrics:
             raise CmfError(f"no metrics logged under {metrics_name!r}; call log_metric first")
-        self._ensure_execution()
+        steps = self.metrics[metrics_name]
+        self._ensure_execution()  # a new execution starts with no metrics: these were logged before it
         rel = os.path.join(self._execution_dir(self.METRICS_PATH), metrics_name)
-        _write_parquet(_table(self.metrics[metrics_name], "SequenceNumber"), self.base / rel)
+        _write_parquet(_table(steps, "SequenceNumber"), self.base / rel)
         versioner = self._versioner()
         version = versioner.add(versioner.resolve(rel, self.base))
         name = f"{rel}:{version.md5}:{self.execution.id}:{uuid.uuid1()}"
         properties = {"Commit": version.md5, "url": self._dvc_url(version.md5)}
-        artifact = pb.Artifact(type_id=self.types.artifact("Step_Metrics"), uri=version.md5, name=name)
+        artifact = mlmd.Artifact(type_id=self.types.artifact("Step_Metrics"), uri=version.md5, name=name)
         set_props(artifact.properties, properties)
         ev = records.event("output", when=int(time.time() * 1000))
         _, ids, _ = self.store.put_lineage_subgraph([self.execution], [artifact], [self.child_context], [(0, 0, ev)])
@@ -497,7 +505,7 @@ class Cmf:
         return pd.read_parquet(path)
 
     @_locked
-    def update_dataslice(self, name: str, record: str, custom_properties: Dict[str, Any]) -> pb.Artifact:
+    def update_dataslice(self, name: str, record: str, custom_properties: Dict[str, Any]) -> mlmd.Artifact:
         """Update one record of a data slice and record the slice's new version."""
         frame = self.read_dataslice(name)
         if record not in frame.index:
@@ -538,6 +546,10 @@ class DataSlice:
         self.data_parent = ""
         self.lock = writer.lock
 
+    @property
+    def store(self) -> Any:
+        return self.writer.store
+
     def _follow_replaced_file(self) -> None:
         self.writer._follow_replaced_file()
 
@@ -550,14 +562,14 @@ class DataSlice:
         self.data_parent = Path(path).parent.name
 
     @_locked
-    def commit(self, custom_properties: Optional[Dict[str, Any]] = None) -> pb.Artifact:
+    def commit(self, custom_properties: Optional[Dict[str, Any]] = None) -> mlmd.Artifact:
         """Write the slice to parquet, version it and log it as a Dataslice artifact."""
         self.writer._ensure_execution()
         _write_parquet(_table(self.props, "Path"), self.writer._dataslice_path(self.name))
         return self.record_version(custom_properties)
 
     @_locked
-    def record_version(self, custom_properties: Optional[Dict[str, Any]] = None) -> pb.Artifact:
+    def record_version(self, custom_properties: Optional[Dict[str, Any]] = None) -> mlmd.Artifact:
         writer = self.writer
         rel = os.path.relpath(writer._dataslice_path(self.name), writer.base)
         versioner = writer._versioner()
@@ -571,7 +583,7 @@ class DataSlice:
         return artifact
 
 
-def _merge_custom(artifact: pb.Artifact, custom: Mapping[str, Any]) -> None:
+def _merge_custom(artifact: mlmd.Artifact, custom: Mapping[str, Any]) -> None:
     """Merge custom properties; ``labels``/``labels_uri``/``dataset_uri`` accumulate as comma-separated sets."""
     for key, value in custom.items():
         if key in ("labels", "labels_uri", "dataset_uri") and artifact.custom_properties[key].string_value:
@@ -584,11 +596,15 @@ def _merge_custom(artifact: pb.Artifact, custom: Mapping[str, Any]) -> None:
 
 
 def _table(rows: Mapping[Any, Mapping[str, Any]], index: str) -> pd.DataFrame:
-    """``rows`` (index value -> columns) as a table whose index is named ``index``."""
+    """``rows`` (index value -> columns) as a table whose index is named ``index``.  A column whose values are of
+    several kinds (a step logged ``0``, the next ``False``) is written as text: parquet holds one kind per column."""
     import pandas as pd
 
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.names = [index]
+    for column in frame.columns:
+        if frame[column].dtype == object and len({type(v) for v in frame[column] if v is not None}) > 1:
+            frame[column] = frame[column].map(lambda v: None if v is None else str(v))
     return frame
 
 

@@ -51,19 +51,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import sqlite3
-from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
-from ml_metadata.proto import metadata_store_pb2 as pb
 
 from cmf_core.errors import CmfError
+from cmf_core.metadata import messages as mlmd
 from cmf_core.metadata import store as records
 from cmf_core.names import UnsafeName, check_name
 
-EVENT_TYPES = {pb.Event.INPUT, pb.Event.OUTPUT}
+EVENT_TYPES = {mlmd.Event.INPUT, mlmd.Event.OUTPUT}
 #: Execution properties that are never a clash: the uuids are united, the ids are the receiving store's own.
 NOT_CLASHING = ("Execution_uuid", "Context_ID", "Pipeline_id")
 #: Execution properties whose newer value is taken without a clash: a run's end commit is recorded by
@@ -76,9 +73,6 @@ MAX_NAME = 255
 _SCALARS = {str, int, float, bool}  # exact types: JSON gives no subclasses
 #: A record's times (ms since epoch) in an export, as it was logged.
 TIMES = ("create_time_since_epoch", "last_update_time_since_epoch")
-#: The times a merge meant records to have, (create, last update) by (table, id): see :func:`keep_times`.
-Stamps = Dict[Tuple[str, int], Tuple[Optional[int], Optional[int]]]
-
 
 class MergeError(CmfError):
     """A payload that is not a well-formed pipeline export (the server answers 422)."""
@@ -307,10 +301,10 @@ class _Unit:
     """An execution of the payload and what the merge creates for it: the execution itself when it is new,
     and its new events, to stored artifacts or to artifacts new in the payload."""
 
-    execution: pb.Execution
-    stage: pb.Context
+    execution: mlmd.Execution
+    stage: mlmd.Context
     order: Tuple[float, int]
-    events: List[Tuple[pb.Artifact, int]] = field(default_factory=list)
+    events: List[Tuple[mlmd.Artifact, int]] = field(default_factory=list)
 
 
 class _Merger:
@@ -318,16 +312,15 @@ class _Merger:
         self.store = store
         self.types = records.Types(store)
         self._artifact_types: Dict[str, int] = {}
-        self._artifacts: Dict[str, Dict[str, pb.Artifact]] = {}
+        self._artifacts: Dict[str, Dict[str, mlmd.Artifact]] = {}
         self.wanted: Dict[str, int] = {}  # artifact names per type in the payload
-        self.new_artifacts: Dict[Tuple[str, str], pb.Artifact] = {}  # by (type, name), in the payload's order
-        self.stage_of: Dict[int, pb.Context] = {}  # by id() of a new artifact: the stage that first names it
-        self.new_named: Dict[Tuple[str, str], pb.Execution] = {}  # new executions with a name, by (type, name)
-        self.changed_artifacts: Dict[int, pb.Artifact] = {}  # stored artifacts the payload changed, by id
+        self.new_artifacts: Dict[Tuple[str, str], mlmd.Artifact] = {}  # by (type, name), in the payload's order
+        self.stage_of: Dict[int, mlmd.Context] = {}  # by id() of a new artifact: the stage that first names it
+        self.new_named: Dict[Tuple[str, str], mlmd.Execution] = {}  # new executions with a name, by (type, name)
+        self.changed_artifacts: Dict[int, mlmd.Artifact] = {}  # stored artifacts the payload changed, by id
         self.units: Dict[int, _Unit] = {}  # by id() of the execution
-        self.written: List[Tuple[str, Any]] = []  # (kind, record) of every record written
 
-    def artifact(self, type_name: str, name: str) -> Optional[pb.Artifact]:
+    def artifact(self, type_name: str, name: str) -> Optional[mlmd.Artifact]:
         """The stored artifact of that type and name.
 
         A payload with many artifacts of a type reads the whole type once; one with
@@ -353,13 +346,13 @@ class _Merger:
         if name not in self._artifact_types:
             schema = dict(records.ARTIFACT_PROPERTIES.get(name, {}))
             for key, value in properties.items():
-                schema.setdefault(key, pb.INT if isinstance(value, int) and not isinstance(value, bool)
-                                  else pb.DOUBLE if isinstance(value, float) else pb.STRING)
+                schema.setdefault(key, mlmd.INT if isinstance(value, int) and not isinstance(value, bool)
+                                  else mlmd.DOUBLE if isinstance(value, float) else mlmd.STRING)
             self._artifact_types[name] = self.store.put_artifact_type(
-                pb.ArtifactType(name=name, properties=schema), can_add_fields=True, can_omit_fields=True)
+                mlmd.ArtifactType(name=name, properties=schema), can_add_fields=True, can_omit_fields=True)
         return self._artifact_types[name]
 
-    def context(self, type_name: str, spec: Mapping[str, Any]) -> pb.Context:
+    def context(self, type_name: str, spec: Mapping[str, Any]) -> mlmd.Context:
         """The context of the pipeline or a stage, created with the payload's times, or given its newer last
         update time."""
         new = self.store.get_context_by_type_and_name(type_name, spec["name"]) is None
@@ -368,21 +361,19 @@ class _Merger:
         timed = _new_times(context, spec) if new else _newer_update(context, spec)
         if timed:
             self.store.put_contexts([context])
-            self.written.append(("context", context))
         return context
 
 
 def merge_pipeline(store, payload: Any, exec_uuid: Optional[str] = None, pipeline_name: Optional[str] = None,
-                   replace: bool = False, stamps: Optional[Stamps] = None) -> MergeResult:
+                   replace: bool = False) -> MergeResult:
     """Merge one pipeline of ``payload`` (an export, or its pipeline as :func:`pipeline_of` checked it) into
     ``store``; only executions with ``exec_uuid`` if given.
 
     A stored value that the payload would change is a :class:`Clash`, raised before the first write, unless
     ``replace``: then the payload's value is stored.
 
-    Records keep the payload's times: the merge gives them to the records it writes, which the server's store
-    writes; ML Metadata stamps its own clock instead, so a merge into it fills ``stamps`` for
-    :func:`keep_times`.  New executions, and new artifacts, are created in the order of their logged create
+    Records keep the payload's times: the merge gives them to the records it writes, which a store opened for
+    logged times writes (:mod:`cmf_core.metadata.sqlstore`).  New executions, and new artifacts, are created in the order of their logged create
     times across stages (so ids ascend with time), ties in the payload's order.
     """
     pipeline = payload if isinstance(payload, Checked) else pipeline_of(payload, pipeline_name)
@@ -408,24 +399,20 @@ def merge_pipeline(store, payload: Any, exec_uuid: Optional[str] = None, pipelin
             continue
         stage_ctx = merger.context(records.STAGE_CONTEXT, stage)
         try:
-            store.put_parent_contexts([pb.ParentContext(child_id=stage_ctx.id, parent_id=parent.id)])
+            store.put_parent_contexts([mlmd.ParentContext(child_id=stage_ctx.id, parent_id=parent.id)])
         except Exception as exc:
             if "AlreadyExists" not in type(exc).__name__:
                 raise
         _plan_stage(store, merger, result, parent, stage_ctx, chosen, by_uuid)
     if merger.changed_artifacts:
         store.put_artifacts(list(merger.changed_artifacts.values()))
-        merger.written += [("artifact", a) for a in merger.changed_artifacts.values()]
         result.updated += len(merger.changed_artifacts)
     _create(store, merger)
-    if stamps is not None:
-        stamps.update({(kind, node.id): (node.create_time_since_epoch or None,
-                                         node.last_update_time_since_epoch or None) for kind, node in merger.written})
     return result
 
 
 def _refuse_clashes(store, merger: _Merger, pipeline: str, executions: List[Dict[str, Any]],
-                    by_uuid: Dict[str, pb.Execution]) -> None:
+                    by_uuid: Dict[str, mlmd.Execution]) -> None:
     """Raise :class:`Clash` at the first value of an existing execution or artifact that ``executions`` (and
     the artifacts of their events) would change."""
     for incoming in executions:
@@ -451,7 +438,7 @@ def _clash(stored: Any, incoming: Optional[Mapping[str, Any]], what: str) -> Non
                         f"{value!r} in the payload; nothing was merged")
 
 
-def _known_executions(store, pipeline_id: int, uuids: Set[str]) -> Dict[str, pb.Execution]:
+def _known_executions(store, pipeline_id: int, uuids: Set[str]) -> Dict[str, mlmd.Execution]:
     """The pipeline's stored executions that have any of ``uuids``, by each of their uuids.
 
     A store that can look executions up by uuid (the server's SQL store) is asked for just those, so a push
@@ -466,7 +453,7 @@ def _known_executions(store, pipeline_id: int, uuids: Set[str]) -> Dict[str, pb.
 
 
 def _find_execution(store, merger: _Merger, incoming: Dict[str, Any],
-                    by_uuid: Dict[str, pb.Execution]) -> Optional[pb.Execution]:
+                    by_uuid: Dict[str, mlmd.Execution]) -> Optional[mlmd.Execution]:
     """The stored execution, or the one this merge creates, that ``incoming`` is: by uuid, else by name."""
     for u in _uuids(_exec_props(incoming).get("Execution_uuid", "")):
         if u in by_uuid:
@@ -477,15 +464,15 @@ def _find_execution(store, merger: _Merger, incoming: Dict[str, Any],
     return None
 
 
-def _plan_stage(store, merger: _Merger, result: MergeResult, parent: pb.Context, stage_ctx: pb.Context,
-                executions: List[Dict[str, Any]], by_uuid: Dict[str, pb.Execution]) -> None:
+def _plan_stage(store, merger: _Merger, result: MergeResult, parent: mlmd.Context, stage_ctx: mlmd.Context,
+                executions: List[Dict[str, Any]], by_uuid: Dict[str, mlmd.Execution]) -> None:
     """Match a stage's executions of the payload, update the stored ones it changes, and plan what is created
     (:class:`_Unit`, written by :func:`_create`)."""
     planned: List[Tuple[Dict[str, Any], _Unit]] = []
     for incoming in executions:
         execution = _find_execution(store, merger, incoming, by_uuid)
         if execution is None:
-            execution = pb.Execution(type_id=merger.types.execution(incoming["type"]))
+            execution = mlmd.Execution(type_id=merger.types.execution(incoming["type"]))
             if incoming.get("name"):
                 execution.name = incoming["name"]
                 merger.new_named[(incoming["type"], incoming["name"])] = execution
@@ -494,7 +481,6 @@ def _plan_stage(store, merger: _Merger, result: MergeResult, parent: pb.Context,
             records.set_props(execution.properties, props)
             records.set_props(execution.custom_properties, incoming.get("custom_properties"))
             _new_times(execution, incoming)
-            merger.written.append(("execution", execution))
             result.executions += 1
         elif execution.HasField("id"):  # stored (one the merge creates is planned as its payload has it)
             mine = _uuids(execution.properties["Execution_uuid"].string_value)
@@ -503,7 +489,6 @@ def _plan_stage(store, merger: _Merger, result: MergeResult, parent: pb.Context,
             changed |= _changed(execution.custom_properties, incoming.get("custom_properties") or {})
             if _touched(execution, incoming, changed):
                 store.put_executions([execution])
-                merger.written.append(("execution", execution))
                 result.updated += 1
         for u in _uuids(execution.properties["Execution_uuid"].string_value):
             by_uuid[u] = execution
@@ -521,14 +506,13 @@ def _plan_stage(store, merger: _Merger, result: MergeResult, parent: pb.Context,
             key = (spec["type"], spec["name"])
             artifact = merger.new_artifacts[key] if key in merger.new_artifacts else merger.artifact(*key)
             if artifact is None:
-                artifact = pb.Artifact(type_id=merger.artifact_type(spec["type"], spec.get("properties") or {}),
+                artifact = mlmd.Artifact(type_id=merger.artifact_type(spec["type"], spec.get("properties") or {}),
                                        name=spec["name"], uri=spec.get("uri", ""))
                 records.set_props(artifact.properties, spec.get("properties"))
                 records.set_props(artifact.custom_properties, spec.get("custom_properties"))
                 _new_times(artifact, spec)
                 merger.new_artifacts[key] = artifact
                 merger.stage_of[id(artifact)] = stage_ctx
-                merger.written.append(("artifact", artifact))
                 result.artifacts += 1
             elif not artifact.HasField("id"):  # new in the payload, named again: it gets the newest update time
                 _newer_update(artifact, spec)
@@ -550,10 +534,10 @@ def _create(store, merger: _Merger) -> None:
     artifacts = [a for _, a in sorted((_order(a, seq), a) for seq, a in enumerate(merger.new_artifacts.values()))]
     execution_index = {id(e): i for i, e in enumerate(executions)}
     artifact_index = {id(a): i for i, a in enumerate(artifacts)}
-    edges: List[Tuple[Optional[int], Optional[int], pb.Event]] = []
+    edges: List[Tuple[Optional[int], Optional[int], mlmd.Event]] = []
     for unit in units:
         for artifact, kind in unit.events:
-            edge = pb.Event(type=kind)
+            edge = mlmd.Event(type=kind)
             e, a = execution_index.get(id(unit.execution)), artifact_index.get(id(artifact))
             if e is None:
                 edge.execution_id = unit.execution.id
@@ -566,11 +550,11 @@ def _create(store, merger: _Merger) -> None:
     for node, node_id in zip(executions + artifacts, execution_ids + artifact_ids):
         node.id = node_id
     store.put_attributions_and_associations(
-        [pb.Attribution(context_id=merger.stage_of[id(a)].id, artifact_id=a.id) for a in artifacts],
-        [pb.Association(context_id=merger.units[id(e)].stage.id, execution_id=e.id) for e in executions])
+        [mlmd.Attribution(context_id=merger.stage_of[id(a)].id, artifact_id=a.id) for a in artifacts],
+        [mlmd.Association(context_id=merger.units[id(e)].stage.id, execution_id=e.id) for e in executions])
 
 
-def _merge_artifact(artifact: pb.Artifact, spec: Dict[str, Any]) -> bool:
+def _merge_artifact(artifact: mlmd.Artifact, spec: Dict[str, Any]) -> bool:
     """Merge an incoming artifact's custom properties and url into an existing one; whether it changed."""
     changed = _changed(artifact.custom_properties, spec.get("custom_properties") or {})
     url = (spec.get("properties") or {}).get("url")
@@ -582,20 +566,3 @@ def _merge_artifact(artifact: pb.Artifact, spec: Dict[str, Any]) -> bool:
             artifact.properties["url"].string_value = ",".join(parts + new)
             changed = True
     return changed
-
-
-def keep_times(mlmd: os.PathLike, stamps: Stamps) -> None:
-    """Give the records of the SQLite mlmd file ``mlmd`` the times a merge into it meant them to have
-    (``stamps``): ML Metadata stamped them with its own clock.
-
-    Only with ML Metadata's store of the file closed and nothing else writing it (the file's write lock held,
-    or a copy no one else knows): this process's SQLite and ML Metadata's own do not see each other's locks.
-    """
-    rows: Dict[str, List[Tuple[Optional[int], Optional[int], int]]] = {}
-    for (kind, node_id), (created, updated) in stamps.items():
-        rows.setdefault(kind, []).append((created, updated, node_id))
-    with closing(sqlite3.connect(mlmd)) as db, db:
-        for kind, values in rows.items():
-            db.executemany(f"UPDATE {kind} SET create_time_since_epoch = coalesce(?, create_time_since_epoch), "
-                           "last_update_time_since_epoch = coalesce(?, last_update_time_since_epoch) WHERE id = ?",
-                           values)

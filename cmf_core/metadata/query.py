@@ -23,10 +23,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set
 
-from ml_metadata.proto import metadata_store_pb2 as pb
 
 from cmf_core.errors import CmfError
-from cmf_core.metadata.store import PARENT_CONTEXT, STAGE_CONTEXT, from_value, open_store
+from cmf_core.metadata import messages as mlmd
+from cmf_core.metadata.store import PARENT_CONTEXT, STAGE_CONTEXT, from_value, open_postgres_store, open_store
 
 if TYPE_CHECKING:  # pandas is imported where a DataFrame is made: it costs half a second that listings need not pay
     import pandas as pd
@@ -36,7 +36,7 @@ __all__ = ["CmfQuery", "EXCLUDED_ARTIFACT_TYPES"]
 #: Artifact types left out of :meth:`CmfQuery.get_one_hop_parent_artifacts_with_id` (lineage views).
 EXCLUDED_ARTIFACT_TYPES = ["Environment", "Label"]
 
-INPUT, OUTPUT = pb.Event.INPUT, pb.Event.OUTPUT
+INPUT, OUTPUT = mlmd.Event.INPUT, mlmd.Event.OUTPUT
 #: Node attributes the export JSON keeps, in the order the original adds them.
 _EXPORT_ATTRS = ("create_time_since_epoch", "custom_properties", "id", "last_update_time_since_epoch", "name",
                  "properties", "type", "type_id", "uri")
@@ -91,19 +91,17 @@ def _export_attrs(node: Any, initial: Mapping[str, Any]) -> Dict[str, Any]:
     return attrs
 
 
-def _uuids(execution: pb.Execution) -> List[str]:
+def _uuids(execution: mlmd.Execution) -> List[str]:
     return execution.properties["Execution_uuid"].string_value.split(",")
 
 
-def _in_pipeline(execution: pb.Execution, pipeline_id: Optional[int]) -> bool:
+def _in_pipeline(execution: mlmd.Execution, pipeline_id: Optional[int]) -> bool:
     return pipeline_id is None or str(from_value(execution.properties["Pipeline_id"])) == str(pipeline_id)
 
 
 class CmfQuery:
-    """Read access to the mlmd file ``filepath`` (never created, never written).
-
-    ``is_server`` is accepted for compatibility; the original then read the server's
-    PostgreSQL database, here the SQLite file ``filepath`` is read either way.
+    """Read access to the mlmd file ``filepath`` (never created, never written), or with ``is_server=True`` to
+    the PostgreSQL store that the ``POSTGRES_*`` environment variables name, as the original.
     Names are fully qualified as stored: stages ``<pipeline>/<stage>``, artifacts
     ``<path>:<md5>...``.
     """
@@ -111,7 +109,7 @@ class CmfQuery:
     def __init__(self, filepath: str = "mlmd", is_server: bool = False) -> None:
         self.filepath = filepath
         self.is_server = is_server
-        self.store = open_store(filepath, create=False)
+        self.store = open_postgres_store(create=False) if is_server else open_store(filepath, create=False)
         self._type_names: Dict[str, Dict[int, str]] = {}
 
     # -- store helpers (each one or two batched store calls) ----------------------------------------
@@ -125,33 +123,33 @@ class CmfQuery:
             self._type_names[kind] = {t.id: t.name for t in types}
         return self._type_names[kind].get(node.type_id, "")
 
-    def _pipelines(self, name: Optional[str] = None) -> List[pb.Context]:
+    def _pipelines(self, name: Optional[str] = None) -> List[mlmd.Context]:
         return [c for c in self.store.get_contexts_by_type(PARENT_CONTEXT) if name is None or c.name == name]
 
-    def _stage(self, stage_name: str) -> Optional[pb.Context]:
+    def _stage(self, stage_name: str) -> Optional[mlmd.Context]:
         return self.store.get_context_by_type_and_name(STAGE_CONTEXT, stage_name)
 
-    def _stage_executions(self, stage_name: str) -> List[pb.Execution]:
+    def _stage_executions(self, stage_name: str) -> List[mlmd.Execution]:
         stage = self._stage(stage_name)
         return list(self.store.get_executions_by_context(stage.id)) if stage else []
 
-    def _artifact(self, name: str) -> Optional[pb.Artifact]:
+    def _artifact(self, name: str) -> Optional[mlmd.Artifact]:
         name = name.strip()
         return next((a for a in self.store.get_artifacts() if a.name == name), None)
 
-    def _artifacts(self, ids: Iterable[int]) -> List[pb.Artifact]:
+    def _artifacts(self, ids: Iterable[int]) -> List[mlmd.Artifact]:
         ids = sorted(set(ids))
         return list(self.store.get_artifacts_by_id(ids)) if ids else []
 
-    def _executions(self, ids: Iterable[int]) -> List[pb.Execution]:
+    def _executions(self, ids: Iterable[int]) -> List[mlmd.Execution]:
         ids = sorted(set(ids))
         return list(self.store.get_executions_by_id(ids)) if ids else []
 
-    def _events_of_executions(self, ids: Iterable[int]) -> List[pb.Event]:
+    def _events_of_executions(self, ids: Iterable[int]) -> List[mlmd.Event]:
         ids = sorted(set(ids))
         return list(self.store.get_events_by_execution_ids(ids)) if ids else []
 
-    def _events_of_artifacts(self, ids: Iterable[int]) -> List[pb.Event]:
+    def _events_of_artifacts(self, ids: Iterable[int]) -> List[mlmd.Event]:
         ids = sorted(set(ids))
         return list(self.store.get_events_by_artifact_ids(ids)) if ids else []
 
@@ -200,17 +198,17 @@ class CmfQuery:
 
     # -- DataFrame rows ---------------------------------------------------------------------------
 
-    def _artifact_row(self, artifact: pb.Artifact, initial: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    def _artifact_row(self, artifact: mlmd.Artifact, initial: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
         return _row(artifact, {**(initial or {}), "id": artifact.id, "type": self._type_name(artifact, "artifact"),
                                "uri": artifact.uri, "name": artifact.name,
                                "create_time_since_epoch": artifact.create_time_since_epoch,
                                "last_update_time_since_epoch": artifact.last_update_time_since_epoch})
 
-    def _artifacts_frame(self, artifacts: Iterable[pb.Artifact]) -> pd.DataFrame:
+    def _artifacts_frame(self, artifacts: Iterable[mlmd.Artifact]) -> pd.DataFrame:
         return _frame([self._artifact_row(a) for a in artifacts])
 
     @staticmethod
-    def _executions_frame(executions: Iterable[pb.Execution], with_id: bool = True) -> pd.DataFrame:
+    def _executions_frame(executions: Iterable[mlmd.Execution], with_id: bool = True) -> pd.DataFrame:
         return _frame([_row(e, {"id": e.id, "name": e.name} if with_id else None) for e in executions])
 
     def _linked_executions(self, artifact_id: int) -> pd.DataFrame:
@@ -256,7 +254,7 @@ class CmfQuery:
 
     # -- executions -------------------------------------------------------------------------------
 
-    def get_all_exe_in_stage(self, stage_name: str) -> List[pb.Execution]:
+    def get_all_exe_in_stage(self, stage_name: str) -> List[mlmd.Execution]:
         """The executions (MLMD protos) of stage ``stage_name``."""
         return self._stage_executions(stage_name)
 
@@ -283,7 +281,7 @@ class CmfQuery:
         columns = ["id", "Execution_type_name", "Execution_uuid"]
         return frame.reindex(columns=columns) if frame.empty else frame[columns]
 
-    def get_all_executions_by_stage(self, stage_id: int, execution_uuid: Optional[str] = None) -> List[pb.Execution]:
+    def get_all_executions_by_stage(self, stage_id: int, execution_uuid: Optional[str] = None) -> List[mlmd.Execution]:
         """Executions of the stage with id ``stage_id``; with ``execution_uuid``, those having that uuid."""
         executions = self.store.get_executions_by_context(stage_id)
         return [e for e in executions if execution_uuid is None or execution_uuid in _uuids(e)]
@@ -298,7 +296,7 @@ class CmfQuery:
         """As :meth:`get_all_executions_for_artifact`, by artifact id."""
         return self._linked_executions(artifact_id)
 
-    def find_producer_execution(self, artifact_name: str) -> Optional[pb.Execution]:
+    def find_producer_execution(self, artifact_name: str) -> Optional[mlmd.Execution]:
         """The (first) execution that produced the artifact, or None."""
         artifact = self._artifact(artifact_name)
         if artifact is None:
@@ -309,7 +307,7 @@ class CmfQuery:
     get_producer_execution = find_producer_execution
 
     def get_one_hop_parent_executions(self, execution_id: List[int],
-                                      pipeline_id: Optional[int] = None) -> List[pb.Execution]:
+                                      pipeline_id: Optional[int] = None) -> List[mlmd.Execution]:
         """Executions (protos) that produced the inputs of the given executions."""
         return self._executions(self.get_one_hop_parent_executions_ids(execution_id, pipeline_id))
 
@@ -352,7 +350,7 @@ class CmfQuery:
 
     # -- artifacts --------------------------------------------------------------------------------
 
-    def get_artifact_df(self, artifact: pb.Artifact, d: Optional[Dict[str, Any]] = None) -> pd.DataFrame:
+    def get_artifact_df(self, artifact: mlmd.Artifact, d: Optional[Dict[str, Any]] = None) -> pd.DataFrame:
         """One artifact as a one-row DataFrame (``d`` adds columns in front)."""
         import pandas as pd
 
@@ -373,7 +371,7 @@ class CmfQuery:
         """Names of all artifact types."""
         return [t.name for t in self.store.get_artifact_types()]
 
-    def _pipeline_artifacts(self, pipeline_name: str) -> List[pb.Artifact]:
+    def _pipeline_artifacts(self, pipeline_name: str) -> List[mlmd.Artifact]:
         """Artifacts attributed to the stages of a pipeline, once per stage."""
         pipeline_id = self.get_pipeline_id(pipeline_name)
         if pipeline_id == -1:
@@ -439,7 +437,7 @@ class CmfQuery:
         artifact = self._artifact(artifact_name)
         return self._lineage_frame(artifact, up=True)
 
-    def _lineage_frame(self, artifact: Optional[pb.Artifact], up: bool) -> pd.DataFrame:
+    def _lineage_frame(self, artifact: Optional[mlmd.Artifact], up: bool) -> pd.DataFrame:
         if artifact is None:
             return _frame([])
         ids = self._lineage(artifact.id, up)
@@ -486,7 +484,7 @@ class CmfQuery:
 
     # -- export -----------------------------------------------------------------------------------
 
-    def _export(self, pipelines: List[pb.Context], exec_uuid: Optional[str] = None,
+    def _export(self, pipelines: List[mlmd.Context], exec_uuid: Optional[str] = None,
                 last_sync_time: Optional[int] = None) -> str:
         """The export JSON of ``pipelines``: contexts and executions per stage, then all events and
         artifacts in one batch each."""
@@ -499,17 +497,17 @@ class CmfQuery:
 
         plan = [(p, [(s, [e for e in self.get_all_executions_by_stage(s.id, exec_uuid) if fresh(e, "execution")])
                      for s in self.store.get_children_contexts_by_context(p.id)]) for p in pipelines]
-        events: Dict[int, List[pb.Event]] = {}
+        events: Dict[int, List[mlmd.Event]] = {}
         for ev in self._events_of_executions(e.id for _, stages in plan for _, execs in stages for e in execs):
             events.setdefault(ev.execution_id, []).append(ev)
         artifacts = {a.id: a for a in self._artifacts(ev.artifact_id for evs in events.values() for ev in evs)}
 
-        def event_attrs(ev: pb.Event) -> Dict[str, Any]:
+        def event_attrs(ev: mlmd.Event) -> Dict[str, Any]:
             artifact = artifacts[ev.artifact_id]
             return {**_export_attrs(ev, {}),
                     "artifact": _export_attrs(artifact, {"type": self._type_name(artifact, "artifact")})}
 
-        def execution_attrs(e: pb.Execution) -> Dict[str, Any]:
+        def execution_attrs(e: mlmd.Execution) -> Dict[str, Any]:
             return _export_attrs(e, {"type": self._type_name(e, "execution"), "name": e.name,
                                      "events": [event_attrs(ev) for ev in events.get(e.id, [])
                                                 if ev.artifact_id in artifacts]})
@@ -534,5 +532,5 @@ class CmfQuery:
     def extract_to_json(self, last_sync_time: int) -> str:
         """All pipelines as export JSON; with ``last_sync_time`` (ms since epoch) only executions updated
         after it, and the stages and pipelines that have such executions or were updated after it (on the
-        server: written after it, see :meth:`~cmf_core.server.sqlstore.SqlStore.written_at`)."""
+        server: written after it, see :meth:`~cmf_core.metadata.sqlstore.SqlStore.written_at`)."""
         return self._export(self._pipelines(), last_sync_time=last_sync_time)

@@ -1,96 +1,152 @@
-"""ML Metadata's SQLite schema, version 10 (what ml-metadata 1.15-1.17 create), written without ml-metadata.
+"""ML Metadata's schema, version 10 (what ml-metadata 1.15-1.17 create), written without ml-metadata, in SQLite
+and in PostgreSQL.
 
 An mlmd file is ML Metadata's tables in SQLite; :func:`create` makes a new one with the same tables, columns,
 keys and indexes, and ``MLMDEnv.schema_version`` 10, so that ml-metadata opens it as its own, without a
 migration, and every reader of ML Metadata's files (the original cmflib, ``dvc``-side tools, our server)
-reads it.  :func:`describe` gives a file's schema as data, which the tests compare with a file that
-ml-metadata itself created.  This is the first piece of the store that works on every Python
-(ml-metadata ships no wheel past 3.11).
+reads it.  :func:`create_postgres` does the same in a PostgreSQL database, with the types, names and indexes
+ml-metadata gives the schema there.  :func:`describe` and :func:`describe_postgres` give a database's schema
+as data, which the tests compare with one that ml-metadata itself created.  This is the first piece of the
+store that works on every Python (ml-metadata ships no wheel past 3.11).
 """
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
-__all__ = ["SCHEMA_VERSION", "create", "describe"]
+__all__ = ["SCHEMA_VERSION", "SIMPLE_TYPES", "create", "describe", "create_postgres", "describe_postgres"]
 
 SCHEMA_VERSION = 10
+#: The types ml-metadata puts into every store it opens (name: type_kind, 1 for artifacts, 0 for executions),
+#: and leaves out of its lists of types.  A store without them is one that ml-metadata must write to open: a
+#: file opened read-only would be refused.
+SIMPLE_TYPES = {"mlmd.Dataset": 1, "mlmd.Model": 1, "mlmd.Metrics": 1, "mlmd.Statistics": 1, "mlmd.Train": 0,
+                "mlmd.Transform": 0, "mlmd.Process": 0, "mlmd.Evaluate": 0, "mlmd.Deploy": 0}
 
-_NODE_TIMES = ("`create_time_since_epoch` INT NOT NULL DEFAULT 0, "
-               "`last_update_time_since_epoch` INT NOT NULL DEFAULT 0")
-_PROPERTY_VALUES = ("`int_value` INT, `double_value` DOUBLE, `string_value` TEXT, `byte_value` BLOB, "
-                    "`proto_value` BLOB, `bool_value` BOOLEAN")
+#: The PostgreSQL advisory lock (of the transaction) that :func:`create_postgres` holds.
+_POSTGRES_CREATE_LOCK = 0x6D6C6D64656E76  # "mlmdenv"
 
 
-def _property_table(node: str) -> str:
+@dataclass(frozen=True)
+class _Dialect:
+    """How ml-metadata spells its schema in one database: where the column types and keys differ."""
+
+    serial: str  # an id the database numbers itself
+    time: str  # milliseconds since the epoch
+    flag: str  # is_custom_property, is_index_step
+    kind: str  # Type.type_kind
+    double: str
+    blob: str
+    partial: bool  # the property indexes leave NULL values out
+    named: bool  # the unique keys of Artifact, Execution and Event carry ml-metadata's constraint names
+
+
+_SQLITE = _Dialect(serial="INTEGER PRIMARY KEY AUTOINCREMENT", time="INT", flag="TINYINT(1)", kind="TINYINT(1)",
+                   double="DOUBLE", blob="BLOB", partial=True, named=False)
+_POSTGRES = _Dialect(serial="SERIAL PRIMARY KEY", time="BIGINT", flag="BOOLEAN", kind="SMALLINT",
+                     double="DOUBLE PRECISION", blob="BYTEA", partial=False, named=True)
+
+
+def _unique(d: _Dialect, name: str, columns: str) -> str:
+    return f"CONSTRAINT {name} UNIQUE({columns})" if d.named else f"UNIQUE({columns})"
+
+
+def _property_table(d: _Dialect, node: str) -> str:
     """The properties of artifacts, executions or contexts: one row per (node, name, custom or not)."""
     key = f"`{node.lower()}_id`"
     return (f"CREATE TABLE `{node}Property` ({key} INT NOT NULL, `name` VARCHAR(255) NOT NULL, "
-            f"`is_custom_property` TINYINT(1) NOT NULL, {_PROPERTY_VALUES}, "
+            f"`is_custom_property` {d.flag} NOT NULL, `int_value` INT, `double_value` {d.double}, "
+            f"`string_value` TEXT, `byte_value` {d.blob}, `proto_value` {d.blob}, `bool_value` BOOLEAN, "
             f"PRIMARY KEY ({key}, `name`, `is_custom_property`))")
 
 
-def _property_indexes(node: str) -> List[str]:
-    """One partial index per kind of value: filters on a property's value use it."""
+def _property_indexes(d: _Dialect, node: str) -> List[str]:
+    """One index per kind of value (partial where ml-metadata makes it so): filters on a property's value use it."""
     return [f"CREATE INDEX `idx_{node.lower()}_property_{kind}` ON `{node}Property`"
-            f"(`name`, `is_custom_property`, `{kind}_value`) WHERE `{kind}_value` IS NOT NULL"
-            for kind in ("int", "double", "string")]
+            f"(`name`, `is_custom_property`, `{kind}_value`)"
+            + (f" WHERE `{kind}_value` IS NOT NULL" if d.partial else "") for kind in ("int", "double", "string")]
 
 
-_TABLES = [
-    "CREATE TABLE `Type` (`id` INTEGER PRIMARY KEY AUTOINCREMENT, `name` VARCHAR(255) NOT NULL, "
-    "`version` VARCHAR(255), `type_kind` TINYINT(1) NOT NULL, `description` TEXT, `input_type` TEXT, "
-    "`output_type` TEXT, `external_id` VARCHAR(255) UNIQUE)",
-    "CREATE TABLE `TypeProperty` (`type_id` INT NOT NULL, `name` VARCHAR(255) NOT NULL, `data_type` INT NULL, "
-    "PRIMARY KEY (`type_id`, `name`))",
-    "CREATE TABLE `ParentType` (`type_id` INT NOT NULL, `parent_type_id` INT NOT NULL, "
-    "PRIMARY KEY (`type_id`, `parent_type_id`))",
-    "CREATE TABLE `Artifact` (`id` INTEGER PRIMARY KEY AUTOINCREMENT, `type_id` INT NOT NULL, `uri` TEXT, "
-    f"`state` INT, `name` VARCHAR(255), `external_id` VARCHAR(255) UNIQUE, {_NODE_TIMES}, "
-    "UNIQUE(`type_id`, `name`))",
-    _property_table("Artifact"),
-    "CREATE TABLE `Execution` (`id` INTEGER PRIMARY KEY AUTOINCREMENT, `type_id` INT NOT NULL, "
-    f"`last_known_state` INT, `name` VARCHAR(255), `external_id` VARCHAR(255) UNIQUE, {_NODE_TIMES}, "
-    "UNIQUE(`type_id`, `name`))",
-    _property_table("Execution"),
-    "CREATE TABLE `Event` (`id` INTEGER PRIMARY KEY AUTOINCREMENT, `artifact_id` INT NOT NULL, "
-    "`execution_id` INT NOT NULL, `type` INT NOT NULL, `milliseconds_since_epoch` INT, "
-    "UNIQUE(`artifact_id`, `execution_id`, `type`))",
-    "CREATE TABLE `EventPath` (`event_id` INT NOT NULL, `is_index_step` TINYINT(1) NOT NULL, `step_index` INT, "
-    "`step_key` TEXT)",
-    "CREATE TABLE `MLMDEnv` (`schema_version` INTEGER PRIMARY KEY)",
-    "CREATE TABLE `Context` (`id` INTEGER PRIMARY KEY AUTOINCREMENT, `type_id` INT NOT NULL, "
-    f"`name` VARCHAR(255) NOT NULL, `external_id` VARCHAR(255) UNIQUE, {_NODE_TIMES}, UNIQUE(`type_id`, `name`))",
-    _property_table("Context"),
-    "CREATE TABLE `ParentContext` (`context_id` INT NOT NULL, `parent_context_id` INT NOT NULL, "
-    "PRIMARY KEY (`context_id`, `parent_context_id`))",
-    "CREATE TABLE `Association` (`id` INTEGER PRIMARY KEY AUTOINCREMENT, `context_id` INT NOT NULL, "
-    "`execution_id` INT NOT NULL, UNIQUE(`context_id`, `execution_id`))",
-    "CREATE TABLE `Attribution` (`id` INTEGER PRIMARY KEY AUTOINCREMENT, `context_id` INT NOT NULL, "
-    "`artifact_id` INT NOT NULL, UNIQUE(`context_id`, `artifact_id`))",
-]
-_INDEXES = [
-    *(f"CREATE INDEX `idx_{table.lower()}_{column}` ON `{table}`(`{column}`)" for table, column in (
-        ("Artifact", "uri"), ("Artifact", "create_time_since_epoch"), ("Artifact", "last_update_time_since_epoch"),
-        ("Event", "execution_id"), ("ParentContext", "parent_context_id"), ("Type", "name"),
-        ("Execution", "create_time_since_epoch"), ("Execution", "last_update_time_since_epoch"),
-        ("Context", "create_time_since_epoch"), ("Context", "last_update_time_since_epoch"),
-        ("EventPath", "event_id"))),
-    *(index for node in ("Artifact", "Execution", "Context") for index in _property_indexes(node)),
-    *(f"CREATE INDEX `idx_{table.lower()}_external_id` ON `{table}`(`external_id`)"
-      for table in ("Type", "Artifact", "Execution", "Context")),
-]
+def _statements(d: _Dialect) -> List[str]:
+    """Every statement that makes ML Metadata's schema (in the order of ml-metadata's own SQLite files), ending with
+    its version row."""
+    times = (f"`create_time_since_epoch` {d.time} NOT NULL DEFAULT 0, "
+             f"`last_update_time_since_epoch` {d.time} NOT NULL DEFAULT 0")
+    tables = [
+        f"CREATE TABLE `Type` (`id` {d.serial}, `name` VARCHAR(255) NOT NULL, `version` VARCHAR(255), "
+        f"`type_kind` {d.kind} NOT NULL, `description` TEXT, `input_type` TEXT, `output_type` TEXT, "
+        "`external_id` VARCHAR(255) UNIQUE)",
+        "CREATE TABLE `TypeProperty` (`type_id` INT NOT NULL, `name` VARCHAR(255) NOT NULL, `data_type` INT NULL, "
+        "PRIMARY KEY (`type_id`, `name`))",
+        "CREATE TABLE `ParentType` (`type_id` INT NOT NULL, `parent_type_id` INT NOT NULL, "
+        "PRIMARY KEY (`type_id`, `parent_type_id`))",
+        f"CREATE TABLE `Artifact` (`id` {d.serial}, `type_id` INT NOT NULL, `uri` TEXT, `state` INT, "
+        f"`name` VARCHAR(255), `external_id` VARCHAR(255) UNIQUE, {times}, "
+        f"{_unique(d, 'UniqueArtifactTypeName', '`type_id`, `name`')})",
+        _property_table(d, "Artifact"),
+        f"CREATE TABLE `Execution` (`id` {d.serial}, `type_id` INT NOT NULL, `last_known_state` INT, "
+        f"`name` VARCHAR(255), `external_id` VARCHAR(255) UNIQUE, {times}, "
+        f"{_unique(d, 'UniqueExecutionTypeName', '`type_id`, `name`')})",
+        _property_table(d, "Execution"),
+        f"CREATE TABLE `Event` (`id` {d.serial}, `artifact_id` INT NOT NULL, `execution_id` INT NOT NULL, "
+        f"`type` INT NOT NULL, `milliseconds_since_epoch` {d.time}, "
+        f"{_unique(d, 'UniqueEvent', '`artifact_id`, `execution_id`, `type`')})",
+        f"CREATE TABLE `EventPath` (`event_id` INT NOT NULL, `is_index_step` {d.flag} NOT NULL, `step_index` INT, "
+        "`step_key` TEXT)",
+        "CREATE TABLE `MLMDEnv` (`schema_version` INTEGER PRIMARY KEY)",
+        f"CREATE TABLE `Context` (`id` {d.serial}, `type_id` INT NOT NULL, `name` VARCHAR(255) NOT NULL, "
+        f"`external_id` VARCHAR(255) UNIQUE, {times}, UNIQUE(`type_id`, `name`))",
+        _property_table(d, "Context"),
+        "CREATE TABLE `ParentContext` (`context_id` INT NOT NULL, `parent_context_id` INT NOT NULL, "
+        "PRIMARY KEY (`context_id`, `parent_context_id`))",
+        f"CREATE TABLE `Association` (`id` {d.serial}, `context_id` INT NOT NULL, `execution_id` INT NOT NULL, "
+        "UNIQUE(`context_id`, `execution_id`))",
+        f"CREATE TABLE `Attribution` (`id` {d.serial}, `context_id` INT NOT NULL, `artifact_id` INT NOT NULL, "
+        "UNIQUE(`context_id`, `artifact_id`))",
+    ]
+    indexes = [
+        *(f"CREATE INDEX `idx_{table.lower()}_{column}` ON `{table}`(`{column}`)" for table, column in (
+            ("Artifact", "uri"), ("Artifact", "create_time_since_epoch"), ("Artifact", "last_update_time_since_epoch"),
+            ("Event", "execution_id"), ("ParentContext", "parent_context_id"), ("Type", "name"),
+            ("Execution", "create_time_since_epoch"), ("Execution", "last_update_time_since_epoch"),
+            ("Context", "create_time_since_epoch"), ("Context", "last_update_time_since_epoch"),
+            ("EventPath", "event_id"))),
+        *(index for node in ("Artifact", "Execution", "Context") for index in _property_indexes(d, node)),
+        *(f"CREATE INDEX `idx_{table.lower()}_external_id` ON `{table}`(`external_id`)"
+          for table in ("Type", "Artifact", "Execution", "Context")),
+    ]
+    simple_types = [f"INSERT INTO `Type` (`name`, `type_kind`) VALUES ('{name}', {kind})"
+                    for name, kind in SIMPLE_TYPES.items()]
+    return [*tables, *indexes, f"INSERT INTO `MLMDEnv` (`schema_version`) VALUES ({SCHEMA_VERSION})", *simple_types]
 
 
 def create(db: sqlite3.Connection) -> None:
     """Create ML Metadata's schema, version 10, in the empty database ``db``, in one transaction (a crash
-    leaves the file empty, never half a schema)."""
-    if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-        raise ValueError("the database is not empty: ML Metadata's schema goes into a new file only")
+    leaves the file empty, never half a schema).  The transaction takes the write lock before it looks, so
+    that a file another connection is writing into is never taken for an empty one."""
     with db:
-        for statement in (*_TABLES, *_INDEXES):
+        db.execute("BEGIN IMMEDIATE")  # sqlite3 opens no transaction for CREATE by itself
+        if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise ValueError("the database is not empty: ML Metadata's schema goes into a new file only")
+        for statement in _statements(_SQLITE):
             db.execute(statement)
-        db.execute("INSERT INTO `MLMDEnv` (`schema_version`) VALUES (?)", (SCHEMA_VERSION,))
+
+
+def create_postgres(connection: Any) -> None:
+    """Create ML Metadata's schema, version 10, as ml-metadata creates it on PostgreSQL, in the current schema of
+    the psycopg 3 ``connection``, which must hold no relation yet.
+
+    All in one transaction: committed on return, or a part of the caller's own when one is open; an error leaves
+    nothing behind.  A lock keeps two creators apart: the second waits for the first to finish, then finds the
+    schema there and is refused.  Identifiers are unquoted, so folded to lower case as ml-metadata's are."""
+    with connection.transaction():
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", [_POSTGRES_CREATE_LOCK])
+        if connection.execute("SELECT count(*) FROM pg_class WHERE relnamespace = "
+                              "current_schema()::regnamespace").fetchone()[0]:
+            raise ValueError("the database is not empty: ML Metadata's schema goes into a new database only")
+        for statement in _statements(_POSTGRES):
+            connection.execute(statement.replace("`", ""))
 
 
 def describe(db: sqlite3.Connection) -> Dict[str, Any]:
@@ -113,3 +169,34 @@ def describe(db: sqlite3.Connection) -> Dict[str, Any]:
                          "indexes": sorted(indexes)}
     version = [r[0] for r in db.execute("SELECT schema_version FROM MLMDEnv")] if "MLMDEnv" in names else []
     return {"tables": tables, "schema_version": version}
+
+
+def describe_postgres(connection: Any) -> Dict[str, Any]:
+    """The current schema of a PostgreSQL database as data, whatever the text that created it: per table its
+    columns (name, type, not null, default), constraints (primary and unique keys among them, with their names
+    and definitions) and indexes (name and definition); the sequences and the columns that own them; and the
+    rows of ``mlmdenv``."""
+    def rows(query: str, *args: Any) -> List[Tuple]:
+        return [tuple(row) for row in connection.execute(query, args).fetchall()]
+
+    tables: Dict[str, Any] = {}
+    for oid, table in rows("SELECT oid, relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace "
+                           "AND relkind IN ('r', 'p') ORDER BY relname"):
+        tables[table] = {
+            "columns": rows("SELECT attname, format_type(atttypid, atttypmod), attnotnull, pg_get_expr(adbin, adrelid) "
+                            "FROM pg_attribute LEFT JOIN pg_attrdef ON (adrelid, adnum) = (attrelid, attnum) "
+                            "WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum", oid),
+            "constraints": rows("SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint "
+                                "WHERE conrelid = %s ORDER BY conname", oid),
+            "indexes": rows("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+                            "AND tablename = %s ORDER BY indexname", table),
+        }
+    sequences = rows(
+        "SELECT s.relname, t.relname, attname, format_type(seqtypid, NULL), seqstart, seqincrement, seqmin, seqmax, "
+        "seqcache, seqcycle FROM pg_sequence JOIN pg_class s ON s.oid = seqrelid "
+        "LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = s.oid AND d.deptype IN ('a', 'i') "
+        "LEFT JOIN pg_class t ON t.oid = d.refobjid "
+        "LEFT JOIN pg_attribute ON (attrelid, attnum) = (d.refobjid, d.refobjsubid) "
+        "WHERE s.relnamespace = current_schema()::regnamespace ORDER BY s.relname")
+    version = [r[0] for r in rows("SELECT schema_version FROM mlmdenv")] if "mlmdenv" in tables else []
+    return {"tables": tables, "sequences": sequences, "schema_version": version}

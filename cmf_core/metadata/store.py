@@ -24,18 +24,19 @@ import os
 import sqlite3
 from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional
-
-from ml_metadata import errors as mlmd_errors
-from ml_metadata.metadata_store import metadata_store
-from ml_metadata.proto import metadata_store_pb2 as pb
+from urllib.parse import quote
 
 from cmf_core import locks
 from cmf_core.errors import CmfError
+from cmf_core.metadata import messages as mlmd
+from cmf_core.metadata import schema
+from cmf_core.metadata.sql import Session
+from cmf_core.metadata.sqlstore import SqlStore
 
 PARENT_CONTEXT = "Parent_Context"  # context type of a pipeline; property "Pipeline"
 STAGE_CONTEXT = "Pipeline_Stage"  # context type of a stage "pipeline/stage"; property "Pipeline_Stage"
 
-STRING, INT = pb.STRING, pb.INT
+STRING, INT = mlmd.STRING, mlmd.INT
 #: Properties of every execution type, as the original declares them.
 EXECUTION_PROPERTIES = {
     "Execution_uuid": STRING,
@@ -61,37 +62,37 @@ ARTIFACT_PROPERTIES: Dict[str, Dict[str, int]] = {
     "Metrics": {"metrics_name": STRING},
     "Step_Metrics": {"Commit": STRING, "url": STRING},
 }
-EVENTS = {"input": pb.Event.INPUT, "output": pb.Event.OUTPUT}
+EVENTS = {"input": mlmd.Event.INPUT, "output": mlmd.Event.OUTPUT}
 
 
-def to_value(value: Any) -> pb.Value:
+def to_value(value: Any) -> mlmd.Value:
     """A Python value as an MLMD value, keeping its type (bool, int, float, else str).
 
     A NaN or infinite float (a diverged loss) is stored as the string ``"nan"``, ``"inf"`` or ``"-inf"``:
     ML Metadata writes doubles into its SQL as text, and those three make the insert fail."""
     if isinstance(value, bool):
-        return pb.Value(bool_value=value)
+        return mlmd.Value(bool_value=value)
     if isinstance(value, int):
-        return pb.Value(int_value=value)
+        return mlmd.Value(int_value=value)
     if isinstance(value, float):
-        return pb.Value(double_value=value) if math.isfinite(value) else pb.Value(string_value=repr(value))
-    return pb.Value(string_value="" if value is None else str(value))
+        return mlmd.Value(double_value=value) if math.isfinite(value) else mlmd.Value(string_value=repr(value))
+    return mlmd.Value(string_value="" if value is None else str(value))
 
 
-def from_value(value: pb.Value) -> Any:
+def from_value(value: mlmd.Value) -> Any:
     """An MLMD value as a Python value."""
     kind = value.WhichOneof("value")
     return getattr(value, kind) if kind in ("int_value", "double_value", "string_value", "bool_value") else None
 
 
 def set_props(target: Any, values: Optional[Mapping[str, Any]]) -> None:
-    """Write ``values`` into a protobuf property map (``artifact.custom_properties`` ...)."""
+    """Write ``values`` into a property map (``artifact.custom_properties`` ...)."""
     for key, value in (values or {}).items():
         target[str(key)].CopyFrom(to_value(value))
 
 
 def props(source: Any) -> Dict[str, Any]:
-    """A protobuf property map as a plain dict."""
+    """A property map as a plain dict."""
     return {key: from_value(value) for key, value in source.items()}
 
 
@@ -119,35 +120,167 @@ def write_lock(mlmd: os.PathLike) -> locks.FileLock:
     return locks.lock(real.with_name(real.name + ".lock"))
 
 
-def open_store(path: os.PathLike, create: bool = True, check: bool = True) -> metadata_store.MetadataStore:
-    """Open the SQLite mlmd file at ``path``; with ``create=False`` a missing file is an error, not created.
+#: The environment variable that picks the store of mlmd files: ``ml-metadata`` for ml-metadata's own (the
+#: ``cmf-ml[mlmd]`` extra, Python <= 3.11); anything else, or unset, for cmf's (:class:`FileStore`).
+STORE_ENV = "CMF_METADATA_STORE"
+#: Seconds a call waits for another process's write to the same file (SQLite's busy timeout).
+BUSY_WAIT = 300
 
-    ``check=False`` skips :func:`check_sqlite`, which opens the file with Python's SQLite: a process that has the
-    file open through ML Metadata already must not (see :mod:`cmf_core.server.db`).
+
+class FileStore(SqlStore):
+    """An SQLite mlmd file through :class:`~cmf_core.metadata.sqlstore.SqlStore`, on a connection of its own in
+    autocommit mode: each write call is one transaction, as in ML Metadata, and ``with store.unit():`` one for
+    several."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path, logged_times: bool = False) -> None:
+        super().__init__(Session(connection.cursor(), postgres=False), logged_times=logged_times)
+        self.connection = connection
+        self.path = path
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def open_store(path: os.PathLike, create: bool = True, check: bool = True, logged_times: bool = False) -> Any:
+    """Open the SQLite mlmd file at ``path``; with ``create=False`` a missing file is an error, not created, and the
+    file is opened read-only.
+
+    A new (or empty) file gets ML Metadata's schema, version 10 (:mod:`cmf_core.metadata.schema`), in one
+    transaction.  ``check=False`` skips :func:`check_sqlite`.  ``logged_times``: whether records keep the times
+    they are put with, as a merge needs (see :mod:`cmf_core.metadata.sqlstore`).  With ``CMF_METADATA_STORE=
+    ml-metadata`` the file is opened through ml-metadata instead (:mod:`cmf_core.metadata.ml_metadata_store`),
+    unless ``logged_times``, which ml-metadata cannot keep: it stamps its own clock.
     """
     path = Path(path).absolute()
     if not create and not path.is_file():
         raise CmfError(f"mlmd file {path} does not exist")
-    if not create and path.stat().st_size == 0:  # read-only, MLMD would fail to create its tables
+    if not create and path.stat().st_size == 0:  # read-only: no schema can be made
         raise CmfError(f"mlmd file {path} is empty: not an mlmd file")
     if create and not path.parent.is_dir():
         raise CmfError(f"cannot create mlmd file {path}: {path.parent} is not a directory")
     if check:
         check_sqlite(path)
-    config = pb.ConnectionConfig()
-    config.sqlite.filename_uri = str(path)
-    config.sqlite.connection_mode = (pb.SqliteMetadataSourceConfig.READWRITE_OPENCREATE if create
-                                     else pb.SqliteMetadataSourceConfig.READONLY)
+    if os.environ.get(STORE_ENV) == "ml-metadata" and not logged_times:
+        from cmf_core.metadata.ml_metadata_store import open_file
+
+        return open_file(path, create)
     try:
-        return metadata_store.MetadataStore(config)
-    except (mlmd_errors.StatusError, RuntimeError) as exc:  # RuntimeError: a damaged schema
+        connection = sqlite3.connect(f"file:{quote(str(path))}?mode={'rwc' if create else 'ro'}", uri=True,
+                                     timeout=BUSY_WAIT, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
         raise CmfError(f"cannot open mlmd file {path}: {exc}") from None
+    try:
+        if create:
+            _ensure_schema(connection)
+        version = connection.execute("SELECT schema_version FROM mlmdenv").fetchone()
+    except sqlite3.Error as exc:
+        connection.close()
+        raise CmfError(f"cannot open mlmd file {path}: {exc}") from None
+    if version is None or version[0] != schema.SCHEMA_VERSION:
+        connection.close()
+        raise CmfError(f"mlmd file {path} has ML Metadata schema version {version[0] if version else 'none'}; cmf "
+                       f"reads and writes version {schema.SCHEMA_VERSION} (ml-metadata 1.15-1.17): open it once "
+                       "with that ml-metadata to upgrade it")
+    return FileStore(connection, path, logged_times=logged_times)
+
+
+def postgres_settings() -> Dict[str, Any]:
+    """The PostgreSQL database that ``Cmf(is_server=True)`` and ``CmfQuery(is_server=True)`` write and read, as
+    psycopg's connection arguments, from the environment variables the original cmflib reads: ``POSTGRES_HOST``,
+    ``POSTGRES_PORT`` (5432), ``POSTGRES_USER``, ``POSTGRES_PASSWORD`` (or libpq's own ``PGPASSWORD``/``.pgpass``)
+    and ``POSTGRES_DB``."""
+    missing = [name for name in ("POSTGRES_HOST", "POSTGRES_USER", "POSTGRES_DB") if not os.environ.get(name)]
+    if missing:
+        raise CmfError(f"is_server=True reads the PostgreSQL store that {', '.join(missing)} name: set them (and "
+                       "POSTGRES_PORT, POSTGRES_PASSWORD if needed)")
+    port = os.environ.get("POSTGRES_PORT") or "5432"
+    if not port.isdigit():
+        raise CmfError(f"POSTGRES_PORT must be a port number, not {port!r}")
+    return {"host": os.environ["POSTGRES_HOST"], "port": int(port), "user": os.environ["POSTGRES_USER"],
+            "dbname": os.environ["POSTGRES_DB"], "password": os.environ.get("POSTGRES_PASSWORD") or None,
+            "connect_timeout": 5}
+
+
+def _where(args: Mapping[str, Any]) -> str:
+    return f"postgresql://{args['user']}@{args['host']}:{args['port']}/{args['dbname']}"
+
+
+def ensure_postgres(args: Mapping[str, Any]) -> None:
+    """Create the PostgreSQL database of psycopg's connection ``args`` and ML Metadata's schema in it when they are
+    missing (:func:`schema.create_postgres`, what ml-metadata creates); a database that holds other tables is left
+    as it is, for the reader of its schema version to refuse."""
+    import psycopg
+    from psycopg import sql
+
+    try:
+        try:
+            connection = psycopg.connect(**args)
+        except psycopg.OperationalError as exc:
+            if f'database "{args["dbname"]}" does not exist' not in str(exc):
+                raise
+            with psycopg.connect(**{**args, "dbname": "postgres"}, autocommit=True) as admin:
+                try:
+                    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(args["dbname"])))
+                except psycopg.errors.DuplicateDatabase:  # another process made it meanwhile
+                    pass
+            connection = psycopg.connect(**args)
+        with connection:
+            if connection.execute("SELECT to_regclass('mlmdenv')").fetchone()[0] is None:
+                try:
+                    schema.create_postgres(connection)
+                except ValueError:  # not empty: another process made the schema meanwhile, or other tables
+                    pass
+    except psycopg.OperationalError as exc:
+        raise CmfError(f"cannot open the PostgreSQL store {_where(args)}: {str(exc).strip()}") from None
+
+
+class PostgresStore(SqlStore):
+    """A PostgreSQL store through :class:`~cmf_core.metadata.sqlstore.SqlStore`, on a connection of its own in
+    autocommit mode: each write call, or ``with store.unit():`` block, is one transaction that holds the store's
+    write lock, the one the server's pushes hold."""
+
+    def __init__(self, connection: Any) -> None:
+        super().__init__(Session(connection.cursor(), postgres=True), logged_times=False)
+        self.connection = connection
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def open_postgres_store(args: Optional[Mapping[str, Any]] = None, create: bool = True) -> PostgresStore:
+    """The PostgreSQL store of psycopg's connection ``args`` (default: :func:`postgres_settings`), created when
+    missing if ``create``."""
+    import psycopg
+
+    args = dict(args or postgres_settings())
+    if create:
+        ensure_postgres(args)
+    try:
+        connection = psycopg.connect(**args, autocommit=True)
+        version = connection.execute("SELECT schema_version FROM mlmdenv").fetchone()
+    except psycopg.Error as exc:
+        raise CmfError(f"cannot open the PostgreSQL store {_where(args)}: {str(exc).strip()}") from None
+    if version is None or version[0] != schema.SCHEMA_VERSION:
+        connection.close()
+        raise CmfError(f"the PostgreSQL store {_where(args)} has ML Metadata schema version "
+                       f"{version[0] if version else 'none'}; cmf reads and writes version {schema.SCHEMA_VERSION}")
+    return PostgresStore(connection)
+
+
+def _ensure_schema(connection: sqlite3.Connection) -> None:
+    """Give a new file ML Metadata's schema, once even when two processes open it at once (:func:`schema.create`
+    looks under SQLite's write lock, and refuses a file that another process has just made)."""
+    if connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+        try:
+            schema.create(connection)
+        except ValueError:
+            pass
 
 
 class Types:
     """Get-or-create of MLMD types by name, cached per store."""
 
-    def __init__(self, store: metadata_store.MetadataStore) -> None:
+    def __init__(self, store: SqlStore) -> None:
         self.store = store
         self._ids: Dict[tuple, int] = {}
 
@@ -158,8 +291,8 @@ class Types:
         getter = getattr(self.store, f"get_{kind}_type")
         try:
             type_id = getter(name).id
-        except mlmd_errors.NotFoundError:
-            proto = {"artifact": pb.ArtifactType, "execution": pb.ExecutionType, "context": pb.ContextType}[kind]
+        except mlmd.NotFoundError:
+            proto = {"artifact": mlmd.ArtifactType, "execution": mlmd.ExecutionType, "context": mlmd.ContextType}[kind]
             type_id = getattr(self.store, f"put_{kind}_type")(proto(name=name, properties=dict(properties)),
                                                                can_add_fields=True)
         self._ids[(kind, name)] = type_id
@@ -175,12 +308,12 @@ class Types:
         return self._get("context", name, {"Pipeline": STRING} if name == PARENT_CONTEXT else {name: STRING})
 
 
-def get_or_create_context(store: metadata_store.MetadataStore, types: Types, type_name: str, name: str,
-                          custom_properties: Optional[Mapping[str, Any]] = None) -> pb.Context:
+def get_or_create_context(store: SqlStore, types: Types, type_name: str, name: str,
+                          custom_properties: Optional[Mapping[str, Any]] = None) -> mlmd.Context:
     """The context ``name`` of ``type_name``, created if missing; new custom properties are merged in."""
     context = store.get_context_by_type_and_name(type_name, name)
     if context is None:
-        context = pb.Context(type_id=types.context(type_name), name=name)
+        context = mlmd.Context(type_id=types.context(type_name), name=name)
         context.properties["Pipeline" if type_name == PARENT_CONTEXT else type_name].string_value = name
     elif not custom_properties:
         return context
@@ -189,9 +322,9 @@ def get_or_create_context(store: metadata_store.MetadataStore, types: Types, typ
     return context
 
 
-def event(kind: str, name: Optional[str] = None, when: Optional[int] = None) -> pb.Event:
+def event(kind: str, name: Optional[str] = None, when: Optional[int] = None) -> mlmd.Event:
     """An INPUT/OUTPUT event; ``name`` goes in the event path as the original does when it links."""
-    ev = pb.Event(type=EVENTS[kind])
+    ev = mlmd.Event(type=EVENTS[kind])
     if name is not None:
         ev.path.steps.add().key = name
     if when is not None:
@@ -199,7 +332,7 @@ def event(kind: str, name: Optional[str] = None, when: Optional[int] = None) -> 
     return ev
 
 
-def linked(store: metadata_store.MetadataStore, execution_id: int, artifact_id: int) -> bool:
+def linked(store: SqlStore, execution_id: int, artifact_id: int) -> bool:
     """Whether the execution already has an event with the artifact."""
     return any(e.execution_id == execution_id for e in store.get_events_by_artifact_ids([artifact_id]))
 

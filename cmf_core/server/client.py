@@ -32,7 +32,7 @@ import httpx
 from cmf_core import config
 from cmf_core.errors import CmfError
 from cmf_core.layout import file_md5
-from cmf_core.metadata.merge import MergeError, MergeResult, Stamps, keep_times, merge_pipeline, pipeline_of
+from cmf_core.metadata.merge import MergeError, MergeResult, merge_pipeline, pipeline_of
 
 __all__ = ["MetadataClient", "ServerError", "ServerUnavailable", "ServerNoAnswer", "ServerAuthError", "PushResult",
            "PullResult", "push_metadata", "pull_metadata", "server_token", "DEFAULT_TIMEOUT"]
@@ -396,23 +396,22 @@ def pull_metadata(client: MetadataClient, pipeline: str, mlmd: str = "mlmd",
     with records.write_lock(target):  # no Cmf writes into the file between the copy and the replace
         created = not target.exists()
         if not created:
-            records.open_store(target, create=False)  # refuse a file that is not an mlmd before copying it
+            records.open_store(target, create=False).close()  # refuse a file that is not an mlmd before copying it
         work = target.with_name(f".{target.name}.pull-{os.getpid()}")
         try:
             if not created:
                 shutil.copyfile(target, work)
-            store = records.open_store(work)
-            stamps: Stamps = {}
+            store = records.open_store(work, logged_times=True)  # the server's (logged) times
             try:
                 # the server's values win: a pull brings the shared record of the pipeline into this workspace
-                merged = merge_pipeline(store, checked, exec_uuid=execution_uuid, replace=True, stamps=stamps)
+                with store.unit():
+                    merged = merge_pipeline(store, checked, exec_uuid=execution_uuid, replace=True)
             except MergeError:
                 raise
-            except Exception as exc:  # MLMD refused a record: nothing replaced
+            except Exception as exc:  # the store refused a record: nothing replaced
                 raise CmfError(f"metadata pull of {pipeline!r}: merging into {mlmd} failed: {exc}") from None
             finally:
-                del store  # MLMD closes the file when its store object goes
-            keep_times(work, stamps)  # the server's (logged) times, not those MLMD stamped: no one else has the copy
+                store.close()
             os.replace(work, target)
         finally:
             work.unlink(missing_ok=True)

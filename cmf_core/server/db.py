@@ -29,7 +29,6 @@ ML Metadata still opens, reads and writes such a database.
 """
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import sqlite3
@@ -37,12 +36,13 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, Optional
 from urllib.parse import quote
 
 from cmf_core.errors import CmfError
+from cmf_core.metadata.sql import WRITE_LOCK, Session
 
-__all__ = ["Database", "Session", "SCHEMA_VERSION", "StoreUnavailable", "check_schema", "fit_postgres"]
+__all__ = ["Database", "Session", "SCHEMA_VERSION", "StoreUnavailable", "check_schema", "connect_args", "fit_postgres"]
 
 log = logging.getLogger("cmf.server")
 
@@ -50,8 +50,6 @@ log = logging.getLogger("cmf.server")
 #: The ML Metadata schema version that the read path's SQL and :mod:`cmf_core.server.sqlstore` are written for
 #: (ml-metadata 1.15-1.17).
 SCHEMA_VERSION = 10
-#: PostgreSQL advisory lock key of the write lock ("cmf" in ASCII)
-WRITE_LOCK = 0x636D66
 #: Seconds libpq waits for PostgreSQL to accept a connection (its minimum): a stopped database refuses at once,
 #: an unreachable host costs this long before the 503.
 CONNECT_TIMEOUT = 2
@@ -71,56 +69,6 @@ class StoreUnavailable(CmfError):
     written; the same request succeeds once it is back."""
 
 
-class Session:
-    """The queries of one transaction: a request's reads, or a push."""
-
-    def __init__(self, cursor: Any, postgres: bool) -> None:
-        self._cursor = cursor
-        self.postgres = postgres
-
-    def _sql(self, sql: str) -> str:
-        return sql.replace("?", "%s") if self.postgres else sql
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self._cursor.execute(self._sql(sql), tuple(params))
-
-    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        self._cursor.executemany(self._sql(sql), rows)
-
-    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        """Insert ``rows`` in one batch: ``COPY`` on PostgreSQL, ``executemany`` on SQLite."""
-        if not rows:
-            return
-        if self.postgres:
-            with self._cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-            return
-        self._cursor.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-                                 f"({', '.join('?' * len(columns))})", rows)
-
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> List[Tuple]:
-        self.execute(sql, params)
-        return list(self._cursor.fetchall())
-
-    def among(self, column: str, ids: Sequence[int]) -> Tuple[str, List[Any]]:
-        """``column`` is one of ``ids``, as SQL and its one parameter: an array on PostgreSQL, a JSON list on
-        SQLite (thousands of ``?`` placeholders cost more to parse than the query takes)."""
-        if self.postgres:
-            return f"{column} = ANY(?)", [list(ids)]
-        return f"{column} IN (SELECT value FROM json_each(?))", [json.dumps(list(ids))]
-
-    def value(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        rows = self.rows(sql, params)
-        return rows[0][0] if rows else None
-
-    def bytewise(self, text: str) -> str:
-        """The SQL text expression ``text`` compared, sorted and lower-cased as SQLite does it (by UTF-8 bytes,
-        ASCII letters only): PostgreSQL otherwise follows the database's locale (``en_US``: 'a' < 'B'), and the
-        two stores would order and match the same rows differently."""
-        return f'({text}) COLLATE "C"' if self.postgres else text
-
-
 class Database:
     """Where the read path reads: an SQLite mlmd file or a PostgreSQL database (see the module doc)."""
 
@@ -135,7 +83,7 @@ class Database:
         self._answered = 0.0  # monotonic time the database last answered a check
         self._idle_writer: queue.Queue = queue.Queue(maxsize=1)  # the connection the last write left, for the next
         if postgres is not None:
-            self._connect = _connect_args(postgres)
+            self._connect = connect_args(postgres)
             self._pool = self._new_pool()
 
     def _new_pool(self) -> Any:
@@ -304,7 +252,7 @@ class Database:
             return int(s.value("SELECT schema_version FROM mlmdenv"))
 
 
-def _connect_args(postgres: Any) -> Dict[str, Any]:
+def connect_args(postgres: Any) -> Dict[str, Any]:
     """psycopg's connection arguments for a :class:`~cmf_core.server.store.PostgresConfig`."""
     return {"host": postgres.host, "port": postgres.port, "user": postgres.user, "dbname": postgres.dbname,
             "password": postgres.password or None, "connect_timeout": CONNECT_TIMEOUT}
@@ -320,7 +268,7 @@ def fit_postgres(postgres: Any) -> None:
     find = ("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND indexname = ANY(%s) "
             "AND indexdef NOT LIKE '%%md5(%%'")
     try:
-        with psycopg.connect(**_connect_args(postgres)) as connection:
+        with psycopg.connect(**connect_args(postgres)) as connection:
             version = connection.execute("SELECT schema_version FROM mlmdenv").fetchone()
             if version is None or version[0] != SCHEMA_VERSION or not connection.execute(
                     find, [list(FITTED_INDEXES)]).fetchall():

@@ -28,16 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
-from ml_metadata import errors as mlmd_errors
-from ml_metadata.metadata_store import metadata_store
-from ml_metadata.proto import metadata_store_pb2 as pb
-
 from cmf_core.errors import CmfError
+from cmf_core.metadata import messages as mlmd
 from cmf_core.metadata import schema
+from cmf_core.metadata.store import ensure_postgres
 from cmf_core.metadata.merge import MergeError, MergeResult, merge_pipeline, pipeline_of, pipelines_of
 from cmf_core.metadata.query import CmfQuery
-from cmf_core.server.db import Database, check_schema, fit_postgres
-from cmf_core.server.sqlstore import SqlStore
+from cmf_core.metadata.sqlstore import SqlStore
+from cmf_core.server.db import Database, check_schema, connect_args, fit_postgres
 
 __all__ = ["PostgresConfig", "ServerStore", "PipelineNotFound", "ExecutionNotFound", "StoreRefused"]
 
@@ -65,16 +63,6 @@ class PostgresConfig:
     user: str = "postgres"
     dbname: str = "mlmd"
     password: str = field(default="", repr=False)
-
-    def connection(self) -> pb.ConnectionConfig:
-        config = pb.ConnectionConfig()
-        config.postgresql.host = self.host
-        config.postgresql.port = str(self.port)
-        config.postgresql.user = self.user
-        config.postgresql.dbname = self.dbname
-        if self.password:
-            config.postgresql.password = self.password
-        return config
 
 
 def describe(sqlite: Optional[Path], postgres: Optional[PostgresConfig]) -> str:
@@ -125,13 +113,10 @@ def _create_sqlite(path: Path) -> None:
 
 
 def _create_postgres(config: PostgresConfig) -> None:
-    """Let ML Metadata create the database and its schema when they are missing (it does nothing otherwise),
-    then give it our indexes that take values of any length (:func:`~cmf_core.server.db.fit_postgres`)."""
-    try:
-        store = metadata_store.MetadataStore(config.connection())
-    except (mlmd_errors.StatusError, RuntimeError) as exc:  # RuntimeError: the database does not answer
-        raise CmfError(f"cannot open the PostgreSQL store {describe(None, config)}: {exc}") from None
-    del store
+    """Create the database and ML Metadata's schema in it when they are missing
+    (:func:`~cmf_core.metadata.store.ensure_postgres`), then give it our indexes that take values of any length
+    (:func:`~cmf_core.server.db.fit_postgres`)."""
+    ensure_postgres(connect_args(config))
     fit_postgres(config)
 
 
@@ -172,8 +157,7 @@ class ServerStore:
 
         try:
             yield
-        except (mlmd_errors.InvalidArgumentError, mlmd_errors.AlreadyExistsError, mlmd_errors.NotFoundError,
-                mlmd_errors.FailedPreconditionError, sqlite3.IntegrityError, psycopg.IntegrityError,
+        except (mlmd.StoreError, sqlite3.IntegrityError, psycopg.IntegrityError,
                 psycopg.DataError) as exc:
             raise StoreRefused(f"the store refused the payload: {exc}") from None
         except (sqlite3.Error, psycopg.Error) as exc:

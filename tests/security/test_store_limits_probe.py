@@ -90,12 +90,12 @@ def test_long_values_are_stored_and_read_back_alike(any_server):
 
 def test_ml_metadata_reads_the_long_values_back_from_postgresql(postgres_server, pg_cluster):
     """The store stays ML Metadata's: its own MetadataStore opens the database and reads a long value."""
-    from ml_metadata.metadata_store import metadata_store
+    pytest.importorskip("ml_metadata", reason="the oracle, ml-metadata, installs on Python <= 3.11 only")
+    from cmf_core.metadata.ml_metadata_store import open_postgres
 
     pipeline, run, note = unique("mlmd"), str(uuid.uuid4()), noise(100_000)
     assert push(postgres_server, export(pipeline, [execution(run, custom={"note": note})])).status_code == 200
-    config = PostgresConfig(host=pg_cluster.host, port=pg_cluster.port, user=pg_cluster.USER, dbname="probe")
-    store = metadata_store.MetadataStore(config.connection())
+    store = open_postgres(pg_cluster.host, pg_cluster.port, pg_cluster.USER, "probe")
     found = [e for e in store.get_executions() if e.properties["Execution_uuid"].string_value == run]
     assert [e.custom_properties["note"].string_value for e in found] == [note]
 
@@ -240,10 +240,12 @@ def test_an_existing_store_gets_the_indexes_that_take_long_values_at_start_up(po
     """A store ML Metadata made (as every store before this change) is migrated when a server starts (by the
     first of its processes; the others find nothing left to do), keeps its records and then takes long values."""
     import psycopg
-    from ml_metadata.metadata_store import metadata_store
+
+    pytest.importorskip("ml_metadata", reason="the oracle, ml-metadata, installs on Python <= 3.11 only")
+    from cmf_core.metadata.ml_metadata_store import open_postgres
 
     config = PostgresConfig(host=postgres.host, port=postgres.port, user=postgres.USER, dbname="old")
-    store = metadata_store.MetadataStore(config.connection())  # a database with ML Metadata's schema and indexes
+    store = open_postgres(config.host, config.port, config.user, "old")  # ML Metadata's schema and indexes
     before = unique("before")
     merge_pipeline(store, export(before))  # logged by ML Metadata itself
     del store
