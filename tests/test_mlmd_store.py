@@ -14,6 +14,7 @@ Without ml-metadata only the tests that need no oracle run (they check cmf's sto
 from __future__ import annotations
 
 import itertools
+import json
 import sqlite3
 import uuid
 from contextlib import closing
@@ -26,7 +27,7 @@ from cmf_core.errors import CmfError
 from cmf_core.metadata import messages as mlmd
 from cmf_core.metadata import store as records
 from cmf_core.metadata.store import STORE_ENV
-from tests.conftest import write
+from tests.conftest import NEEDS_POSTGRES, write
 
 try:
     import ml_metadata  # noqa: F401 - the oracle
@@ -340,3 +341,53 @@ def test_random_cmf_calls_write_the_same_rows_through_both_stores(started, monke
         assert at_six_decimals(ours) == at_six_decimals(theirs)
 
     same_rows()
+
+
+@NEEDS_POSTGRES
+def test_is_server_logs_into_the_postgresql_store_that_the_environment_names(postgres, monkeypatch, tmp_path):
+    """``Cmf(is_server=True)`` and ``CmfQuery(is_server=True)`` use PostgreSQL from ``POSTGRES_*`` (the original's
+    variables), created when missing; the server reads what they wrote, and so does ml-metadata where it installs."""
+    from cmflib.cmf import Cmf
+    from cmflib.cmfquery import CmfQuery
+    from cmf_core.server.store import PostgresConfig, ServerStore
+
+    dbname = f"client_{uuid.uuid4().hex[:10]}"
+    for name, value in {"HOST": postgres.host, "PORT": str(postgres.port), "USER": postgres.USER,
+                        "DB": dbname}.items():
+        monkeypatch.setenv(f"POSTGRES_{name}", value)
+    monkeypatch.chdir(tmp_path)
+    cmf = Cmf(filepath="mlmd", pipeline_name="team", is_server=True)
+    cmf.create_context("train")
+    execution = cmf.create_execution("Train", {"lr": 0.1, "note": "<b>html</b>"})
+    cmf.log_dataset_with_version("data/train.csv", "a" * 32, "input")
+    cmf.log_execution_metrics("metrics", {"accuracy": 0.93})
+    assert not (tmp_path / "mlmd").exists()  # nothing went into a file
+
+    query = CmfQuery(is_server=True)
+    assert query.get_pipeline_names() == ["team"]
+    [row] = query.get_all_executions_in_stage("team/train").to_dict("records")
+    assert row["id"] == execution.id and row["custom_properties_lr"] == 0.1
+    assert sorted(query.get_all_artifacts_for_execution(execution.id)["type"]) == ["Dataset", "Metrics"]
+
+    server = ServerStore(postgres=PostgresConfig(postgres.host, postgres.port, postgres.USER, dbname))
+    try:
+        [pipeline] = json.loads(server.pull("team"))["Pipeline"]
+    finally:
+        server.close()
+    [exported] = pipeline["stages"][0]["executions"]
+    assert exported["custom_properties"] == {"lr": 0.1, "note": "<b>html</b>"}
+    if ORACLE:
+        from cmf_core.metadata.ml_metadata_store import open_postgres
+
+        theirs = open_postgres(postgres.host, postgres.port, postgres.USER, dbname)
+        assert answers(theirs) == answers(records.open_postgres_store(create=False))
+
+
+def test_is_server_without_the_postgresql_settings_names_what_is_missing(monkeypatch, tmp_path):
+    from cmflib.cmf import Cmf
+
+    for name in ("HOST", "PORT", "USER", "DB", "PASSWORD"):
+        monkeypatch.delenv(f"POSTGRES_{name}", raising=False)
+    monkeypatch.setenv("POSTGRES_USER", "cmf")
+    with pytest.raises(CmfError, match="POSTGRES_HOST, POSTGRES_DB"):
+        Cmf(filepath=str(tmp_path / "mlmd"), is_server=True)
