@@ -59,8 +59,8 @@ install_cmf() {
     export PATH="$venv/bin:$PATH"
 }
 
-# Install the Debian packages the tests need when missing: the test servers (sshd, XRootD; PostgreSQL is
-# looked for under /usr/lib/postgresql), Chromium, the real browser the UI tests drive, and xfsprogs, for
+# Install the Debian packages the tests need when missing: the test servers (sshd, XRootD, MariaDB; PostgreSQL
+# is looked for under /usr/lib/postgresql), Chromium, the real browser the UI tests drive, and xfsprogs, for
 # an XFS image (loop-mounted) on which the reflink tests make real copy-on-write clones.
 ensure_system_packages() {
     local missing=()
@@ -68,6 +68,7 @@ ensure_system_packages() {
     command -v xrootd >/dev/null 2>&1 || missing+=(xrootd-server)
     [ -x /usr/bin/chromium ] || missing+=(chromium)
     compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
+    [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
     command -v mkfs.xfs >/dev/null 2>&1 || missing+=(xfsprogs)
     [ ${#missing[@]} -eq 0 ] && return 0
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then

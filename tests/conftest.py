@@ -13,7 +13,7 @@ import pytest
 
 from cmf_core.cli import main
 from cmf_core.testing import Dataset
-from cmf_core.testing.metadata_server import PostgresServer, postgres_binaries
+from cmf_core.testing.metadata_server import MysqlServer, PostgresServer, mariadb_binaries, postgres_binaries
 
 #: Marks a test (or a parameter) that needs Debian's PostgreSQL.
 NEEDS_POSTGRES = pytest.mark.skipif(postgres_binaries() is None, reason="PostgreSQL is not installed")
@@ -171,6 +171,17 @@ def postgres(tmp_path_factory):
     if postgres_binaries() is None:
         pytest.skip("PostgreSQL is not installed")
     with PostgresServer(tmp_path_factory.mktemp("postgres")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def mysql(tmp_path_factory):
+    """One real MariaDB server for the test module, accepting connections as ``MysqlServer.USER``; stopped by PID.
+    Skipped without MariaDB (or PyMySQL)."""
+    if mariadb_binaries() is None:
+        pytest.skip("MariaDB is not installed")
+    pytest.importorskip("pymysql")
+    with MysqlServer(tmp_path_factory.mktemp("mysql")) as server:
         yield server
 
 

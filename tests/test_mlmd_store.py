@@ -391,3 +391,138 @@ def test_is_server_without_the_postgresql_settings_names_what_is_missing(monkeyp
     monkeypatch.setenv("POSTGRES_USER", "cmf")
     with pytest.raises(CmfError, match="POSTGRES_HOST, POSTGRES_DB"):
         Cmf(filepath=str(tmp_path / "mlmd"), is_server=True)
+
+
+def mysql_environment(monkeypatch, server: Any, database: str) -> Dict[str, Any]:
+    """Point ``is_server=True`` at ``database`` on the MariaDB ``server`` through ``MYSQL_*`` (no PostgreSQL named);
+    PyMySQL's connection arguments for it."""
+    monkeypatch.delenv("POSTGRES_HOST", raising=False)
+    for name, value in {"HOST": server.host, "PORT": str(server.port), "USER": server.USER,
+                        "PASSWORD": server.PASSWORD, "DATABASE": database}.items():
+        monkeypatch.setenv(f"MYSQL_{name}", value)
+    return {"host": server.host, "port": server.port, "user": server.USER, "password": server.PASSWORD,
+            "database": database}
+
+
+def events_unordered(found: List[Any]) -> List[Any]:
+    """``answers`` with its lists of events in one order: ml-metadata asks for events with no ORDER BY, and MySQL
+    gives them in its plan's order (a small table's: by event id), where cmf's are by the ids asked for, then as
+    made (ml-metadata's order on SQLite)."""
+    return [sorted(item, key=lambda e: (e.artifact_id, e.execution_id, e.type))
+            if isinstance(item, list) and item and isinstance(item[0], mlmd.Event) else item for item in found]
+
+
+def test_is_server_logs_into_the_mysql_store_that_the_environment_names(mysql, monkeypatch, tmp_path):
+    """``Cmf(is_server=True)`` and ``CmfQuery(is_server=True)`` use MySQL (here MariaDB) from ``MYSQL_*``, created
+    when missing; ml-metadata reads what they wrote with the same answers, where it installs.  Text is utf8mb4, as
+    MySQL's own clients write it (ml-metadata 1.17 talks latin1 on the wire: it reads others' non-ASCII text, and
+    writes its own, mangled; so the text compared with it is ASCII)."""
+    from cmflib.cmf import Cmf
+    from cmflib.cmfquery import CmfQuery
+
+    database = f"client_{uuid.uuid4().hex[:10]}"
+    mysql_environment(monkeypatch, mysql, database)
+    monkeypatch.chdir(tmp_path)
+    cmf = Cmf(filepath="mlmd", pipeline_name="team", is_server=True)
+    cmf.create_context("train")
+    execution = cmf.create_execution("Train", {"lr": 0.1, "note": "<b>html</b>"})
+    cmf.log_dataset_with_version("data/train.csv", "a" * 32, "input")
+    cmf.log_execution_metrics("metrics", {"accuracy": 0.93})
+    cmf.create_context("evaluate")
+    cmf.create_execution("Evaluate", {"threshold": 0.5})
+    cmf.log_dataset_with_version("data/train.csv", "a" * 32, "input")
+    cmf.create_execution("Evaluate", {"again": True}, create_new_execution=False)
+    assert not (tmp_path / "mlmd").exists()  # nothing went into a file
+
+    query = CmfQuery(is_server=True)
+    assert query.get_pipeline_names() == ["team"]
+    [row] = query.get_all_executions_in_stage("team/train").to_dict("records")
+    assert row["id"] == execution.id and row["custom_properties_lr"] == 0.1
+    assert sorted(query.get_all_artifacts_for_execution(execution.id)["type"]) == ["Dataset", "Metrics"]
+    if ORACLE:
+        from cmf_core.metadata.ml_metadata_store import open_mysql
+
+        theirs = open_mysql(mysql.host, mysql.port, mysql.USER, database, mysql.PASSWORD)
+        found = events_unordered(answers(records.open_mysql_store(create=False)))
+        assert len(found) > 40 and events_unordered(answers(theirs)) == found
+
+    cmf.update_execution(execution.id, {"user": "Zoë 🙂"})
+    [row] = CmfQuery(is_server=True).get_all_executions_in_stage("team/train").to_dict("records")
+    assert row["custom_properties_user"] == "Zoë 🙂"
+
+
+def log_stage(store: Any, step: int) -> None:
+    """One stage of a pipeline through ML Metadata's API, as ``Cmf`` logs it: the stage's context under the
+    pipeline's, an execution with properties of each kind that reads the stage before's output and writes a new one
+    (events with paths of keys and indexes), linked to both contexts."""
+    types = records.Types(store)
+    pipeline = records.get_or_create_context(store, types, records.PARENT_CONTEXT, "team")
+    stage = records.get_or_create_context(store, types, records.STAGE_CONTEXT, f"team/stage-{step}", {"step": step})
+    store.put_parent_contexts([mlmd.ParentContext(child_id=stage.id, parent_id=pipeline.id)])
+    execution = mlmd.Execution(type_id=types.execution(f"team/stage-{step}"), name=f"run-{step}")
+    execution.properties["Execution_uuid"].string_value = f"uuid-{step}"
+    records.set_props(execution.custom_properties, {"lr": 0.5 / (step + 1), "epochs": step, "deep": step % 2 == 0,
+                                                    "note": f"stage {step}"})
+    before = sorted(store.get_artifacts_by_type("Dataset"), key=lambda a: a.id)[-1:]
+    output = mlmd.Artifact(type_id=types.artifact("Dataset"), uri=f"{step:032d}", name=f"data/{step}.csv:{step}")
+    output.properties["Commit"].string_value = f"commit {step}"
+    written = records.event("output", "data")
+    written.path.steps.add().index = step
+    store.put_execution(execution, [*((a, records.event("input", a.name)) for a in before), (output, written)],
+                        [pipeline, stage])
+
+
+@needs_oracle
+@pytest.mark.parametrize("first", ["cmf", "ml-metadata"])
+def test_cmf_and_ml_metadata_take_turns_on_one_mysql_database_and_read_it_alike(mysql, first):
+    """The two stores write one MySQL database in turns (ids from ml-metadata's AUTO_INCREMENT and from cmf's
+    max(id) + 1, each past the other's) and read it with the same answers, whichever created it."""
+    from cmf_core.metadata.ml_metadata_store import open_mysql
+
+    database = f"turns_{uuid.uuid4().hex[:10]}"
+    args = {"host": mysql.host, "port": mysql.port, "user": mysql.USER, "password": mysql.PASSWORD,
+            "database": database}
+    stores = {"cmf": lambda: records.open_mysql_store(args),
+              "ml-metadata": lambda: open_mysql(mysql.host, mysql.port, mysql.USER, database, mysql.PASSWORD)}
+    writers = [stores[first](), stores[{"cmf": "ml-metadata", "ml-metadata": "cmf"}[first]]()]
+    for step in range(4):
+        log_stage(writers[step % 2], step)
+    ours, theirs = (writers if first == "cmf" else writers[::-1])
+    found = events_unordered(answers(ours))
+    assert [e.name for e in ours.get_executions()] == [f"run-{step}" for step in range(4)]
+    assert len(ours.get_events_by_execution_ids([e.id for e in ours.get_executions()])) == 7
+    assert found == events_unordered(answers(theirs))
+
+
+def test_is_server_with_both_mysql_and_postgresql_named_is_refused(monkeypatch):
+    from cmflib.cmf import Cmf
+
+    monkeypatch.setenv("MYSQL_HOST", "127.0.0.1")
+    monkeypatch.setenv("POSTGRES_HOST", "127.0.0.1")
+    with pytest.raises(CmfError, match="both MYSQL_HOST and POSTGRES_HOST are set"):
+        Cmf(filepath="mlmd", is_server=True)
+
+
+def test_a_unit_on_mysql_is_one_transaction_that_other_writers_wait_for(mysql):
+    """A ``store.unit()`` (each ``Cmf`` call) on MySQL is all or nothing, and holds the store's write lock from its
+    start: a writer in another process waits, then takes the next ids, never one already taken."""
+    import threading
+    import time
+
+    args = {"host": mysql.host, "port": mysql.port, "user": mysql.USER, "password": mysql.PASSWORD,
+            "database": f"unit_{uuid.uuid4().hex[:10]}"}
+    first, second = records.open_mysql_store(args), records.open_mysql_store(args)
+    dataset = first.put_artifact_type(mlmd.ArtifactType(name="Dataset"))
+    with pytest.raises(RuntimeError):
+        with first.unit():
+            first.put_artifacts([mlmd.Artifact(type_id=dataset, name="a", uri="u")])
+            raise RuntimeError("the logging call failed half-way")
+    assert second.get_artifacts() == []
+    with first.unit():
+        [made] = first.put_artifacts([mlmd.Artifact(type_id=dataset, name="b", uri="u")])
+        other = threading.Thread(target=second.put_artifacts, args=([mlmd.Artifact(type_id=dataset, name="c")],))
+        other.start()
+        time.sleep(0.5)
+        assert other.is_alive()  # waiting for the write lock
+    other.join(30)
+    assert [(a.id, a.name) for a in second.get_artifacts()] == [(made, "b"), (made + 1, "c")]

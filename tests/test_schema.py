@@ -1,7 +1,7 @@
-"""ML Metadata's schema written without ml-metadata (``cmf_core/metadata/schema.py``), in SQLite and in
-PostgreSQL, checked against ml-metadata itself where it installs (Python <= 3.11): the same tables, columns,
-keys and indexes as a database ml-metadata creates, and ml-metadata opens ours as its own and reads back what
-it wrote there.  The refusals and the all-or-nothing creation are checked everywhere."""
+"""ML Metadata's schema written without ml-metadata (``cmf_core/metadata/schema.py``), in SQLite, PostgreSQL
+and MySQL (a real MariaDB), checked against ml-metadata itself where it installs (Python <= 3.11): the same
+tables, columns, keys and indexes as a database ml-metadata creates, and ml-metadata opens ours as its own and
+reads back what it wrote there.  The refusals and the all-or-nothing creation are checked everywhere."""
 from __future__ import annotations
 
 import sqlite3
@@ -33,7 +33,7 @@ class Database:
 
     def execute(self, sql: str) -> None:
         with self.connect() as connection:
-            connection.execute(sql)
+            connection.cursor().execute(sql)
 
 
 class SQLiteDatabase(Database):
@@ -101,13 +101,54 @@ class PostgresDatabase(Database):
         return config
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+class MysqlDatabase(Database):
+    """A new, empty database on the test module's MariaDB server."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.name = f"t_{uuid.uuid4().hex[:12]}"
+        with self.connect(None) as admin:
+            admin.cursor().execute(f"CREATE DATABASE {self.name}")
+
+    def connect(self, database: Any = "") -> Any:
+        import pymysql
+
+        return pymysql.connect(host=self.server.host, port=self.server.port, user=self.server.USER,
+                               password=self.server.PASSWORD, database=self.name if database == "" else database,
+                               autocommit=True)
+
+    def create(self) -> None:
+        with self.connect() as connection:
+            schema.create_mysql(connection)
+
+    def describe(self) -> dict:
+        with self.connect() as connection:
+            return schema.describe_mysql(connection)
+
+    def relations(self) -> List[str]:
+        with self.connect() as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE() "
+                           "ORDER BY table_name")
+            return [r[0] for r in cursor.fetchall()]
+
+    def mlmd_config(self) -> Any:
+        config = pb.ConnectionConfig()
+        config.mysql.host = self.server.host
+        config.mysql.port = self.server.port
+        config.mysql.user = self.server.USER
+        config.mysql.password = self.server.PASSWORD
+        config.mysql.database = self.name
+        return config
+
+
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
 def new_database(request, tmp_path):
-    """Makes new, empty databases of one kind: SQLite files, or databases on one real PostgreSQL server."""
+    """Makes new, empty databases of one kind: SQLite files, or databases on one real PostgreSQL or MariaDB
+    server."""
     if request.param == "sqlite":
         return lambda: SQLiteDatabase(tmp_path / f"{uuid.uuid4().hex}.db")
-    server = request.getfixturevalue("postgres")  # skips where PostgreSQL is not installed
-    return lambda: PostgresDatabase(server)
+    server = request.getfixturevalue(request.param)  # skips where the server is not installed
+    return lambda: (PostgresDatabase if request.param == "postgres" else MysqlDatabase)(server)
 
 
 @NEEDS_MLMD
@@ -119,6 +160,7 @@ def test_the_schema_is_the_one_ml_metadata_creates(new_database):
     expected = theirs.describe()
     assert expected["schema_version"] == [schema.SCHEMA_VERSION]
     assert ours.describe() == expected
+    assert {table.lower() for table in expected["tables"]} == {table.lower() for table in schema.TABLES}
 
 
 @NEEDS_MLMD
@@ -220,4 +262,22 @@ def test_two_creates_at_once_on_postgresql_make_one_schema(postgres):
             assert thread.is_alive()
         thread.join(30)
     assert outcome == ["refused"]
+    assert database.describe()["schema_version"] == [schema.SCHEMA_VERSION]
+
+
+def test_two_creates_at_once_on_mysql_make_one_schema(mysql, monkeypatch):
+    """MySQL commits each CREATE by itself, so no transaction keeps a second creator out: while the first is still
+    busy (its first statement takes a second), the second waits for it, then is refused."""
+    statements = schema._statements
+    monkeypatch.setattr(schema, "_statements", lambda dialect: ["DO SLEEP(1)", *statements(dialect)])
+    database = MysqlDatabase(mysql)
+    first, first_outcome = attempt_in_thread(database.create)
+    time.sleep(0.3)
+    second, second_outcome = attempt_in_thread(database.create)
+    time.sleep(0.3)
+    assert first.is_alive() and second.is_alive()  # the second waits (unlocked, it would create alongside the first
+    # and fail on a table that the first made)
+    first.join(30)
+    second.join(30)
+    assert (first_outcome, second_outcome) == (["created"], ["refused"])
     assert database.describe()["schema_version"] == [schema.SCHEMA_VERSION]

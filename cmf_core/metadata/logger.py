@@ -115,8 +115,8 @@ def _event_kind(event: str) -> str:
 
 class Cmf:
     """Logs the metadata of one pipeline into the mlmd file ``filepath``, or with ``is_server=True`` into the
-    PostgreSQL store that the ``POSTGRES_*`` environment variables name (as the original; files are then not
-    versioned: only metadata, such as ``log_dataset_with_version``, is logged).
+    PostgreSQL store that the ``POSTGRES_*`` environment variables name (as the original), or the MySQL store that
+    ``MYSQL_*`` name; files are then not versioned: only metadata, such as ``log_dataset_with_version``, is logged.
 
     ``filepath``'s directory is where relative artifact paths are resolved
     (as the original, which changed into it); it must lie in a workspace set up
@@ -150,11 +150,11 @@ class Cmf:
                 self.driver = self._graph(workspace.neo4j)
         else:
             self.git_repo = ""
-        # PostgreSQL serialises writers itself: each unit's transaction holds the store's write lock
+        # the database (PostgreSQL, MySQL) serialises writers itself: each unit's transaction holds its write lock
         self.lock = contextlib.nullcontext() if is_server else records.write_lock(filepath)
         self.pipeline_name = pipeline_name or self.base.name
         with self.lock:  # a new file gets its schema, and the pipeline its context, once
-            self.store = records.open_postgres_store() if is_server else records.open_store(filepath)
+            self.store = records.open_server_store() if is_server else records.open_store(filepath)
             self.types = records.Types(self.store)
             self._identity = _identity(filepath)
             self.parent_context = records.get_or_create_context(self.store, self.types, records.PARENT_CONTEXT,

@@ -244,7 +244,7 @@ def _merged_props(execution: Dict[str, Any], skip: Tuple[str, ...] = ()) -> Dict
 
 
 def _changed(target: Any, values: Mapping[str, Any]) -> bool:
-    """Set ``values`` into a protobuf property map; whether anything changed."""
+    """Set ``values`` into a property map; whether anything changed."""
     changed = False
     for key, value in values.items():
         new = records.to_value(value)
@@ -255,7 +255,7 @@ def _changed(target: Any, values: Mapping[str, Any]) -> bool:
 
 
 def _logged(spec: Mapping[str, Any], key: str) -> Optional[int]:
-    """A time of a payload's record (ms since epoch), None when it has none (0 is protobuf's "not set")."""
+    """A time of a payload's record (ms since epoch), None when it has none (0 is ML Metadata's "not set")."""
     return spec.get(key) or None
 
 
@@ -431,7 +431,7 @@ def _refuse_clashes(store, merger: _Merger, pipeline: str, executions: List[Dict
 
 
 def _clash(stored: Any, incoming: Optional[Mapping[str, Any]], what: str) -> None:
-    """Raise :class:`Clash` if a key of ``incoming`` holds another value in the protobuf map ``stored``."""
+    """Raise :class:`Clash` if a key of ``incoming`` holds another value in the property map ``stored``."""
     for key, value in (incoming or {}).items():
         if key in stored and stored[key] != records.to_value(value):
             raise Clash(f"clash at {what} {key!r} is {records.from_value(stored[key])!r} in the store but "
@@ -441,9 +441,9 @@ def _clash(stored: Any, incoming: Optional[Mapping[str, Any]], what: str) -> Non
 def _known_executions(store, pipeline_id: int, uuids: Set[str]) -> Dict[str, mlmd.Execution]:
     """The pipeline's stored executions that have any of ``uuids``, by each of their uuids.
 
-    A store that can look executions up by uuid (the server's SQL store) is asked for just those, so a push
-    of one execution costs the same into a pipeline of 10,000; through ML Metadata's API every execution of
-    the pipeline is read.
+    A store that can look executions up by uuid (cmf's SQL store) is asked for just those, so a push of one
+    execution costs the same into a pipeline of 10,000; through ml-metadata's API every execution of the
+    pipeline is read.
     """
     lookup = getattr(store, "get_pipeline_executions_by_uuids", None)
     executions = lookup(pipeline_id, sorted(uuids)) if lookup else [

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 from cmf_core.errors import CmfError
 from cmf_core.metadata import messages as mlmd
 
-__all__ = ["MlmdStore", "open_file", "open_postgres", "to_ours", "to_theirs"]
+__all__ = ["MlmdStore", "open_file", "open_postgres", "open_mysql", "to_ours", "to_theirs"]
 
 
 def _pb() -> Any:
@@ -144,3 +144,13 @@ def open_postgres(host: str, port: int, user: str, dbname: str, password: str = 
     if password:
         config.postgresql.password = password
     return _open(config, f"the PostgreSQL database {user}@{host}:{port}/{dbname}")
+
+
+def open_mysql(host: str, port: int, user: str, database: str, password: str = "") -> MlmdStore:
+    """A MySQL (or MariaDB) database through ml-metadata, which creates it and its schema when they are missing."""
+    config = _pb().ConnectionConfig()
+    config.mysql.host, config.mysql.port = host, port
+    config.mysql.user, config.mysql.database = user, database
+    if password:
+        config.mysql.password = password
+    return _open(config, f"the MySQL database {user}@{host}:{port}/{database}")

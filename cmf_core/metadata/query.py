@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, 
 
 from cmf_core.errors import CmfError
 from cmf_core.metadata import messages as mlmd
-from cmf_core.metadata.store import PARENT_CONTEXT, STAGE_CONTEXT, from_value, open_postgres_store, open_store
+from cmf_core.metadata.store import PARENT_CONTEXT, STAGE_CONTEXT, from_value, open_server_store, open_store
 
 if TYPE_CHECKING:  # pandas is imported where a DataFrame is made: it costs half a second that listings need not pay
     import pandas as pd
@@ -101,7 +101,8 @@ def _in_pipeline(execution: mlmd.Execution, pipeline_id: Optional[int]) -> bool:
 
 class CmfQuery:
     """Read access to the mlmd file ``filepath`` (never created, never written), or with ``is_server=True`` to
-    the PostgreSQL store that the ``POSTGRES_*`` environment variables name, as the original.
+    the PostgreSQL store that the ``POSTGRES_*`` environment variables name, as the original (or the MySQL store
+    that ``MYSQL_*`` name).
     Names are fully qualified as stored: stages ``<pipeline>/<stage>``, artifacts
     ``<path>:<md5>...``.
     """
@@ -109,7 +110,7 @@ class CmfQuery:
     def __init__(self, filepath: str = "mlmd", is_server: bool = False) -> None:
         self.filepath = filepath
         self.is_server = is_server
-        self.store = open_postgres_store(create=False) if is_server else open_store(filepath, create=False)
+        self.store = open_server_store(create=False) if is_server else open_store(filepath, create=False)
         self._type_names: Dict[str, Dict[int, str]] = {}
 
     # -- store helpers (each one or two batched store calls) ----------------------------------------

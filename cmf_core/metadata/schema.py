@@ -1,13 +1,14 @@
-"""ML Metadata's schema, version 10 (what ml-metadata 1.15-1.17 create), written without ml-metadata, in SQLite
-and in PostgreSQL.
+"""ML Metadata's schema, version 10 (what ml-metadata 1.15-1.17 create), written without ml-metadata, in SQLite,
+PostgreSQL and MySQL (or MariaDB).
 
 An mlmd file is ML Metadata's tables in SQLite; :func:`create` makes a new one with the same tables, columns,
 keys and indexes, and ``MLMDEnv.schema_version`` 10, so that ml-metadata opens it as its own, without a
 migration, and every reader of ML Metadata's files (the original cmflib, ``dvc``-side tools, our server)
 reads it.  :func:`create_postgres` does the same in a PostgreSQL database, with the types, names and indexes
-ml-metadata gives the schema there.  :func:`describe` and :func:`describe_postgres` give a database's schema
-as data, which the tests compare with one that ml-metadata itself created.  This is the first piece of the
-store that works on every Python (ml-metadata ships no wheel past 3.11).
+ml-metadata gives the schema there, and :func:`create_mysql` in a MySQL database.  :func:`describe`,
+:func:`describe_postgres` and :func:`describe_mysql` give a database's schema as data, which the tests compare
+with one that ml-metadata itself created.  This is the first piece of the store that works on every Python
+(ml-metadata ships no wheel past 3.11).
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
-__all__ = ["SCHEMA_VERSION", "SIMPLE_TYPES", "create", "describe", "create_postgres", "describe_postgres"]
+__all__ = ["SCHEMA_VERSION", "SIMPLE_TYPES", "TABLES", "create", "describe", "create_postgres", "describe_postgres",
+           "create_mysql", "describe_mysql"]
 
 SCHEMA_VERSION = 10
 #: The types ml-metadata puts into every store it opens (name: type_kind, 1 for artifacts, 0 for executions),
@@ -24,8 +26,17 @@ SCHEMA_VERSION = 10
 SIMPLE_TYPES = {"mlmd.Dataset": 1, "mlmd.Model": 1, "mlmd.Metrics": 1, "mlmd.Statistics": 1, "mlmd.Train": 0,
                 "mlmd.Transform": 0, "mlmd.Process": 0, "mlmd.Evaluate": 0, "mlmd.Deploy": 0}
 
+#: ML Metadata's tables, by their names: MySQL on Linux tells ``Type`` from ``type``.
+TABLES = ("Type", "TypeProperty", "ParentType", "Artifact", "ArtifactProperty", "Execution", "ExecutionProperty",
+          "Event", "EventPath", "MLMDEnv", "Context", "ContextProperty", "ParentContext", "Association", "Attribution")
+
 #: The PostgreSQL advisory lock (of the transaction) that :func:`create_postgres` holds.
 _POSTGRES_CREATE_LOCK = 0x6D6C6D64656E76  # "mlmdenv"
+#: The MySQL lock (of the connection) that :func:`create_mysql` holds: one per database (a name is at most 64
+#: characters, a database's name too, so it is hashed).
+_MYSQL_CREATE_LOCK = "CONCAT('mlmdenv.', MD5(DATABASE()))"
+#: Seconds :func:`create_mysql` waits for another creator of the same database.
+_MYSQL_CREATE_WAIT = 60
 
 
 @dataclass(frozen=True)
@@ -38,14 +49,19 @@ class _Dialect:
     kind: str  # Type.type_kind
     double: str
     blob: str
+    long_text: str  # a property's string_value
     partial: bool  # the property indexes leave NULL values out
     named: bool  # the unique keys of Artifact, Execution and Event carry ml-metadata's constraint names
+    text_key: str = ""  # how much of a TEXT column an index holds (MySQL indexes a prefix only)
 
 
 _SQLITE = _Dialect(serial="INTEGER PRIMARY KEY AUTOINCREMENT", time="INT", flag="TINYINT(1)", kind="TINYINT(1)",
-                   double="DOUBLE", blob="BLOB", partial=True, named=False)
+                   double="DOUBLE", blob="BLOB", long_text="TEXT", partial=True, named=False)
 _POSTGRES = _Dialect(serial="SERIAL PRIMARY KEY", time="BIGINT", flag="BOOLEAN", kind="SMALLINT",
-                     double="DOUBLE PRECISION", blob="BYTEA", partial=False, named=True)
+                     double="DOUBLE PRECISION", blob="BYTEA", long_text="TEXT", partial=False, named=True)
+_MYSQL = _Dialect(serial="INTEGER PRIMARY KEY AUTO_INCREMENT", time="BIGINT", flag="TINYINT(1)", kind="TINYINT(1)",
+                  double="DOUBLE", blob="MEDIUMBLOB", long_text="MEDIUMTEXT", partial=False, named=True,
+                  text_key="(255)")
 
 
 def _unique(d: _Dialect, name: str, columns: str) -> str:
@@ -57,14 +73,19 @@ def _property_table(d: _Dialect, node: str) -> str:
     key = f"`{node.lower()}_id`"
     return (f"CREATE TABLE `{node}Property` ({key} INT NOT NULL, `name` VARCHAR(255) NOT NULL, "
             f"`is_custom_property` {d.flag} NOT NULL, `int_value` INT, `double_value` {d.double}, "
-            f"`string_value` TEXT, `byte_value` {d.blob}, `proto_value` {d.blob}, `bool_value` BOOLEAN, "
+            f"`string_value` {d.long_text}, `byte_value` {d.blob}, `proto_value` {d.blob}, `bool_value` BOOLEAN, "
             f"PRIMARY KEY ({key}, `name`, `is_custom_property`))")
+
+
+def _key(d: _Dialect, column: str) -> str:
+    """A column of an index: a TEXT one (``uri``, ``string_value``) by as much of it as the database indexes."""
+    return f"`{column}`{d.text_key}" if column in ("uri", "string_value") else f"`{column}`"
 
 
 def _property_indexes(d: _Dialect, node: str) -> List[str]:
     """One index per kind of value (partial where ml-metadata makes it so): filters on a property's value use it."""
     return [f"CREATE INDEX `idx_{node.lower()}_property_{kind}` ON `{node}Property`"
-            f"(`name`, `is_custom_property`, `{kind}_value`)"
+            f"(`name`, `is_custom_property`, {_key(d, f'{kind}_value')})"
             + (f" WHERE `{kind}_value` IS NOT NULL" if d.partial else "") for kind in ("int", "double", "string")]
 
 
@@ -106,7 +127,7 @@ def _statements(d: _Dialect) -> List[str]:
         "UNIQUE(`context_id`, `artifact_id`))",
     ]
     indexes = [
-        *(f"CREATE INDEX `idx_{table.lower()}_{column}` ON `{table}`(`{column}`)" for table, column in (
+        *(f"CREATE INDEX `idx_{table.lower()}_{column}` ON `{table}`({_key(d, column)})" for table, column in (
             ("Artifact", "uri"), ("Artifact", "create_time_since_epoch"), ("Artifact", "last_update_time_since_epoch"),
             ("Event", "execution_id"), ("ParentContext", "parent_context_id"), ("Type", "name"),
             ("Execution", "create_time_since_epoch"), ("Execution", "last_update_time_since_epoch"),
@@ -147,6 +168,36 @@ def create_postgres(connection: Any) -> None:
             raise ValueError("the database is not empty: ML Metadata's schema goes into a new database only")
         for statement in _statements(_POSTGRES):
             connection.execute(statement.replace("`", ""))
+
+
+def create_mysql(connection: Any) -> None:
+    """Create ML Metadata's schema, version 10, as ml-metadata creates it on MySQL and MariaDB, in the current
+    database of the PyMySQL ``connection``, which must hold no table yet.
+
+    MySQL commits each ``CREATE`` by itself, so a transaction cannot make this all or nothing: a create that fails
+    drops the tables it made, and the database is empty again for the next.  A lock of the database keeps two
+    creators apart: the second waits for the first to finish, then finds the schema there and is refused."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT GET_LOCK({_MYSQL_CREATE_LOCK}, %s)", [_MYSQL_CREATE_WAIT])
+        if cursor.fetchone()[0] != 1:
+            raise TimeoutError(f"another process has been creating ML Metadata's schema for {_MYSQL_CREATE_WAIT} s")
+        try:
+            cursor.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = DATABASE()")
+            if cursor.fetchone()[0]:
+                raise ValueError("the database is not empty: ML Metadata's schema goes into a new database only")
+            made: List[str] = []  # the tables this call created, which a failure drops
+            try:
+                for statement in _statements(_MYSQL):
+                    cursor.execute(statement)
+                    if statement.startswith("CREATE TABLE"):
+                        made.append(statement.split("`")[1])
+                connection.commit()
+            except BaseException:
+                if made:
+                    cursor.execute(f"DROP TABLE {', '.join(f'`{table}`' for table in made)}")
+                raise
+        finally:
+            cursor.execute(f"DO RELEASE_LOCK({_MYSQL_CREATE_LOCK})")
 
 
 def describe(db: sqlite3.Connection) -> Dict[str, Any]:
@@ -200,3 +251,31 @@ def describe_postgres(connection: Any) -> Dict[str, Any]:
         "WHERE s.relnamespace = current_schema()::regnamespace ORDER BY s.relname")
     version = [r[0] for r in rows("SELECT schema_version FROM mlmdenv")] if "mlmdenv" in tables else []
     return {"tables": tables, "sequences": sequences, "schema_version": version}
+
+
+def describe_mysql(connection: Any) -> Dict[str, Any]:
+    """The current database of a MySQL (or MariaDB) connection as data, whatever the text that created it: per table
+    its engine and collation, columns (name, type, nullable, default, extra such as ``auto_increment``, collation)
+    and indexes (name, unique, and per column its name and indexed prefix); and the rows of ``MLMDEnv``."""
+    def rows(query: str, *args: Any) -> List[Tuple]:
+        with connection.cursor() as cursor:
+            cursor.execute(query, args)
+            return [tuple(row) for row in cursor.fetchall()]
+
+    tables: Dict[str, Any] = {}
+    for table, engine, collation in rows("SELECT table_name, engine, table_collation FROM information_schema.tables "
+                                         "WHERE table_schema = DATABASE() ORDER BY table_name"):
+        indexes: Dict[str, Any] = {}
+        for name, non_unique, column, prefix in rows(
+                "SELECT index_name, non_unique, column_name, sub_part FROM information_schema.statistics "
+                "WHERE table_schema = DATABASE() AND table_name = %s ORDER BY index_name, seq_in_index", table):
+            indexes.setdefault(name, {"unique": not non_unique, "columns": []})["columns"].append((column, prefix))
+        tables[table] = {
+            "engine": engine, "collation": collation,
+            "columns": rows("SELECT column_name, column_type, is_nullable, column_default, extra, collation_name "
+                            "FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = %s "
+                            "ORDER BY ordinal_position", table),
+            "indexes": indexes,
+        }
+    version = [r[0] for r in rows("SELECT schema_version FROM MLMDEnv")] if "MLMDEnv" in tables else []
+    return {"tables": tables, "schema_version": version}

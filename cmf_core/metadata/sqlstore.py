@@ -330,7 +330,7 @@ class SqlStore:
                 events[event_id].milliseconds_since_epoch = ms
         if events:
             among, params = self.db.among("event_id", list(events))
-            order = "event_id" if self.db.postgres else "event_id, rowid"  # a path's steps in the order written
+            order = "event_id, rowid" if self.db.dialect == "sqlite" else "event_id"  # steps in the order written
             for event_id, is_index, index, key in self.db.rows(
                     f"SELECT event_id, is_index_step, step_index, step_key FROM eventpath WHERE {among} "
                     f"ORDER BY {order}", params):
@@ -346,14 +346,18 @@ class SqlStore:
     # -- writing ------------------------------------------------------------------------------------------
 
     def _new_ids(self, table: str, count: int) -> List[int]:
-        """``count`` unused ids of ``table``, from its sequence (the transaction holds the write lock)."""
+        """``count`` unused ids of ``table``, from its sequence (the transaction holds the write lock).  MySQL has
+        no sequences: the ids after the largest, which AUTO_INCREMENT then moves past."""
         if count == 0:
             return []
         if self.db.postgres:
             return [row[0] for row in self.db.rows("SELECT nextval(pg_get_serial_sequence(?, 'id')) "
                                                    "FROM generate_series(1, ?)", [table, count])]
-        last = self.db.value(f"SELECT max((SELECT coalesce(max(id), 0) FROM {table}), coalesce((SELECT seq FROM "
-                             f"sqlite_sequence WHERE lower(name) = ?), 0))", [table])
+        if self.db.dialect == "mysql":
+            last = self.db.value(f"SELECT coalesce(max(id), 0) FROM {table}")
+        else:
+            last = self.db.value(f"SELECT max((SELECT coalesce(max(id), 0) FROM {table}), coalesce((SELECT seq FROM "
+                                 f"sqlite_sequence WHERE lower(name) = ?), 0))", [table])
         return list(range(last + 1, last + 1 + count))
 
     def _check(self, kind: str, node: Any) -> None:
@@ -441,9 +445,11 @@ class SqlStore:
     def written_at(self) -> Dict[Tuple[str, int], int]:
         """When the store last wrote each execution and context, by ("execution" or "context", id); a record
         written before the store kept these (its update time is when it was written) is not among them."""
-        exists = ("SELECT to_regclass('cmf_written') IS NOT NULL" if self.db.postgres else
-                  "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'cmf_written'")
-        if not self.db.value(exists):
+        exists = {"postgres": "SELECT to_regclass('cmf_written') IS NOT NULL",
+                  "mysql": "SELECT count(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND "
+                           "table_name = 'cmf_written'",
+                  "sqlite": "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'cmf_written'"}
+        if not self.db.value(exists[self.db.dialect]):
             return {}
         return {(kind, node_id): at for kind, node_id, at in self.db.rows("SELECT kind, id, at FROM cmf_written")}
 

@@ -1,10 +1,10 @@
 """The metadata server's store: ML Metadata's tables in an SQLite file or a PostgreSQL database.
 
 A push is ONE database transaction.  The merge (:func:`~cmf_core.metadata.merge.merge_pipeline`) runs on
-:class:`~cmf_core.server.sqlstore.SqlStore`, ML Metadata's calls as SQL on one connection, inside a
+:class:`~cmf_core.metadata.sqlstore.SqlStore`, ML Metadata's calls as SQL on one connection, inside a
 transaction that holds the store's write lock (:meth:`~cmf_core.server.db.Database.transaction`).  So:
 
-* a failure at any point (ML Metadata's own refusals, a dropped connection, the server killed) leaves
+* a failure at any point (a refused record, a dropped connection, the server killed) leaves
   the store exactly as it was: the database rolls the transaction back, at once or when it next opens;
 * a reader never sees part of a push: pulls and pages read one snapshot (one read transaction);
 * several server processes on one database serialise their pushes on the database's lock, and a
@@ -14,8 +14,8 @@ transaction that holds the store's write lock (:meth:`~cmf_core.server.db.Databa
 Why SQL rather than ML Metadata's API with a journal to undo it: ML Metadata commits every call, so a
 crash-proof undo needs a journal written before each call and replayed at start-up, and a lock across
 processes; its PostgreSQL driver also makes a round trip per row (a 1,000-execution push took 14-24 s).
-The schema is fixed per ml-metadata release (version 10 for 1.15-1.17) and checked at start-up; ML
-Metadata itself still creates it in a new store.
+The schema is fixed per ml-metadata release (version 10 for 1.15-1.17), created in a new store as ml-metadata
+creates it (:mod:`cmf_core.metadata.schema`) and checked at start-up.
 """
 from __future__ import annotations
 

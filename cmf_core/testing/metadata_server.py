@@ -5,6 +5,9 @@
 * :class:`PostgresServer`: a throw-away PostgreSQL cluster (Debian's ``postgresql`` package):
   ``initdb -A trust`` into a temp dir, ``postgres -D DIR -p PORT -k DIR``; run as the ``postgres``
   user when we are root (PostgreSQL refuses to run as root).
+* :class:`MysqlServer`: a throw-away MariaDB server (Debian's ``mariadb-server`` package):
+  ``mariadb-install-db`` into a temp dir, ``mariadbd`` on a loopback port with its own socket; run as the
+  ``mysql`` user when we are root.
 """
 from __future__ import annotations
 
@@ -18,11 +21,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from cmf_core.testing.servers import Server, free_port, wait_for_port
 
-__all__ = ["MetadataServer", "PostgresServer", "postgres_binaries"]
+__all__ = ["MetadataServer", "PostgresServer", "postgres_binaries", "MysqlServer", "mariadb_binaries"]
 
 
 def postgres_binaries() -> Optional[Path]:
@@ -72,6 +75,68 @@ class PostgresServer(Server):
             time.sleep(0.1)
 
     STOP_SIGNAL = signal.SIGINT  # fast shutdown: clients are disconnected, unlike SIGTERM's wait for them
+
+    def stop(self) -> None:
+        """Stop by PID, then remove the data."""
+        try:
+            super().stop()
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def mariadb_binaries() -> Optional[Dict[str, str]]:
+    """The paths of ``mariadbd`` and ``mariadb-install-db``, or None when MariaDB is not installed."""
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin"])  # mariadbd is in sbin
+    found = {name: shutil.which(name, path=path) for name in ("mariadbd", "mariadb-install-db")}
+    return found if all(found.values()) else None  # type: ignore[return-value]
+
+
+class MysqlServer(Server):
+    """A MariaDB server of its own on a free loopback port, removed on stop.  ``USER`` (password ``PASSWORD``) may
+    do anything; the character set is utf8mb4, as MySQL 8 and Debian's MariaDB have it."""
+
+    USER, PASSWORD = "cmf", "cmf-test-password"
+
+    def __init__(self, log_dir: Path) -> None:
+        programs = mariadb_binaries()
+        if programs is None:
+            raise RuntimeError("MariaDB is not installed (apt-get install -y mariadb-server)")
+        self.install_db = programs["mariadb-install-db"]
+        self.run_as = "mysql" if os.geteuid() == 0 else None
+        # not under pytest's tmp dirs: those are 0700 root-only, and the server runs as another user
+        self.root = Path(tempfile.mkdtemp(prefix="cmf-mariadb-"))
+        self.options = ["--no-defaults", f"--datadir={self.root / 'data'}", "--skip-name-resolve",
+                        "--innodb-log-file-size=8M", "--character-set-server=utf8mb4"]
+        port = free_port()
+        super().__init__([programs["mariadbd"], *self.options, f"--port={port}", "--bind-address=127.0.0.1",
+                          f"--socket={self.root / 'socket'}", "--innodb-flush-log-at-trx-commit=0"],
+                         port, log_dir / "mariadb.log")
+        self.host = "127.0.0.1"
+
+    def start(self) -> None:
+        import pymysql
+
+        if self.run_as:
+            entry = pwd.getpwnam(self.run_as)
+            os.chown(self.root, entry.pw_uid, entry.pw_gid)
+        with open(self.log, "ab") as out:
+            subprocess.run([self.install_db, *self.options, "--auth-root-authentication-method=normal",
+                            "--skip-test-db"], stdout=out, stderr=subprocess.STDOUT, check=True, user=self.run_as)
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                         user=self.run_as)
+        wait_for_port(self.port, timeout=60, proc=self.proc)
+        deadline = time.monotonic() + 60
+        while True:  # listening is not yet accepting: it may still start up
+            try:
+                root = pymysql.connect(host=self.host, port=self.port, user="root")  # no password, loopback only
+                break
+            except pymysql.OperationalError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"MariaDB on port {self.port} does not accept connections; see {self.log}")
+                time.sleep(0.1)
+        with root, root.cursor() as cursor:
+            cursor.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", [self.USER, self.PASSWORD])
+            cursor.execute("GRANT ALL ON *.* TO %s@'%%'", [self.USER])
 
     def stop(self) -> None:
         """Stop by PID, then remove the data."""
