@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List
 import pytest
 
 from cmf_core.errors import CmfError
+from cmf_core.metadata import databases
 from cmf_core.metadata import messages as mlmd
 from cmf_core.metadata import store as records
 from cmf_core.metadata.store import STORE_ENV
@@ -380,7 +381,7 @@ def test_is_server_logs_into_the_postgresql_store_that_the_environment_names(pos
         from cmf_core.metadata.ml_metadata_store import open_postgres
 
         theirs = open_postgres(postgres.host, postgres.port, postgres.USER, dbname)
-        assert answers(theirs) == answers(records.open_postgres_store(create=False))
+        assert answers(theirs) == answers(databases.open_postgres_store(create=False))
 
 
 def test_is_server_without_the_postgresql_settings_names_what_is_missing(monkeypatch, tmp_path):
@@ -443,7 +444,7 @@ def test_is_server_logs_into_the_mysql_store_that_the_environment_names(mysql, m
         from cmf_core.metadata.ml_metadata_store import open_mysql
 
         theirs = open_mysql(mysql.host, mysql.port, mysql.USER, database, mysql.PASSWORD)
-        found = events_unordered(answers(records.open_mysql_store(create=False)))
+        found = events_unordered(answers(databases.open_mysql_store(create=False)))
         assert len(found) > 40 and events_unordered(answers(theirs)) == found
 
     cmf.update_execution(execution.id, {"user": "Zoë 🙂"})
@@ -482,7 +483,7 @@ def test_cmf_and_ml_metadata_take_turns_on_one_mysql_database_and_read_it_alike(
     database = f"turns_{uuid.uuid4().hex[:10]}"
     args = {"host": mysql.host, "port": mysql.port, "user": mysql.USER, "password": mysql.PASSWORD,
             "database": database}
-    stores = {"cmf": lambda: records.open_mysql_store(args),
+    stores = {"cmf": lambda: databases.open_mysql_store(args),
               "ml-metadata": lambda: open_mysql(mysql.host, mysql.port, mysql.USER, database, mysql.PASSWORD)}
     writers = [stores[first](), stores[{"cmf": "ml-metadata", "ml-metadata": "cmf"}[first]]()]
     for step in range(4):
@@ -511,7 +512,7 @@ def test_a_unit_on_mysql_is_one_transaction_that_other_writers_wait_for(mysql):
 
     args = {"host": mysql.host, "port": mysql.port, "user": mysql.USER, "password": mysql.PASSWORD,
             "database": f"unit_{uuid.uuid4().hex[:10]}"}
-    first, second = records.open_mysql_store(args), records.open_mysql_store(args)
+    first, second = databases.open_mysql_store(args), databases.open_mysql_store(args)
     dataset = first.put_artifact_type(mlmd.ArtifactType(name="Dataset"))
     with pytest.raises(RuntimeError):
         with first.unit():

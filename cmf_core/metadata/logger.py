@@ -44,6 +44,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from cmf_core import config, layout
 from cmf_core.errors import CmfError
+from cmf_core.metadata import databases
 from cmf_core.metadata import messages as mlmd
 from cmf_core.metadata import store as records
 from cmf_core.metadata.store import first, props, set_props
@@ -154,7 +155,7 @@ class Cmf:
         self.lock = contextlib.nullcontext() if is_server else records.write_lock(filepath)
         self.pipeline_name = pipeline_name or self.base.name
         with self.lock:  # a new file gets its schema, and the pipeline its context, once
-            self.store = records.open_server_store() if is_server else records.open_store(filepath)
+            self.store = databases.open_server_store() if is_server else records.open_store(filepath)
             self.types = records.Types(self.store)
             self._identity = _identity(filepath)
             self.parent_context = records.get_or_create_context(self.store, self.types, records.PARENT_CONTEXT,

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, 
 
 from cmf_core.errors import CmfError
 from cmf_core.metadata import messages as mlmd
-from cmf_core.metadata.store import PARENT_CONTEXT, STAGE_CONTEXT, from_value, open_server_store, open_store
+from cmf_core.metadata.databases import open_server_store
+from cmf_core.metadata.store import PARENT_CONTEXT, STAGE_CONTEXT, from_value, open_store
 
 if TYPE_CHECKING:  # pandas is imported where a DataFrame is made: it costs half a second that listings need not pay
     import pandas as pd

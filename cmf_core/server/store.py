@@ -31,7 +31,7 @@ from typing import Any, Dict, Iterator, List, Optional
 from cmf_core.errors import CmfError
 from cmf_core.metadata import messages as mlmd
 from cmf_core.metadata import schema
-from cmf_core.metadata.store import ensure_postgres
+from cmf_core.metadata.databases import ensure_postgres
 from cmf_core.metadata.merge import MergeError, MergeResult, merge_pipeline, pipeline_of, pipelines_of
 from cmf_core.metadata.query import CmfQuery
 from cmf_core.metadata.sqlstore import SqlStore
@@ -114,7 +114,7 @@ def _create_sqlite(path: Path) -> None:
 
 def _create_postgres(config: PostgresConfig) -> None:
     """Create the database and ML Metadata's schema in it when they are missing
-    (:func:`~cmf_core.metadata.store.ensure_postgres`), then give it our indexes that take values of any length
+    (:func:`~cmf_core.metadata.databases.ensure_postgres`), then give it our indexes that take values of any length
     (:func:`~cmf_core.server.db.fit_postgres`)."""
     ensure_postgres(connect_args(config))
     fit_postgres(config)
