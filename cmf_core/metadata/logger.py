@@ -593,7 +593,7 @@ def _merge_custom(artifact: mlmd.Artifact, custom: Mapping[str, Any]) -> None:
                 merged.append(str(value))
             artifact.custom_properties[key].string_value = ",".join(merged)
         else:
-            artifact.custom_properties[key].CopyFrom(records.to_value(value))
+            artifact.custom_properties[key] = records.to_value(value)
 
 
 def _table(rows: Mapping[Any, Mapping[str, Any]], index: str) -> pd.DataFrame:

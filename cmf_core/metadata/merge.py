@@ -249,7 +249,7 @@ def _changed(target: Any, values: Mapping[str, Any]) -> bool:
     for key, value in values.items():
         new = records.to_value(value)
         if key not in target or target[key] != new:
-            target[key].CopyFrom(new)
+            target[key] = new
             changed = True
     return changed
 
@@ -537,7 +537,7 @@ def _create(store, merger: _Merger) -> None:
     edges: List[Tuple[Optional[int], Optional[int], mlmd.Event]] = []
     for unit in units:
         for artifact, kind in unit.events:
-            edge = mlmd.Event(type=kind)
+            edge = mlmd.Event.of_row({"type": kind})
             e, a = execution_index.get(id(unit.execution)), artifact_index.get(id(artifact))
             if e is None:
                 edge.execution_id = unit.execution.id

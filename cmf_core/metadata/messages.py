@@ -72,6 +72,32 @@ class Message:
         else:
             raise AttributeError(f"{type(self).__name__} has no field {name!r}")
 
+    @classmethod
+    def of_row(cls, fields: Dict[str, Any]) -> "Message":
+        """A message of ``fields`` as a store read them, taken as they are: no conversion, ten times faster than
+        the constructor (an export of 1,000 executions makes 100,000 messages).  Artifacts, executions, contexts
+        and values (events: :meth:`Event.of_row`)."""
+        message = cls.__new__(cls)
+        message.__dict__.update(fields)
+        for name in cls._maps:
+            message.__dict__[name] = cls._new_map()
+        return message
+
+    def set_fields(self) -> Dict[str, Any]:
+        """The fields that are set, and the maps, by name: the message's own values, not copies (compare, don't
+        change them)."""
+        return dict(self.__dict__)
+
+    def plain(self) -> Dict[str, Any]:
+        """The fields that are set, and the property maps as dicts of plain values (:meth:`Value.get`)."""
+        out = {}
+        for name, value in self.__dict__.items():
+            if type(value) is PropertyMap:
+                out[name] = {key: item.get() for key, item in value.items()}
+            elif not isinstance(value, (Message, list)):
+                out[name] = dict(value) if isinstance(value, dict) else value
+        return out
+
     def HasField(self, name: str) -> bool:  # noqa: N802 - protobuf's name
         """Whether the scalar field ``name`` was set (even to its default)."""
         if name not in self._fields:
@@ -108,7 +134,8 @@ class Message:
                              {key: _copy(value) for key, value in found.items()})
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and dict(self.ListFields()) == dict(other.ListFields())  # type: ignore
+        # the instance dict holds exactly the fields set and the maps (and an event's path): compared as they are
+        return type(other) is type(self) and self.__dict__ == other.__dict__
 
     __hash__ = None  # type: ignore[assignment] # mutable, as protobuf's messages
 
@@ -136,11 +163,28 @@ class Value(Message):
                 self.__dict__.pop(other, None)
         super().__setattr__(name, value)
 
+    @classmethod
+    def of(cls, field: str, value: Any) -> "Value":
+        """The value ``value`` in the field ``field`` (``"int_value"``...), taken as it is (see :meth:`of_row`)."""
+        made = cls.__new__(cls)
+        made.__dict__[field] = value
+        return made
+
+    def get(self) -> Any:
+        """The value held, whichever kind it is; ``None`` if none."""
+        return self.item()[1]
+
+    def item(self) -> Tuple[Optional[str], Any]:
+        """The field that holds the value and the value: ``("int_value", 3)``; ``(None, None)`` if none."""
+        for item in self.__dict__.items():
+            return item
+        return None, None
+
     def WhichOneof(self, group: str) -> Optional[str]:  # noqa: N802
         """The name of the field that holds the value (``group`` is ``"value"``), or ``None``."""
         if group != "value":
             raise ValueError(f"Value has no oneof {group!r}")
-        return next(iter(name for name in self._fields if name in self.__dict__), None)
+        return self.item()[0]
 
     def __repr__(self) -> str:
         kind = self.WhichOneof("value")
@@ -232,6 +276,12 @@ class Event(Message):
     def __init__(self, **values: Any) -> None:
         object.__setattr__(self, "path", Path())
         super().__init__(**values)
+
+    @classmethod
+    def of_row(cls, fields: Dict[str, Any]) -> "Event":
+        event = super().of_row(fields)
+        event.__dict__["path"] = Path()
+        return event
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "path":

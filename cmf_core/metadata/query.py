@@ -76,18 +76,16 @@ def _records(rows: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
 
 
 def _export_attrs(node: Any, initial: Mapping[str, Any]) -> Dict[str, Any]:
-    """A node's attributes for the export JSON; a custom property ``type`` becomes ``user_type``."""
+    """A node's attributes for the export JSON (the node, or its :meth:`~cmf_core.metadata.messages.Message.plain`
+    fields); a custom property ``type`` becomes ``user_type``."""
     attrs = dict(initial)
+    fields = node if isinstance(node, dict) else node.plain()
     for name in _EXPORT_ATTRS:
-        if not hasattr(node, name):
+        value = fields.get(name)
+        if value is None or value == "":
             continue
-        value = getattr(node, name)
-        if isinstance(value, str) and value == "":
-            continue
-        if name == "properties":
-            value = {key: from_value(v) for key, v in value.items()}
-        elif name == "custom_properties":
-            value = {("user_type" if key == "type" else key): from_value(v) for key, v in value.items()}
+        if name == "custom_properties":
+            value = {("user_type" if key == "type" else key): v for key, v in value.items()}
         attrs[name] = value
     return attrs
 
@@ -117,13 +115,15 @@ class CmfQuery:
     # -- store helpers (each one or two batched store calls) ----------------------------------------
 
     def _type_name(self, node: Any, kind: str) -> str:
-        """The type name of an artifact or execution; MLMD fills ``node.type``, else the types are read once."""
-        if node.type:
-            return node.type
+        """The type name of an artifact or execution; the stores fill ``node.type``, else the types are read once."""
+        return node.type or self._type_names_of(kind).get(node.type_id, "")
+
+    def _type_names_of(self, kind: str) -> Dict[int, str]:
+        """The names of the artifact or execution types, by id (read once)."""
         if kind not in self._type_names:
             types = self.store.get_artifact_types() if kind == "artifact" else self.store.get_execution_types()
             self._type_names[kind] = {t.id: t.name for t in types}
-        return self._type_names[kind].get(node.type_id, "")
+        return self._type_names[kind]
 
     def _pipelines(self, name: Optional[str] = None) -> List[mlmd.Context]:
         return [c for c in self.store.get_contexts_by_type(PARENT_CONTEXT) if name is None or c.name == name]
@@ -502,12 +502,15 @@ class CmfQuery:
         events: Dict[int, List[mlmd.Event]] = {}
         for ev in self._events_of_executions(e.id for _, stages in plan for _, execs in stages for e in execs):
             events.setdefault(ev.execution_id, []).append(ev)
-        artifacts = {a.id: a for a in self._artifacts(ev.artifact_id for evs in events.values() for ev in evs)}
+        ids = sorted({ev.artifact_id for evs in events.values() for ev in evs})
+        plain = getattr(self.store, "plain_artifacts", None)  # cmf's store: straight from the rows
+        found = plain(ids) if plain and ids else [a.plain() for a in self._artifacts(ids)]
+        # an artifact's attributes, made once however many events name it
+        artifacts = {a["id"]: _export_attrs(a, {"type": a.get("type") or self._type_names_of("artifact")
+                                                .get(a["type_id"], "")}) for a in found}
 
         def event_attrs(ev: mlmd.Event) -> Dict[str, Any]:
-            artifact = artifacts[ev.artifact_id]
-            return {**_export_attrs(ev, {}),
-                    "artifact": _export_attrs(artifact, {"type": self._type_name(artifact, "artifact")})}
+            return {"type": ev.type, "artifact": artifacts[ev.artifact_id]}
 
         def execution_attrs(e: mlmd.Execution) -> Dict[str, Any]:
             return _export_attrs(e, {"type": self._type_name(e, "execution"), "name": e.name,

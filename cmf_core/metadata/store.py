@@ -74,24 +74,26 @@ def to_value(value: Any) -> mlmd.Value:
     A NaN or infinite float (a diverged loss) is stored as the string ``"nan"``, ``"inf"`` or ``"-inf"``:
     ML Metadata writes doubles into its SQL as text, and those three make the insert fail."""
     if isinstance(value, bool):
-        return mlmd.Value(bool_value=value)
-    if isinstance(value, int):
-        return mlmd.Value(int_value=value)
-    if isinstance(value, float):
-        return mlmd.Value(double_value=value) if math.isfinite(value) else mlmd.Value(string_value=repr(value))
-    return mlmd.Value(string_value="" if value is None else str(value))
+        field, value = "bool_value", value
+    elif isinstance(value, int):
+        field, value = "int_value", int(value)
+    elif isinstance(value, float) and math.isfinite(value):
+        field, value = "double_value", float(value)
+    else:
+        field, value = "string_value", repr(float(value)) if isinstance(value, float) else \
+            "" if value is None else str(value)
+    return mlmd.Value.of(field, value)
 
 
 def from_value(value: mlmd.Value) -> Any:
     """An MLMD value as a Python value."""
-    kind = value.WhichOneof("value")
-    return getattr(value, kind) if kind in ("int_value", "double_value", "string_value", "bool_value") else None
+    return value.get()
 
 
 def set_props(target: Any, values: Optional[Mapping[str, Any]]) -> None:
     """Write ``values`` into a property map (``artifact.custom_properties`` ...)."""
     for key, value in (values or {}).items():
-        target[str(key)].CopyFrom(to_value(value))
+        target[str(key)] = to_value(value)
 
 
 def props(source: Any) -> Dict[str, Any]:
