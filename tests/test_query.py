@@ -362,7 +362,7 @@ def test_store_calls_do_not_grow_with_rows(ws):
     assert artifacts_calls == {"get_events_by_execution_ids": 1, "get_artifacts_by_id": 1}
     dump_calls = calls(lambda: q.dumptojson("big"))
     assert dump_calls == {"get_contexts_by_type": 1, "get_children_contexts_by_context": 1,
-                          "get_executions_by_context": 3, "get_events_by_execution_ids": 1, "plain_artifacts": 1}
+                          "get_executions_by_context": 3, "plain_lineage": 1}
     doc = json.loads(q.dumptojson("big"))
     assert sum(len(s["executions"]) for s in doc["Pipeline"][0]["stages"]) == 21
     assert sum(len(e["events"]) for s in doc["Pipeline"][0]["stages"] for e in s["executions"]) == 21 * 3

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 
 from cmf_core.errors import CmfError
@@ -486,6 +486,16 @@ class CmfQuery:
 
     # -- export -----------------------------------------------------------------------------------
 
+    def _export_lineage(self, execution_ids: List[int]) -> Tuple[List[Tuple[int, int, int]], List[Dict[str, Any]]]:
+        """The events of the executions as (execution id, artifact id, type) and their artifacts' fields
+        (:meth:`~cmf_core.metadata.sqlstore.SqlStore.plain_lineage`, which cmf's store answers from its rows)."""
+        if not execution_ids:
+            return [], []
+        if hasattr(self.store, "plain_lineage"):
+            return self.store.plain_lineage(execution_ids)
+        edges = [(ev.execution_id, ev.artifact_id, ev.type) for ev in self._events_of_executions(execution_ids)]
+        return edges, [a.plain() for a in self._artifacts(a for _, a, _ in edges)]
+
     def _export(self, pipelines: List[mlmd.Context], exec_uuid: Optional[str] = None,
                 last_sync_time: Optional[int] = None) -> str:
         """The export JSON of ``pipelines``: contexts and executions per stage, then all events and
@@ -499,23 +509,19 @@ class CmfQuery:
 
         plan = [(p, [(s, [e for e in self.get_all_executions_by_stage(s.id, exec_uuid) if fresh(e, "execution")])
                      for s in self.store.get_children_contexts_by_context(p.id)]) for p in pipelines]
-        events: Dict[int, List[mlmd.Event]] = {}
-        for ev in self._events_of_executions(e.id for _, stages in plan for _, execs in stages for e in execs):
-            events.setdefault(ev.execution_id, []).append(ev)
-        ids = sorted({ev.artifact_id for evs in events.values() for ev in evs})
-        plain = getattr(self.store, "plain_artifacts", None)  # cmf's store: straight from the rows
-        found = plain(ids) if plain and ids else [a.plain() for a in self._artifacts(ids)]
+        edges, found = self._export_lineage(sorted({e.id for _, stages in plan for _, execs in stages for e in execs}))
+        events: Dict[int, List[Tuple[int, int]]] = {}
+        for execution_id, artifact_id, kind in edges:
+            events.setdefault(execution_id, []).append((artifact_id, kind))
         # an artifact's attributes, made once however many events name it
         artifacts = {a["id"]: _export_attrs(a, {"type": a.get("type") or self._type_names_of("artifact")
                                                 .get(a["type_id"], "")}) for a in found}
 
-        def event_attrs(ev: mlmd.Event) -> Dict[str, Any]:
-            return {"type": ev.type, "artifact": artifacts[ev.artifact_id]}
-
         def execution_attrs(e: mlmd.Execution) -> Dict[str, Any]:
             return _export_attrs(e, {"type": self._type_name(e, "execution"), "name": e.name,
-                                     "events": [event_attrs(ev) for ev in events.get(e.id, [])
-                                                if ev.artifact_id in artifacts]})
+                                     "events": [{"type": kind, "artifact": artifacts[artifact_id]}
+                                                for artifact_id, kind in events.get(e.id, [])
+                                                if artifact_id in artifacts]})
 
         def keep(node: Any, children: List[Any]) -> bool:
             return not last_sync_time or bool(children) or fresh(node)

@@ -212,13 +212,16 @@ class SqlStore:
         properties = []
         if nodes:
             among, params = self.db.among(f"{kind}_id", list(nodes))
-            for row in self.db.rows(f"SELECT {kind}_id, {', '.join(_PROPERTY_COLUMNS)} FROM {kind}property "
-                                    f"WHERE {among}", params):
-                for field, value in zip(_VALUES, row[3:]):
-                    if value is not None:
-                        properties.append((row[0], row[1], row[2], field,
-                                           bool(value) if field == "bool_value" else value))
-                        break
+            for node_id, name, custom, int_value, double_value, string_value, bool_value in self.db.rows(
+                    f"SELECT {kind}_id, {', '.join(_PROPERTY_COLUMNS)} FROM {kind}property WHERE {among}", params):
+                if int_value is not None:
+                    properties.append((node_id, name, custom, "int_value", int_value))
+                elif double_value is not None:
+                    properties.append((node_id, name, custom, "double_value", double_value))
+                elif string_value is not None:
+                    properties.append((node_id, name, custom, "string_value", string_value))
+                elif bool_value is not None:
+                    properties.append((node_id, name, custom, "bool_value", bool(bool_value)))
         return nodes, properties
 
     def _nodes(self, kind: str, where: str, params: Sequence[Any] = (), order: str = "n.id") -> List[Any]:
@@ -232,16 +235,20 @@ class SqlStore:
                              mlmd.Value.of(field, value))
         return list(nodes.values())
 
-    def plain_artifacts(self, ids: Sequence[int]) -> List[Dict[str, Any]]:
-        """The artifacts ``ids`` as :meth:`~cmf_core.metadata.messages.Message.plain` gives them, made straight from
-        the rows: an export names 10,000 artifacts, and needs no messages of them."""
-        among, params = self.db.among("n.id", list(ids))
-        fields, properties = self._read("artifact", among, params, "n.id")
+    def plain_lineage(self, execution_ids: Sequence[int]) -> Tuple[List[Tuple[int, int, int]], List[Dict[str, Any]]]:
+        """The events of the executions as (execution id, artifact id, type), by execution then in the order they
+        were made, and their artifacts as :meth:`~cmf_core.metadata.messages.Message.plain` gives them: made
+        straight from the rows, for an export, which names 10,000 artifacts and needs no messages of them."""
+        among, params = self.db.among("execution_id", list(execution_ids))
+        events = self.db.rows(f"SELECT execution_id, artifact_id, type FROM event WHERE {among} "
+                              "ORDER BY execution_id, id", params)
+        fields, properties = self._read("artifact", f"n.id IN (SELECT artifact_id FROM event WHERE {among})",
+                                        params, "n.id")
         for node in fields.values():
             node["properties"], node["custom_properties"] = {}, {}
         for node_id, name, custom, _, value in properties:
             fields[node_id]["custom_properties" if custom else "properties"][name] = value
-        return list(fields.values())
+        return events, list(fields.values())
 
     def _by_ids(self, kind: str, ids: Sequence[int]) -> List[Any]:
         among, params = self.db.among("n.id", list(ids))
