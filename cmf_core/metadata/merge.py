@@ -247,9 +247,9 @@ def _changed(target: Any, values: Mapping[str, Any]) -> bool:
     """Set ``values`` into a property map; whether anything changed."""
     changed = False
     for key, value in values.items():
-        new = records.to_value(value)
-        if key not in target or target[key] != new:
-            target[key] = new
+        new = records.value_item(value)
+        if key not in target or target[key].item() != new:
+            target[key] = mlmd.Value.of(*new)
             changed = True
     return changed
 
@@ -433,7 +433,7 @@ def _refuse_clashes(store, merger: _Merger, pipeline: str, executions: List[Dict
 def _clash(stored: Any, incoming: Optional[Mapping[str, Any]], what: str) -> None:
     """Raise :class:`Clash` if a key of ``incoming`` holds another value in the property map ``stored``."""
     for key, value in (incoming or {}).items():
-        if key in stored and stored[key] != records.to_value(value):
+        if key in stored and stored[key].item() != records.value_item(value):
             raise Clash(f"clash at {what} {key!r} is {records.from_value(stored[key])!r} in the store but "
                         f"{value!r} in the payload; nothing was merged")
 

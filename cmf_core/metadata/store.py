@@ -26,7 +26,7 @@ import math
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, Optional
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 from urllib.parse import quote
 
 from cmf_core import locks
@@ -68,21 +68,24 @@ ARTIFACT_PROPERTIES: Dict[str, Dict[str, int]] = {
 EVENTS = {"input": mlmd.Event.INPUT, "output": mlmd.Event.OUTPUT}
 
 
-def to_value(value: Any) -> mlmd.Value:
-    """A Python value as an MLMD value, keeping its type (bool, int, float, else str).
+def value_item(value: Any) -> Tuple[str, Any]:
+    """A Python value as the field of an MLMD value that holds it and what it holds, keeping its type (bool, int,
+    float, else str): ``("int_value", 3)`` (what :meth:`~cmf_core.metadata.messages.Value.item` gives back).
 
     A NaN or infinite float (a diverged loss) is stored as the string ``"nan"``, ``"inf"`` or ``"-inf"``:
     ML Metadata writes doubles into its SQL as text, and those three make the insert fail."""
     if isinstance(value, bool):
-        field, value = "bool_value", value
-    elif isinstance(value, int):
-        field, value = "int_value", int(value)
-    elif isinstance(value, float) and math.isfinite(value):
-        field, value = "double_value", float(value)
-    else:
-        field, value = "string_value", repr(float(value)) if isinstance(value, float) else \
-            "" if value is None else str(value)
-    return mlmd.Value.of(field, value)
+        return "bool_value", value
+    if isinstance(value, int):
+        return "int_value", int(value)
+    if isinstance(value, float):
+        return ("double_value", float(value)) if math.isfinite(value) else ("string_value", repr(float(value)))
+    return "string_value", "" if value is None else str(value)
+
+
+def to_value(value: Any) -> mlmd.Value:
+    """A Python value as an MLMD value (see :func:`value_item`)."""
+    return mlmd.Value.of(*value_item(value))
 
 
 def from_value(value: mlmd.Value) -> Any:
