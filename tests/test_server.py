@@ -479,7 +479,7 @@ def test_cli_errors_for_404_422_and_an_unreachable_server(client_ws, server, tmp
     from cmf_core.metadata import query
 
     with monkeypatch.context() as patched:  # a client that sends what the server cannot take
-        patched.setattr(query.CmfQuery, "dumptojson", lambda self, name, exec_uuid=None: '{"Pipeline": [{}]}')
+        patched.setattr(query.CmfQuery, "export", lambda self, name, exec_uuid=None: {"Pipeline": [{}]})
         rejected = cmf("metadata", "push", "-p", "errors")
     assert rejected.code == 1 and "HTTP 422" in rejected.err and "no pipeline named 'errors'" in rejected.err
 

@@ -497,9 +497,9 @@ class CmfQuery:
         return edges, [a.plain() for a in self._artifacts(a for _, a, _ in edges)]
 
     def _export(self, pipelines: List[mlmd.Context], exec_uuid: Optional[str] = None,
-                last_sync_time: Optional[int] = None) -> str:
-        """The export JSON of ``pipelines``: contexts and executions per stage, then all events and
-        artifacts in one batch each."""
+                last_sync_time: Optional[int] = None) -> Dict[str, Any]:
+        """The export of ``pipelines`` (the JSON document, as a dict): contexts and executions per stage, then all
+        events and artifacts in one batch each."""
         # the server keeps when it wrote each record: the logged update time it keeps may be older than that
         written = self.store.written_at() if last_sync_time and hasattr(self.store, "written_at") else {}
 
@@ -532,16 +532,20 @@ class CmfQuery:
                           for s, execs in stages if keep(s, execs)]
             if keep(pipeline, stage_list):
                 out.append(_export_attrs(pipeline, {"stages": stage_list}))
-        return json.dumps({"Pipeline": out})
+        return {"Pipeline": out}
+
+    def export(self, pipeline_name: str, exec_uuid: Optional[str] = None) -> Dict[str, Any]:
+        """:meth:`dumptojson`'s document as a dict, for a caller that reads it as well as sends it."""
+        return self._export(self._pipelines(pipeline_name), exec_uuid)
 
     def dumptojson(self, pipeline_name: str, exec_uuid: Optional[str] = None) -> Optional[str]:
         """The pipeline as the original's export JSON: ``{"Pipeline": [{..., "stages": [{..., "executions":
         [{..., "events": [{"type": 3|4, "artifact": {...}}]}]}]}]}``. With ``exec_uuid``, only executions
         having that uuid among their comma-separated ``Execution_uuid`` values are kept."""
-        return self._export(self._pipelines(pipeline_name), exec_uuid)
+        return json.dumps(self.export(pipeline_name, exec_uuid))
 
     def extract_to_json(self, last_sync_time: int) -> str:
         """All pipelines as export JSON; with ``last_sync_time`` (ms since epoch) only executions updated
         after it, and the stages and pipelines that have such executions or were updated after it (on the
         server: written after it, see :meth:`~cmf_core.metadata.sqlstore.SqlStore.written_at`)."""
-        return self._export(self._pipelines(), last_sync_time=last_sync_time)
+        return json.dumps(self._export(self._pipelines(), last_sync_time=last_sync_time))

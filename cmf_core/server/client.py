@@ -351,8 +351,8 @@ def push_metadata(client: MetadataClient, pipeline: str, mlmd: str = "mlmd", exe
     board = Path(tensorboard) if tensorboard else None
     if board is not None and not board.exists():
         raise CmfError(f"tensorboard path {tensorboard} does not exist")
-    payload = query.dumptojson(pipeline, execution_uuid)
-    export = json.loads(payload)
+    export = query.export(pipeline, execution_uuid)
+    payload = json.dumps(export)
     if execution_uuid and not any(s["executions"] for p in export["Pipeline"] for s in p["stages"]):
         raise CmfError(f"no execution with uuid {execution_uuid} in pipeline {pipeline!r}")
 
