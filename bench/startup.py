@@ -156,6 +156,7 @@ def python_version(python: str) -> str:
 
 
 def has_ml_metadata(python: str) -> bool:
+    """Whether the interpreter ``python`` can import ml-metadata (it has no wheels past Python 3.11)."""
     return subprocess.run([python, "-I", "-c", "import importlib.util, sys; "
                            "sys.exit(importlib.util.find_spec('ml_metadata') is None)"]).returncode == 0
 
