@@ -8,6 +8,7 @@ are :mod:`cmf_core.metadata.store`'s.
 """
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any, Dict, Mapping, Optional, Type, TypeVar
 
@@ -119,14 +120,15 @@ def ensure_mysql(args: Mapping[str, Any]) -> None:
 class DatabaseStore(SqlStore):
     """ML Metadata's store in a database server through :class:`~cmf_core.metadata.sqlstore.SqlStore`, on a
     connection of its own in autocommit mode: each write call, or ``with store.unit():`` block, is one transaction
-    that holds the store's write lock.  A subclass says how to reach one kind of server: ``settings()``, the
-    driver's connection arguments from the environment; ``ensure(args)``, which creates the database and its schema
-    when missing; ``connect(args)``, a connection in autocommit mode; ``errors()``, the driver's exception class."""
+    that holds the store's write lock.  A subclass says how to reach one kind of server: its names below, its
+    ``DRIVER`` (a DB-API module), ``settings()``, the driver's connection arguments from the environment, and
+    ``ensure(args)``, which creates the database and its schema when missing."""
 
     PRODUCT = ""  # the server, as messages name it
     DIALECT = ""  # of the Session
     SCHEME = ""  # of the address that messages show
     DATABASE = ""  # the connection argument that names the database
+    DRIVER = ""  # the DB-API module that connects
 
     def __init__(self, connection: Any) -> None:
         super().__init__(Session(connection.cursor(), self.DIALECT), logged_times=False)
@@ -136,6 +138,16 @@ class DatabaseStore(SqlStore):
         self.connection.close()
 
     @classmethod
+    def connect(cls, args: Mapping[str, Any]) -> Any:
+        """A connection in autocommit mode (both drivers take ``autocommit=True``)."""
+        return importlib.import_module(cls.DRIVER).connect(**args, autocommit=True)
+
+    @classmethod
+    def errors(cls) -> type:
+        """The driver's base exception (DB-API's ``Error``)."""
+        return importlib.import_module(cls.DRIVER).Error
+
+    @classmethod
     def where(cls, args: Mapping[str, Any]) -> str:
         return f"{cls.SCHEME}://{args['user']}@{args['host']}:{args['port']}/{args[cls.DATABASE]}"
 
@@ -143,41 +155,17 @@ class DatabaseStore(SqlStore):
 class PostgresStore(DatabaseStore):
     """A PostgreSQL store; its write lock is the one the server's pushes hold."""
 
-    PRODUCT, DIALECT, SCHEME, DATABASE = "PostgreSQL", "postgres", "postgresql", "dbname"
+    PRODUCT, DIALECT, SCHEME, DATABASE, DRIVER = "PostgreSQL", "postgres", "postgresql", "dbname", "psycopg"
     settings = staticmethod(postgres_settings)
     ensure = staticmethod(ensure_postgres)
-
-    @staticmethod
-    def connect(args: Mapping[str, Any]) -> Any:
-        import psycopg
-
-        return psycopg.connect(**args, autocommit=True)
-
-    @staticmethod
-    def errors() -> type:
-        import psycopg
-
-        return psycopg.Error
 
 
 class MysqlStore(DatabaseStore):
     """A MySQL (or MariaDB) store; its write lock is the row of ``MLMDEnv`` (see :mod:`cmf_core.metadata.sql`)."""
 
-    PRODUCT, DIALECT, SCHEME, DATABASE = "MySQL", "mysql", "mysql", "database"
+    PRODUCT, DIALECT, SCHEME, DATABASE, DRIVER = "MySQL", "mysql", "mysql", "database", "pymysql"
     settings = staticmethod(mysql_settings)
     ensure = staticmethod(ensure_mysql)
-
-    @staticmethod
-    def connect(args: Mapping[str, Any]) -> Any:
-        import pymysql
-
-        return pymysql.connect(**args, autocommit=True)
-
-    @staticmethod
-    def errors() -> type:
-        import pymysql
-
-        return pymysql.Error
 
 
 Store = TypeVar("Store", bound=DatabaseStore)
