@@ -527,3 +527,27 @@ def test_a_unit_on_mysql_is_one_transaction_that_other_writers_wait_for(mysql):
         assert other.is_alive()  # waiting for the write lock
     other.join(30)
     assert [(a.id, a.name) for a in second.get_artifacts()] == [(made, "b"), (made + 1, "c")]
+
+
+def test_messages_behave_as_the_protobufs_users_of_the_original_touch():
+    """What code written for ml-metadata's protobufs does with a record works on cmf's messages."""
+    artifact = mlmd.Artifact(type_id=1, uri="md5", name="data.csv:md5")
+    assert not artifact.HasField("id") and artifact.id == 0 and artifact.HasField("name")
+    artifact.properties["Commit"].string_value = "md5"  # reading a missing property makes it
+    artifact.custom_properties["rows"].int_value = 3
+    artifact.custom_properties["rows"].double_value = 3.5  # a value holds one kind at a time
+    assert artifact.custom_properties["rows"].WhichOneof("value") == "double_value"
+    assert "missing" not in artifact.properties and artifact.properties.get("missing") is None
+    copy = mlmd.Artifact(name="other", custom_properties={"stale": mlmd.Value(int_value=1)})
+    copy.CopyFrom(artifact)
+    assert copy == artifact and "stale" not in copy.custom_properties
+    copy.custom_properties["rows"].double_value = 4.0
+    assert copy != artifact and artifact.custom_properties["rows"].double_value == 3.5  # a copy, not a view
+    event = mlmd.Event(type=mlmd.Event.INPUT)
+    event.path.steps.add().key = "data.csv"
+    other = mlmd.Event(type=mlmd.Event.OUTPUT)
+    other.path.steps.add().key = "old"
+    other.CopyFrom(event)
+    assert other == event and [s.key for s in other.path.steps] == ["data.csv"]
+    with pytest.raises(AttributeError):
+        artifact.no_such_field = 1

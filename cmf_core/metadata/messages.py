@@ -119,6 +119,8 @@ class Message:
             raise TypeError(f"cannot copy a {type(other).__name__} into a {type(self).__name__}")
         for name in self._fields:
             self.__dict__.pop(name, None)
+        for name in self._maps:
+            getattr(self, name).clear()
         for name, value in other.ListFields():
             setattr(self, name, value)
 
@@ -276,6 +278,10 @@ class Event(Message):
     def __init__(self, **values: Any) -> None:
         object.__setattr__(self, "path", Path())
         super().__init__(**values)
+
+    def CopyFrom(self, other: "Message") -> None:  # noqa: N802
+        self.path.steps.clear()
+        super().CopyFrom(other)
 
     @classmethod
     def of_row(cls, fields: Dict[str, Any]) -> "Event":
