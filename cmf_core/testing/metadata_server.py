@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from cmf_core.testing.servers import Server, free_port, wait_for_port
 
@@ -37,44 +37,37 @@ def postgres_binaries() -> Optional[Path]:
     return Path(candidates[-1]).parent if candidates else None
 
 
-class PostgresServer(Server):
-    """A PostgreSQL cluster of its own on a free loopback port, trust auth, user ``postgres``; removed on stop."""
+class _DatabaseServer(Server):
+    """A database server of its own: its data in a temp dir ``root`` (not under pytest's tmp dirs: those are 0700
+    root-only, and the server runs as the user ``run_as`` when we are root), made by an init command, started as
+    that user, stopped by PID and removed."""
 
-    USER = "postgres"
+    PRODUCT = ""  # as errors name it
 
-    def __init__(self, log_dir: Path) -> None:
-        bindir = postgres_binaries()
-        if bindir is None:
-            raise RuntimeError("PostgreSQL is not installed (apt-get install -y postgresql)")
-        self.bindir = bindir
-        self.run_as = self.USER if os.geteuid() == 0 else None
-        # not under pytest's tmp dirs: those are 0700 root-only, and the server runs as another user
-        self.root = Path(tempfile.mkdtemp(prefix="cmf-pg-"))
-        self.data = self.root / "data"
-        port = free_port()
-        super().__init__([str(bindir / "postgres"), "-D", str(self.data), "-p", str(port), "-k", str(self.root),
-                          "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off"],
-                         port, log_dir / "postgres.log")
+    def __init__(self, argv: List[str], port: int, log: Path, root: Path, user: str) -> None:
+        super().__init__(argv, port, log)
+        self.root = root
+        self.run_as = user if os.geteuid() == 0 else None
         self.host = "127.0.0.1"
 
-    def start(self) -> None:
+    def _start(self, init: List[str], accepting: Callable[[], Any]) -> Any:
+        """Run ``init``, start the server, and wait until ``accepting()`` answers (truthy): what it answers."""
         if self.run_as:
             entry = pwd.getpwnam(self.run_as)
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
         with open(self.log, "ab") as out:
-            subprocess.run([str(self.bindir / "initdb"), "-A", "trust", "-U", self.USER, "--no-sync", "-D",
-                            str(self.data)], stdout=out, stderr=subprocess.STDOUT, check=True, user=self.run_as)
+            subprocess.run(init, stdout=out, stderr=subprocess.STDOUT, check=True, user=self.run_as)
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                          user=self.run_as)
-        wait_for_port(self.port, proc=self.proc)
-        ready = [str(self.bindir / "pg_isready"), "-q", "-h", self.host, "-p", str(self.port)]
+        wait_for_port(self.port, timeout=60, proc=self.proc)
         deadline = time.monotonic() + 60
-        while subprocess.run(ready).returncode != 0:  # listening is not yet accepting: it may still start up
+        while True:  # listening is not yet accepting: it may still start up
+            answer = accepting()
+            if answer:
+                return answer
             if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError(f"PostgreSQL on port {self.port} does not accept connections; see {self.log}")
+                raise RuntimeError(f"{self.PRODUCT} on port {self.port} does not accept connections; see {self.log}")
             time.sleep(0.1)
-
-    STOP_SIGNAL = signal.SIGINT  # fast shutdown: clients are disconnected, unlike SIGTERM's wait for them
 
     def stop(self) -> None:
         """Stop by PID, then remove the data."""
@@ -82,6 +75,31 @@ class PostgresServer(Server):
             super().stop()
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+class PostgresServer(_DatabaseServer):
+    """A PostgreSQL cluster of its own on a free loopback port, trust auth, user ``postgres``; removed on stop."""
+
+    USER, PRODUCT = "postgres", "PostgreSQL"
+
+    def __init__(self, log_dir: Path) -> None:
+        bindir = postgres_binaries()
+        if bindir is None:
+            raise RuntimeError("PostgreSQL is not installed (apt-get install -y postgresql)")
+        self.bindir = bindir
+        root = Path(tempfile.mkdtemp(prefix="cmf-pg-"))
+        self.data = root / "data"
+        port = free_port()
+        super().__init__([str(bindir / "postgres"), "-D", str(self.data), "-p", str(port), "-k", str(root),
+                          "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off"],
+                         port, log_dir / "postgres.log", root, self.USER)
+
+    def start(self) -> None:
+        ready = [str(self.bindir / "pg_isready"), "-q", "-h", self.host, "-p", str(self.port)]
+        self._start([str(self.bindir / "initdb"), "-A", "trust", "-U", self.USER, "--no-sync", "-D", str(self.data)],
+                    lambda: subprocess.run(ready).returncode == 0)
+
+    STOP_SIGNAL = signal.SIGINT  # fast shutdown: clients are disconnected, unlike SIGTERM's wait for them
 
 
 def mariadb_binaries() -> Optional[Dict[str, str]]:
@@ -91,59 +109,39 @@ def mariadb_binaries() -> Optional[Dict[str, str]]:
     return found if all(found.values()) else None  # type: ignore[return-value]
 
 
-class MysqlServer(Server):
+class MysqlServer(_DatabaseServer):
     """A MariaDB server of its own on a free loopback port, removed on stop.  ``USER`` (password ``PASSWORD``) may
     do anything; the character set is utf8mb4, as MySQL 8 and Debian's MariaDB have it."""
 
-    USER, PASSWORD = "cmf", "cmf-test-password"
+    USER, PASSWORD, PRODUCT = "cmf", "cmf-test-password", "MariaDB"
 
     def __init__(self, log_dir: Path) -> None:
         programs = mariadb_binaries()
         if programs is None:
             raise RuntimeError("MariaDB is not installed (apt-get install -y mariadb-server)")
         self.install_db = programs["mariadb-install-db"]
-        self.run_as = "mysql" if os.geteuid() == 0 else None
-        # not under pytest's tmp dirs: those are 0700 root-only, and the server runs as another user
-        self.root = Path(tempfile.mkdtemp(prefix="cmf-mariadb-"))
-        self.options = ["--no-defaults", f"--datadir={self.root / 'data'}", "--skip-name-resolve",
+        root = Path(tempfile.mkdtemp(prefix="cmf-mariadb-"))
+        self.options = ["--no-defaults", f"--datadir={root / 'data'}", "--skip-name-resolve",
                         "--innodb-log-file-size=8M", "--character-set-server=utf8mb4"]
         port = free_port()
         super().__init__([programs["mariadbd"], *self.options, f"--port={port}", "--bind-address=127.0.0.1",
-                          f"--socket={self.root / 'socket'}", "--innodb-flush-log-at-trx-commit=0"],
-                         port, log_dir / "mariadb.log")
-        self.host = "127.0.0.1"
+                          f"--socket={root / 'socket'}", "--innodb-flush-log-at-trx-commit=0"],
+                         port, log_dir / "mariadb.log", root, "mysql")
 
     def start(self) -> None:
         import pymysql
 
-        if self.run_as:
-            entry = pwd.getpwnam(self.run_as)
-            os.chown(self.root, entry.pw_uid, entry.pw_gid)
-        with open(self.log, "ab") as out:
-            subprocess.run([self.install_db, *self.options, "--auth-root-authentication-method=normal",
-                            "--skip-test-db"], stdout=out, stderr=subprocess.STDOUT, check=True, user=self.run_as)
-            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                         user=self.run_as)
-        wait_for_port(self.port, timeout=60, proc=self.proc)
-        deadline = time.monotonic() + 60
-        while True:  # listening is not yet accepting: it may still start up
+        def root_connection() -> Any:
             try:
-                root = pymysql.connect(host=self.host, port=self.port, user="root")  # no password, loopback only
-                break
+                return pymysql.connect(host=self.host, port=self.port, user="root")  # no password, loopback only
             except pymysql.OperationalError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"MariaDB on port {self.port} does not accept connections; see {self.log}")
-                time.sleep(0.1)
+                return None
+
+        root = self._start([self.install_db, *self.options, "--auth-root-authentication-method=normal",
+                            "--skip-test-db"], root_connection)
         with root, root.cursor() as cursor:
             cursor.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", [self.USER, self.PASSWORD])
             cursor.execute("GRANT ALL ON *.* TO %s@'%%'", [self.USER])
-
-    def stop(self) -> None:
-        """Stop by PID, then remove the data."""
-        try:
-            super().stop()
-        finally:
-            shutil.rmtree(self.root, ignore_errors=True)
 
 
 class MetadataServer(Server):
