@@ -8,12 +8,14 @@ through a link.
 from __future__ import annotations
 
 import errno
+import gc
 import hashlib
 import os
 import shutil
 import stat
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -108,6 +110,19 @@ def test_dvc_and_cmf_pull_take_over_each_others_links(logged_as, workspace, tmp_
     quiet(clone)
 
 
+def unmount(mount: Path) -> None:
+    """Unmount ``mount`` once what the tests left open there has closed: the objects a workspace's git and store
+    hold (GitPython's ``git cat-file`` processes, connections) go with the garbage collector, and a process that
+    the tests' tools left behind may still be ending.  A mount still busy after 5 s is detached (``umount -l``)
+    rather than left behind."""
+    gc.collect()
+    for _ in range(20):
+        if subprocess.run(["umount", str(mount)], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.25)
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
 @pytest.fixture(scope="module")
 def xfs(tmp_path_factory):
     """A folder on a real copy-on-write file system: an XFS image with reflink, loop-mounted (needs root and
@@ -127,7 +142,7 @@ def xfs(tmp_path_factory):
     try:
         yield mount
     finally:
-        subprocess.run(["umount", str(mount)], check=True)
+        unmount(mount)
 
 
 def free_bytes(path: Path) -> int:
