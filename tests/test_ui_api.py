@@ -617,6 +617,34 @@ def test_model_card(target):
 # -- lineage ---------------------------------------------------------------------------------------------------
 
 
+def test_search_across_pipelines(target):
+    """``/api/search`` (what ``cmf mcp``'s search and its names of records use): a stage, a file name, a uuid or md5
+    prefix, an id; exact matches first; the pipelines of each match."""
+    index = target.index
+    train = index["train"][0]
+    found = target.api("/search", q="train")
+    kinds = [(m["kind"], m["label"]) for m in found["items"]]
+    assert kinds[0] == ("stage", "train") and found["items"][0]["exact"] and found["items"][0]["pipelines"] == [P]
+    assert ("artifact", "train.csv") in kinds and found["total"] == len(found["items"])
+    by_uuid = target.api("/search", q=train["uuid"][:8])["items"]  # and its step metrics, stored under its uuid
+    assert [(m["id"], m["pipelines"], m["exact"]) for m in by_uuid if m["kind"] == "execution"] == [
+        (train["id"], [P], False)]
+    assert target.api("/search", q=train["uuid"])["items"][0]["exact"]
+    model = index["artifacts"]["models/model1.pkl"]
+    (hit,) = target.api("/search", q=model["uri"][:10])["items"]
+    assert (hit["id"], hit["md5"], hit["pipelines"], hit["type"]) == (model["id"], model["uri"], [P], "Model")
+    assert target.api("/search", q=f"artifact:{model['id']}")["items"][0]["id"] == model["id"]
+    shared = target.api("/search", q="wide.csv")["items"]
+    assert [m["pipelines"] for m in shared] == [[WIDE]]
+    assert target.api("/search", q=XSS[:4])["items"][0]["name"].startswith(XSS)  # markup is data, never escaped
+    short = target.api("/search", q="a", limit=3)
+    assert len(short["items"]) == 3 and short["total"] > 3
+    for params in ({"q": ""}, {"q": "x", "limit": "0"}, {"q": "x", "limit": "101"}):
+        assert target.get("/api/search", params=params).status_code == 400
+    assert target.api("/search", q="no-such-thing-anywhere") == {"q": "no-such-thing-anywhere", "total": 0,
+                                                                 "limit": 20, "items": []}
+
+
 def lineage(target: Target, **params: Any) -> Dict[str, Any]:
     data = target.api(f"/pipelines/{P}/lineage", **params)
     keys = [n["key"] for n in data["nodes"]]

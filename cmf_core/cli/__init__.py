@@ -14,6 +14,7 @@ import click
 
 from cmf_core.cli.backends import backends_command
 from cmf_core.cli.init import init_group
+from cmf_core.cli.mcp import mcp_command
 from cmf_core.cli.metadata import COMMANDS as METADATA_COMMANDS
 from cmf_core.cli.server import COMMANDS as SERVER_COMMANDS, add_metadata_commands
 from cmf_core.errors import CmfError
@@ -31,7 +32,7 @@ def cli() -> None:
     """
 
 
-for command in (init_group, backends_command, *METADATA_COMMANDS, *SERVER_COMMANDS):
+for command in (init_group, backends_command, *METADATA_COMMANDS, *SERVER_COMMANDS, mcp_command):
     cli.add_command(command)
 add_metadata_commands(cli.commands["metadata"])
 

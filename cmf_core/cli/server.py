@@ -38,6 +38,14 @@ def _loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def host_names(host: str, allowed: Tuple[str, ...]) -> Tuple[str, ...]:
+    """The Host names a server on ``host`` answers to: the loopback names, ``host`` itself and ``allowed``."""
+    names = {"localhost", "127.0.0.1", "::1", *allowed}
+    if host not in ("0.0.0.0", "::"):  # a wildcard address is no name a browser asks for
+        names.add(host)
+    return tuple(sorted(names))
+
+
 POSTGRES_OPTIONS = (
     click.option("--postgres-port", type=click.IntRange(1, 65535), default=5432, show_default=True),
     click.option("--postgres-user", default="postgres", show_default=True),
@@ -73,17 +81,23 @@ def _postgres(host: str, port: int, user: str, dbname: str):
               help="largest request body accepted (413 beyond)")
 @click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
               help="allow browser requests from this origin (repeatable; CORS is off without it)")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="a host name clients may use to reach the server (repeatable).  On a loopback address, requests "
+                   "naming any host but localhost, the address and these are refused, so that a web page cannot "
+                   "reach the server through a DNS name of its own that points at this machine; on another "
+                   "address, only when this is given")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="server processes sharing the port (uvicorn workers); pushes queue on the database's write lock")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 def server_command(ctx: click.Context, host: str, port: int, data_dir: Path, store_file: Optional[Path],
                    postgres_host: Optional[str], postgres_port: int, postgres_user: str, postgres_db: str,
-                   token_file: Optional[Path], max_body_mb: float, cors_origins: Tuple[str, ...], workers: int,
-                   log_level: str) -> None:
+                   token_file: Optional[Path], max_body_mb: float, cors_origins: Tuple[str, ...],
+                   allowed_hosts: Tuple[str, ...], workers: int, log_level: str) -> None:
     """Run the metadata server and its web UI at http://HOST:PORT/ (PostgreSQL password: env
     CMF_POSTGRES_PASSWORD).  Each push is one database transaction: a crash leaves the store as it was.
-    Pushes and pulls run in processes of their own, so pages never wait for them."""
+    Pushes and pulls run in processes of their own, so pages never wait for them.  With the mcp extra, coding
+    assistants reach the same reads at http://HOST:PORT/mcp (see 'cmf mcp')."""
     if ctx.invoked_subcommand is not None:
         return
     import uvicorn
@@ -101,7 +115,9 @@ def server_command(ctx: click.Context, host: str, port: int, data_dir: Path, sto
     postgres = _postgres(postgres_host, postgres_port, postgres_user, postgres_db) if postgres_host else None
     sqlite = None if postgres else (store_file or data_dir / "mlmd").absolute()
     store = StoreProcess(sqlite=sqlite, postgres=postgres)  # created and checked once, before any worker starts
-    settings = Settings(store, data_dir, tokens, int(max_body_mb * 1024 * 1024), tuple(cors_origins))
+    names = host_names(host, allowed_hosts) if _loopback(host) or allowed_hosts else ()
+    settings = Settings(store, data_dir, tokens, int(max_body_mb * 1024 * 1024), tuple(cors_origins),
+                        allowed_hosts=names)
     if not tokens and not _loopback(host):
         click.echo(f"cmf: warning: serving on {host} without authentication; give --token-file", err=True)
     click.echo(f"cmf server: store {store.describe()}, data {data_dir}, auth "
@@ -195,7 +211,7 @@ def peers_group() -> None:
 def peers_add(federation, url: str, token_file: Optional[Path], interval: Optional[int]) -> None:
     """Add the peer server at URL (http:// or https://, its base address), or replace the token and interval of
     a known one: adding it again keeps how far it was synced.  With --interval it is due at once."""
-    from cmf_core.server.app import load_tokens
+    from cmf_core.server.tokens import load_tokens
 
     token = None
     if token_file is not None:
@@ -294,10 +310,7 @@ def ui_command(mlmd: Path, host: str, port: int, allowed_hosts: Tuple[str, ...],
                    "--token-file asks for a token)", err=True)
     click.echo(f"cmf ui: {mlmd} (read-only) on http://{host}:{port}", err=True)
     logging.basicConfig(level="WARNING", format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    names = {"localhost", "127.0.0.1", "::1", *allowed_hosts}
-    if host not in ("0.0.0.0", "::"):  # a wildcard address is no name a browser asks for
-        names.add(host)
-    app = create_app(Settings(None, mlmd.parent, tokens, mlmd=mlmd, allowed_hosts=tuple(sorted(names))))
+    app = create_app(Settings(None, mlmd.parent, tokens, mlmd=mlmd, allowed_hosts=host_names(host, allowed_hosts)))
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_keep_alive=30)).run()
 
 

@@ -39,7 +39,7 @@ import os
 import tempfile
 import time
 import uuid
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
@@ -55,7 +55,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.concurrency import run_in_threadpool
 
 from cmf_core import layout
-from cmf_core.errors import CmfError
 from cmf_core.metadata.merge import Clash, MergeError
 from cmf_core.names import UnsafeName, check_name
 from cmf_core.server.db import SCHEMA_VERSION, Database, StoreUnavailable, check_schema
@@ -64,33 +63,20 @@ from cmf_core.server.files import ServerFiles, WorkspaceFiles
 from cmf_core.server.filters import FilterError
 from cmf_core.server.reads import BadRequest, NotFound, Reads
 from cmf_core.server.store import ExecutionNotFound, PipelineNotFound, ServerStore
+from cmf_core.server.tokens import load_tokens
 from cmf_core.server.ui import CSP, error_page, mount_ui, render, wants_html
 
 __all__ = ["Settings", "create_app", "load_tokens", "check_name", "UnsafeName", "worker_app", "worker_environment"]
 
 log = logging.getLogger("cmf.server")
 MB = 1024 * 1024
+#: Where ``cmf server`` answers MCP (streamable HTTP).
+MCP_PATH = "/mcp"
 #: Paths answered without a token (liveness probes).
 PUBLIC_PATHS = frozenset({"/health", "/api/health", "/login", "/logout", "/favicon.ico"})
 #: How much of an oversized body is read and thrown away before the 413, so that the client (still
 #: sending) reads the answer instead of a connection reset; beyond it the connection is just closed.
 DRAIN_LIMIT = 64 * MB
-
-
-def load_tokens(token_file: Optional[os.PathLike] = None, environ: Optional[Dict[str, str]] = None) -> FrozenSet[str]:
-    """Accepted bearer tokens: one per line of ``token_file`` (``#`` comments and blank lines skipped),
-    plus the comma-separated ``CMF_SERVER_TOKENS``.  None at all means auth is off."""
-    environ = os.environ if environ is None else environ
-    tokens = {t.strip() for t in environ.get("CMF_SERVER_TOKENS", "").split(",") if t.strip()}
-    if token_file is not None:
-        try:
-            text = Path(token_file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise CmfError(f"cannot read the token file {token_file}: {exc.strerror}") from None
-        tokens.update(line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
-        if not tokens:
-            raise CmfError(f"the token file {token_file} holds no token")
-    return frozenset(tokens)
 
 
 @dataclass
@@ -212,14 +198,15 @@ class BearerAuth:
 class SameOrigin:
     """Refuse (403) every write a browser sends from a page of another origin, whatever it carries: a form on
     another port of this host, a page of another site (the origins given with ``--cors-origin`` excepted).
-    Clients that are not browsers send neither ``Origin`` nor ``Sec-Fetch-Site`` and pass."""
+    On ``/mcp`` every method is refused so: no page is an MCP client.  Clients that are not browsers send
+    neither ``Origin`` nor ``Sec-Fetch-Site`` and pass."""
 
     def __init__(self, app, allowed: Tuple[str, ...] = ()) -> None:
         self.app = app
         self.allowed = {o.lower().rstrip("/").encode() for o in allowed}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
+        if scope["type"] != "http" or (scope["method"] in SAFE_METHODS and scope.get("path") != MCP_PATH):
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
         if same_origin(headers) is False and headers.get(b"origin", b"").lower() not in self.allowed:
@@ -397,9 +384,13 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         federation = getattr(app.state, "federation", None)  # cmf server: scheduled syncs from its peers
+        mcp = getattr(app.state, "mcp", None)  # cmf server: the MCP endpoint's session manager
         if federation is not None:
             federation.start()
-        yield
+        async with AsyncExitStack() as running:
+            if mcp is not None:
+                await running.enter_async_context(mcp.running())
+            yield
         if federation is not None:
             federation.stop()
         (store or reads.db).close()  # a store's processes finish the calls in flight first
@@ -493,8 +484,59 @@ def create_app(settings: Settings) -> FastAPI:
         return await _upload(file, f"tensorboard/{pipeline_name}/{name}")
 
     mount_federation(app, store, settings.max_body_bytes)  # peers: /api/peers, /api/sync-runs, POST /api/sync, /peers
+    app.state.mcp = _mount_mcp(app, reads, settings.max_body_bytes)
     _finish(app, settings, router, reads, "")
     return app
+
+
+class McpEndpoint:
+    """``/mcp``: the tools of ``cmf mcp`` over streamable HTTP (the SDK's app), on this server's reads.
+    Stateless and answered as JSON, so that any worker process answers any request.
+
+    The route sits inside the app's middleware: bearer auth, the Host check, the Origin check (for every method
+    on ``/mcp``, see :class:`SameOrigin`) and the size limit are those of ``/api``; the SDK's own Host/Origin check
+    is not switched on a second time with lists of its own.  The SDK's session manager runs once, so each run of
+    the app (its lifespan) makes its own."""
+
+    def __init__(self, reads: Reads, max_body_bytes: int) -> None:
+        from cmf_core.mcp.sources import LocalSource
+        from cmf_core.mcp.tools import create_server
+
+        self.server = create_server(LocalSource(reads, "this cmf server's store"))
+        self.max_body_bytes = max_body_bytes
+        self.http: Any = None
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        from mcp.server.transport_security import TransportSecuritySettings
+
+        self.http = self.server.streamable_http_app(
+            streamable_http_path=MCP_PATH, stateless_http=True, json_response=True,
+            max_request_body_size=self.max_body_bytes,
+            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+        try:
+            async with self.server.session_manager.run():
+                yield
+        finally:
+            self.http = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.http is None:
+            return await _send_json(send, 503, "the MCP endpoint is not running")
+        await self.http(scope, receive, send)
+
+
+def _mount_mcp(app: FastAPI, reads: Reads, max_body_bytes: int) -> Optional[McpEndpoint]:
+    """Add ``/mcp`` (:class:`McpEndpoint`) to ``app``; None when the ``mcp`` extra is not installed."""
+    try:
+        endpoint = McpEndpoint(reads, max_body_bytes)
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] != "mcp":
+            raise
+        log.info("no /mcp endpoint: the MCP SDK is not installed (pip install 'cmf-ml[mcp]')")
+        return None
+    app.router.add_route(MCP_PATH, endpoint, include_in_schema=False)
+    return endpoint
 
 
 def _finish(app: FastAPI, settings: Settings, router: APIRouter, reads: Reads, note: str) -> None:
@@ -626,7 +668,7 @@ def worker_environment(settings: Settings, token_file: Optional[Path], log_level
                                                    "user": postgres.user, "dbname": postgres.dbname},
         "data_dir": str(settings.data_dir), "token_file": str(token_file) if token_file else None,
         "max_body_bytes": settings.max_body_bytes, "cors_origins": list(settings.cors_origins),
-        "log_level": log_level})}
+        "allowed_hosts": list(settings.allowed_hosts), "log_level": log_level})}
 
 
 def worker_app() -> FastAPI:
@@ -641,4 +683,5 @@ def worker_app() -> FastAPI:
     store = StoreProcess(sqlite=config["sqlite"], postgres=postgres and PostgresConfig(
         **postgres, password=os.environ.get("CMF_POSTGRES_PASSWORD", "")))
     return create_app(Settings(store, Path(config["data_dir"]), load_tokens(config["token_file"]),
-                               config["max_body_bytes"], tuple(config["cors_origins"])))
+                               config["max_body_bytes"], tuple(config["cors_origins"]),
+                               allowed_hosts=tuple(config["allowed_hosts"])))

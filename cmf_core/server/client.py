@@ -25,7 +25,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import httpx
 
@@ -62,9 +62,10 @@ MAY_BE_MERGING = ("the push may still be merging on the server: check with 'cmf 
 class ServerError(CmfError):
     """The metadata server refused or failed a request (one line, for the user)."""
 
-    def __init__(self, message: str, status: Optional[int] = None) -> None:
+    def __init__(self, message: str, status: Optional[int] = None, detail: str = "") -> None:
         super().__init__(" ".join(message.split()))
         self.status = status
+        self.detail = detail  # the server's own reason, for a caller that words the error itself
 
 
 class ServerUnavailable(ServerError):
@@ -204,9 +205,18 @@ class MetadataClient:
         if code >= 500:
             raise ServerError(f"{what}: the metadata server at {self.url} failed (HTTP {code} after {attempts} "
                               f"attempt{'s' if attempts > 1 else ''}: {reason})", code)
-        raise ServerError(f"{what}: HTTP {code} from the metadata server at {self.url}: {reason}", code)
+        raise ServerError(f"{what}: HTTP {code} from the metadata server at {self.url}: {reason}", code, reason)
 
     # -- the endpoints --------------------------------------------------------------------------------
+
+    def read(self, path: str, params: Sequence[Tuple[str, str]] = ()) -> Any:
+        """``GET /api<path>`` of the read API (the UI's JSON twins), with retries: its JSON answer."""
+        response = self._send(f"reading {path}", "GET", path, params=list(params))
+        try:
+            return response.json()
+        except ValueError:
+            raise ServerError(f"reading {path}: {self.url} answered something other than JSON; is it a cmf "
+                              f"server?") from None
 
     def push(self, pipeline: str, payload: str, exec_uuid: Optional[str] = None, *,
              force: bool = False) -> Dict[str, Any]:

@@ -113,7 +113,7 @@ def _member(value: Optional[int], ids: List[int], name: str) -> int:
 
 
 def _summary(run: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: run[k] for k in ("id", "label", "stage", "pipeline")}
+    return {k: run[k] for k in ("id", "uuid", "label", "stage", "pipeline")}
 
 
 def _overlay(runs: List[Dict[str, Any]], metric: str) -> Dict[str, Any]:

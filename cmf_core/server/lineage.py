@@ -24,7 +24,8 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Se
 
 from cmf_core.server import dag
 from cmf_core.server.db import Session
-from cmf_core.server.reads import INPUTS, MAX_ID, OUTPUTS, BadRequest, NotFound, Reads, _ins, _like, _short
+from cmf_core.server.reads import (INPUTS, MAX_ID, OUTPUTS, BadRequest, NotFound, Reads, _ins, _like, _short, is_hash,
+                                   plain_id)
 
 __all__ = ["Lineage", "LineageQuery", "LINEAGE_VIEWS", "DIRECTIONS", "AGGREGATE_ABOVE"]
 
@@ -39,11 +40,8 @@ MAX_HOPS = 10
 AGGREGATE_ABOVE = 300
 MAX_TRAIL = 12
 SEARCH_LIMIT = 20
-#: The shortest md5 or uuid prefix a search matches (shorter ones match too much to mean a hash).
-HASH_PREFIX = 6
 
 _CLUSTER = re.compile(r"(?:(runs):(\d{1,18})|(made|read):(\d{1,18}):([^@]+))(?:@(\d{1,9}))?")
-_HEX = re.compile(r"[0-9a-f-]+")
 
 
 class Event(NamedTuple):
@@ -217,7 +215,7 @@ class Lineage:
 
     def search(self, pipeline: str, q: str, extras: bool = False) -> Dict[str, Any]:
         """The nodes of the pipeline that ``q`` names: an artifact by its file name or path (any part of it) or
-        by its md5 (a prefix of at least :data:`HASH_PREFIX` characters), an execution by its uuid (a prefix as
+        by its md5 (a prefix that :func:`~cmf_core.server.reads.is_hash`), an execution by its uuid (a prefix as
         long) or as ``execution:ID``, a stage by its name (its cluster; its execution if it ran once).
 
         ``chosen`` is the match to go to: the only one, or the only exact one (a whole file name, path, md5,
@@ -226,7 +224,7 @@ class Lineage:
         if not text:
             raise BadRequest("type part of a file name, a stage, or an md5 or uuid of at least 6 characters")
         lower = text.lower()
-        is_hash = len(lower) >= HASH_PREFIX and _HEX.fullmatch(lower) is not None
+        hashed = is_hash(lower)
         matches: List[Dict[str, Any]] = []
         with self.reads.db.session() as s:
             pipeline_id = self.reads._pipeline_id(s, pipeline)
@@ -236,12 +234,12 @@ class Lineage:
                           "ev.execution_id JOIN parentcontext pc ON pc.context_id = asn.context_id AND "
                           f"pc.parent_context_id = ? WHERE (lower({s.bytewise('a.name')}) LIKE ? ESCAPE '\\' "
                           f"OR a.uri LIKE ? ESCAPE '\\' OR CAST(a.id AS TEXT) = ?) {types}ORDER BY a.id",
-                          [pipeline_id, _like(text), _like(text)[1:], _plain_id(lower, "artifact"), *type_args])
+                          [pipeline_id, _like(text), _like(text)[1:], plain_id(lower, "artifact"), *type_args])
             for artifact_id, name, uri, type_name in rows:
                 path = (name or "").split(":", 1)[0]
                 exact = lower in (path.lower(), posixpath.basename(path).lower(), (uri or "").lower(),
                                   f"artifact:{artifact_id}")
-                if exact or lower in path.lower() or (is_hash and (uri or "").lower().startswith(lower)):
+                if exact or lower in path.lower() or (hashed and (uri or "").lower().startswith(lower)):
                     matches.append({"kind": "artifact", "key": f"artifact:{artifact_id}", "type": type_name,
                                     "label": posixpath.basename(path) or name, "name": name, "exact": exact})
             rows = s.rows("SELECT e.id, t.name, p.string_value FROM execution e JOIN type t ON t.id = e.type_id "
@@ -249,7 +247,7 @@ class Lineage:
                           "asn.context_id AND pc.parent_context_id = ? LEFT JOIN executionproperty p ON "
                           "p.execution_id = e.id AND p.name = 'Execution_uuid' "
                           "WHERE lower(p.string_value) LIKE ? OR CAST(e.id AS TEXT) = ? ORDER BY e.id",
-                          [pipeline_id, lower + "%" if is_hash else "\x01", _plain_id(lower, "execution")])
+                          [pipeline_id, lower + "%" if hashed else "\x01", plain_id(lower, "execution")])
             for execution_id, type_name, uuid in rows:
                 matches.append({"kind": "execution", "key": f"execution:{execution_id}", "type": type_name,
                                 "label": f"{_short(type_name)} #{execution_id}", "name": uuid or "",
@@ -410,12 +408,6 @@ def _type_filter(excluded: Sequence[str]) -> Tuple[str, List[Any]]:
     if not excluded:
         return "", []
     return f"AND t.name NOT IN ({_ins(excluded)}) ", list(excluded)
-
-
-def _plain_id(text: str, kind: str) -> str:
-    """The number of a search for ``kind:ID`` (which names that node), or a text no id has."""
-    prefix = kind + ":"
-    return text[len(prefix):] if text.startswith(prefix) and text[len(prefix):].isdigit() else "-"
 
 
 # -- keys and clusters -------------------------------------------------------------------------------------

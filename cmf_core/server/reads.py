@@ -44,6 +44,10 @@ LIST_LIMIT = 20
 SHOWN_COLUMNS = 10
 #: How many step-metrics files' summaries (min, max, last per column) are kept.
 STEP_CACHE = 4096
+#: The shortest md5 or uuid prefix a search matches (shorter ones match too much to mean a hash).
+HASH_PREFIX = 6
+MAX_FIND = 100
+_HEX = re.compile(r"[0-9a-f-]+")
 
 
 class NotFound(CmfError):
@@ -104,6 +108,17 @@ def execution_label(type_name: str, uuid: str, execution_id: int) -> str:
     stores, so they are the fallback only for a run logged without a uuid."""
     first = uuid.split(",", 1)[0].strip()
     return f"{_short(type_name)} {first[:8]}" if first else f"{_short(type_name)} #{execution_id}"
+
+
+def is_hash(text: str) -> bool:
+    """Whether a search text reads as (a prefix of) an md5 or a uuid: :data:`HASH_PREFIX` hex digits or more."""
+    return len(text) >= HASH_PREFIX and _HEX.fullmatch(text.lower()) is not None
+
+
+def plain_id(text: str, kind: str) -> str:
+    """The number of a search for ``kind:ID`` (which names that record), or a text no id has."""
+    prefix = kind + ":"
+    return text[len(prefix):] if text.startswith(prefix) and text[len(prefix):].isdigit() else "-"
 
 
 def _short(stage: str) -> str:
@@ -353,7 +368,7 @@ class Reads:
                       "LEFT JOIN context p ON p.id = pc.parent_context_id "
                       f"WHERE {among}", args)
         return {r[0]: {"id": r[0], "type": r[1], "stage": _short(r[2] or ""), "pipeline": r[3] or "",
-                       "label": execution_label(r[1], r[4] or "", r[0])} for r in rows}
+                       "uuid": r[4] or "", "label": execution_label(r[1], r[4] or "", r[0])} for r in rows}
 
     @staticmethod
     def _page(page: int, size: int) -> Tuple[int, int]:
@@ -411,6 +426,81 @@ class Reads:
         return {"id": pipeline_id, "name": name, "properties": props, "custom_properties": custom,
                 "stages": [{"id": r[0], "name": r[1], "short": _short(r[1]), "executions": r[2]} for r in stages],
                 "artifact_types": {t: n for t, n in types}}
+
+    def find(self, q: str, limit: int = 20) -> Dict[str, Any]:
+        """What ``q`` names across every pipeline: a pipeline or a stage by (part of) its name, an artifact by
+        (part of) its path or by its md5 (a prefix of at least :data:`HASH_PREFIX` hex digits), an execution by
+        its uuid (a prefix as long); ``artifact:ID`` and ``execution:ID`` name one record.  Exact matches (a
+        whole name, path, file name, md5 or uuid) first, then pipelines, stages, executions and artifacts by id;
+        the first ``limit``, and ``total`` of them all."""
+        text = q.strip()
+        if not text:
+            raise BadRequest("search for part of a pipeline, stage or file name, or an md5 or uuid of at least "
+                             f"{HASH_PREFIX} characters")
+        if not 1 <= limit <= MAX_FIND:
+            raise BadRequest(f"limit is between 1 and {MAX_FIND}")
+        lower, hashed = text.lower(), is_hash(text)
+        pattern, prefix = _like(text), _like(text)[1:] if hashed else "\x01"
+        found: List[Dict[str, Any]] = []
+        with self.db.session() as s:
+            name = f"lower({s.bytewise('c.name')}) LIKE ? ESCAPE '\\'"
+            where = f"FROM context c JOIN type t ON t.id = c.type_id WHERE t.name = 'Parent_Context' AND {name}"
+            total = s.value(f"SELECT count(*) {where}", [pattern])
+            for pipeline_id, pipeline in s.rows(f"SELECT c.id, c.name {where} ORDER BY c.id LIMIT ?", [pattern, limit]):
+                found.append({"kind": "pipeline", "id": pipeline_id, "name": pipeline, "label": pipeline,
+                              "type": "pipeline", "pipelines": [pipeline], "exact": lower == pipeline.lower()})
+            short = "substr(c.name, length(p.name) + 2)"
+            where = (f"FROM parentcontext pc JOIN context c ON c.id = pc.context_id JOIN context p ON p.id = "
+                     f"pc.parent_context_id WHERE lower({s.bytewise(short)}) LIKE ? ESCAPE '\\'")
+            total += s.value(f"SELECT count(*) {where}", [pattern])
+            for stage_id, stage, pipeline in s.rows(f"SELECT c.id, {short}, p.name {where} ORDER BY c.id LIMIT ?",
+                                                    [pattern, limit]):
+                found.append({"kind": "stage", "id": stage_id, "name": stage, "label": stage, "type": "stage",
+                              "pipelines": [pipeline], "exact": lower == stage.lower()})
+            uuid = "lower(u.string_value)"
+            where = ("FROM execution e LEFT JOIN executionproperty u ON u.execution_id = e.id AND u.name = "
+                     f"'Execution_uuid' AND u.is_custom_property = FALSE WHERE {uuid} LIKE ? OR {uuid} LIKE ? "
+                     "OR CAST(e.id AS TEXT) = ?")
+            args = [lower + "%" if hashed else "\x01", "%," + lower + "%" if hashed else "\x01",
+                    plain_id(lower, "execution")]
+            total += s.value(f"SELECT count(*) {where}", args)
+            rows = s.rows(f"SELECT e.id, coalesce(u.string_value, '') {where} ORDER BY e.id LIMIT ?", [*args, limit])
+            executions = self._execution_summaries(s, [r[0] for r in rows])
+            for execution_id, uuids in rows:
+                ids = [u.strip().lower() for u in uuids.split(",")]
+                found.append({**executions[execution_id], "kind": "execution", "name": uuids,
+                              "pipelines": [executions[execution_id]["pipeline"]],
+                              "exact": lower in (*ids, f"execution:{execution_id}")})
+            where = (f"{_ARTIFACTS_FROM} WHERE lower({s.bytewise('a.name')}) LIKE ? ESCAPE '\\' OR a.uri LIKE ? "
+                     "ESCAPE '\\' OR CAST(a.id AS TEXT) = ?")
+            args = [pattern, prefix, plain_id(lower, "artifact")]
+            total += s.value(f"SELECT count(*) {where}", args)
+            rows = s.rows(f"SELECT a.id {where} ORDER BY a.id LIMIT ?", [*args, limit])
+            artifacts = self._artifact_summaries(s, [r[0] for r in rows])
+            pipelines = self._artifact_pipelines(s, list(artifacts))
+            for (artifact_id,) in rows:
+                artifact = artifacts[artifact_id]
+                path = _path(artifact["name"]).lower()
+                found.append({**artifact, "kind": "artifact", "md5": artifact["uri"],
+                              "pipelines": pipelines.get(artifact_id, []),
+                              "exact": lower in (path, posixpath.basename(path), artifact["name"].lower(),
+                                                 artifact["uri"].lower(), f"artifact:{artifact_id}")})
+        kinds = ("pipeline", "stage", "execution", "artifact")
+        found.sort(key=lambda m: (not m["exact"], kinds.index(m["kind"]), m["id"]))
+        return {"q": text, "total": total, "limit": limit, "items": found[:limit]}
+
+    @staticmethod
+    def _artifact_pipelines(s: Session, ids: Sequence[int]) -> Dict[int, List[str]]:
+        """``{artifact id: the pipelines whose executions used or produced it}``."""
+        out: Dict[int, List[str]] = defaultdict(list)
+        if ids:
+            among, args = s.among("ev.artifact_id", ids)
+            for artifact_id, pipeline in s.rows(
+                    "SELECT DISTINCT ev.artifact_id, p.name FROM event ev JOIN association asn ON asn.execution_id = "
+                    "ev.execution_id JOIN parentcontext pc ON pc.context_id = asn.context_id JOIN context p ON "
+                    f"p.id = pc.parent_context_id WHERE {among} ORDER BY p.name", args):
+                out[artifact_id].append(pipeline)
+        return out
 
     # -- lists -------------------------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -37,9 +37,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from cmf_core.server import svg
-from cmf_core.server.compare import Compare
 from cmf_core.server.filters import FilterError
-from cmf_core.server.lineage import Lineage, LineageQuery
+from cmf_core.server.lineage import LineageQuery
+from cmf_core.server.read_api import ReadApi
 from cmf_core.server.reads import ARTIFACT_TYPES, BadRequest, NotFound, Reads
 
 __all__ = ["mount_ui", "CSP", "wants_html", "error_page"]
@@ -128,31 +128,10 @@ def _params(request: Request) -> Dict[str, Any]:
     return {k: query.getlist(k) if len(query.getlist(k)) > 1 else query[k] for k in query.keys()}
 
 
-def _ids(values: List[str], kind: str = "execution") -> List[int]:
-    out = []
-    for value in values:
-        for part in value.split(","):
-            if part.strip():
-                if not part.strip().isdigit():
-                    raise BadRequest(f"{kind} ids are numbers, not {part!r}")
-                out.append(int(part))
-    return out
-
-
-def _one_id(value: Optional[str], name: str) -> Optional[int]:
-    """The id a compare parameter (``ref``, ``env``) names, None if it is not given."""
-    if not value:
-        return None
-    if not value.strip().isdigit():
-        raise BadRequest(f"{name} is the id of one of the records compared, not {value!r}")
-    return int(value)
-
-
 def mount_ui(app: FastAPI, reads: Reads, title: str = "cmf", note: str = "") -> None:
     """Add the read API (``/api/...``), the pages and ``/static`` to ``app``."""
     pages = _Pages(reads, title, note)
-    lineages = Lineage(reads)
-    comparer = Compare(reads)
+    api_reads = ReadApi(reads)
     api = APIRouter(prefix="/api", dependencies=[Depends(_no_nul)])
     ui = APIRouter(dependencies=[Depends(_no_nul)])
     app.mount("/static", StaticFiles(directory=str(UI / "static")), name="static")
@@ -166,6 +145,10 @@ def mount_ui(app: FastAPI, reads: Reads, title: str = "cmf", note: str = "") -> 
     @api.get("/pipelines")
     async def api_pipelines(page: int = 1, size: int = 100) -> Any:
         return await pages.call(reads.pipelines, page, size)
+
+    @api.get("/search")
+    async def api_search(request: Request) -> Any:
+        return await pages.call(api_reads.search, request.query_params)
 
     @ui.get("/", response_class=HTMLResponse)
     async def home(request: Request, page: int = 1) -> Response:
@@ -186,17 +169,10 @@ def mount_ui(app: FastAPI, reads: Reads, title: str = "cmf", note: str = "") -> 
 
     # -- executions and artifacts
     async def executions(name: str, q: Mapping[str, str]) -> Dict[str, Any]:
-        return await pages.call(reads.executions, name, stage=q.get("stage") or None, q=q.get("q") or None,
-                                filter=q.get("filter") or None, sort=q.get("sort") or "id",
-                                order=q.get("order") or "asc", page=_int(q.get("page"), 1),
-                                size=_int(q.get("size"), 25),
-                                steps=_asks_steps(q))
+        return await pages.call(api_reads.executions, name, q)
 
     async def artifacts(name: str, q: Mapping[str, str]) -> Dict[str, Any]:
-        return await pages.call(reads.artifacts, name, type=q.get("type") or None, stage=q.get("stage") or None,
-                                q=q.get("q") or None, filter=q.get("filter") or None, sort=q.get("sort") or "id",
-                                order=q.get("order") or "asc", page=_int(q.get("page"), 1),
-                                size=_int(q.get("size"), 25))
+        return await pages.call(api_reads.artifacts, name, q)
 
     async def listing(request: Request, name: str, template: str, reader: Callable) -> Response:
         pipeline = await pages.call(reads.pipeline, name)
@@ -225,13 +201,7 @@ def mount_ui(app: FastAPI, reads: Reads, title: str = "cmf", note: str = "") -> 
 
     # -- lineage
     async def lineage(name: str, query: LineageQuery) -> Dict[str, Any]:
-        """The view; with a search (``q``), the view of the node it found (or the view as it was, when it found
-        none or several) and what it found under ``search``."""
-        if not query.q:
-            return await pages.call(lineages.read, name, query)
-        found = await pages.call(lineages.search, name, query.q, query.extras)
-        target = replace(query, q="") if found["chosen"] is None else query.retarget(found["chosen"]["key"])
-        return {**await pages.call(lineages.read, name, target), "search": found}
+        return await pages.call(api_reads.lineage, name, query)
 
     def lineage_drawing(data: Dict[str, Any], page: str, query: LineageQuery,
                         css: Optional[str] = None) -> Any:
@@ -267,27 +237,15 @@ def mount_ui(app: FastAPI, reads: Reads, title: str = "cmf", note: str = "") -> 
                         headers={"Content-Disposition": f'attachment; filename="lineage-{_safe(name)}.svg"'})
 
     # -- compare
-    async def compare(request: Request) -> Dict[str, Any]:
-        """Executions (``ids``) or artifacts (``artifacts``) side by side; see :mod:`cmf_core.server.compare`."""
-        q = request.query_params
-        diff, ref = q.get("diff") in ("1", "true", "on"), _one_id(q.get("ref"), "ref")
-        if q.getlist("artifacts") and q.getlist("ids"):
-            raise BadRequest("compare executions (ids=) or artifacts (artifacts=), not both at once")
-        if q.getlist("artifacts"):
-            return await pages.call(comparer.artifacts, _ids(q.getlist("artifacts"), "artifact"), diff, ref)
-        return await pages.call(comparer.executions, _ids(q.getlist("ids")), diff, q.getlist("metric"), ref,
-                                _one_id(q.get("env"), "env"))
-
     @api.get("/pipelines/{name}/compare")
     async def api_compare(name: str, request: Request) -> Any:
-        await pages.call(reads.pipeline, name)  # 404 for an unknown pipeline, as its page
-        return await compare(request)
+        return await pages.call(api_reads.compare, name, request.query_params)
 
     @ui.get("/pipelines/{name}/compare")
     async def compare_page(name: str, request: Request) -> Response:
         pipeline = await pages.call(reads.pipeline, name)
         try:
-            data, error = await compare(request), None
+            data, error = await pages.call(api_reads.compare, name, request.query_params), None
         except BadRequest as exc:
             data, error = None, str(exc)
         return pages.page(request, "compare.html", 400 if error else 200, pipeline=pipeline, data=data, error=error)
