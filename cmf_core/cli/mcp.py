@@ -23,7 +23,9 @@ NEEDS = "cmf mcp needs the MCP SDK: pip install 'cmf-ml[mcp]' (Python 3.10 or la
               help="the server's bearer token, one line (else env CMF_SERVER_TOKEN); never on the command line")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
               metavar="SECONDS", help="how long to wait for the server's answer to one read")
-def mcp_command(mlmd: Path, server_url: Optional[str], token_file: Optional[Path], timeout: float) -> None:
+@click.pass_context
+def mcp_command(ctx: click.Context, mlmd: Path, server_url: Optional[str], token_file: Optional[Path],
+                timeout: float) -> None:
     """Let a coding assistant (Claude, Copilot, Cursor...) read pipelines, executions, artifacts, lineage and
     model cards: a Model Context Protocol server on stdin and stdout, started by the assistant.
 
@@ -31,10 +33,17 @@ def mcp_command(mlmd: Path, server_url: Optional[str], token_file: Optional[Path
     lineage, model_card, compare_executions, search; resources cmf://pipeline/NAME, cmf://execution/UUID,
     cmf://artifact/MD5; the prompt explain_model.  'cmf server' serves the same over HTTP at /mcp.
     """
-    if server_url and mlmd != Path("mlmd"):
+    if server_url and ctx.get_parameter_source("mlmd") is not click.core.ParameterSource.DEFAULT:
         raise click.UsageError("give --mlmd or --server, not both")
     if token_file and not server_url:
         raise click.UsageError("--token-file goes with --server")
+    token = _token(token_file) if server_url else None
+    if not server_url:  # checked before the SDK's import, which takes a second
+        from cmf_core.metadata.store import check_sqlite
+
+        if not mlmd.is_file():
+            raise CmfError(f"no mlmd file at {mlmd.absolute()}: run cmf mcp in a workspace, or give --mlmd FILE")
+        check_sqlite(mlmd)
     try:
         from cmf_core.mcp.tools import create_server
     except ImportError as exc:
@@ -43,15 +52,7 @@ def mcp_command(mlmd: Path, server_url: Optional[str], token_file: Optional[Path
         raise CmfError(NEEDS) from None
     from cmf_core.mcp.sources import LocalSource, RemoteSource
 
-    if server_url:
-        source = RemoteSource(server_url, _token(token_file), timeout)
-    else:
-        from cmf_core.metadata.store import check_sqlite
-
-        if not mlmd.is_file():
-            raise CmfError(f"no mlmd file at {mlmd.absolute()}: run cmf mcp in a workspace, or give --mlmd FILE")
-        check_sqlite(mlmd)
-        source = LocalSource.of_file(mlmd)
+    source = RemoteSource(server_url, token, timeout) if server_url else LocalSource.of_file(mlmd)
     logging.basicConfig(level="WARNING", format="cmf mcp: %(levelname)s %(name)s: %(message)s")  # stderr
     try:
         create_server(source).run("stdio")

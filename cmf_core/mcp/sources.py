@@ -9,12 +9,13 @@ a query that cannot be used :class:`~cmf_core.server.reads.BadRequest`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
 from urllib.parse import quote
 
 from starlette.datastructures import QueryParams
 
-from cmf_core.server.client import MetadataClient, ServerError
+from cmf_core.errors import CmfError
+from cmf_core.names import UnsafeName, check_name
 from cmf_core.server.db import Database
 from cmf_core.server.files import WorkspaceFiles
 from cmf_core.server.lineage import LineageQuery
@@ -26,43 +27,25 @@ __all__ = ["Source", "LocalSource", "RemoteSource", "Query", "pairs"]
 Query = Sequence[Tuple[str, str]]
 
 
-class Source:
-    """The reads the MCP tools make; ``where`` names what is read, for messages."""
+class Source(Protocol):
+    """The reads the MCP tools make, each answering what its ``/api`` route answers; ``where`` names what is
+    read, for messages."""
 
-    where: str = ""
+    where: str
 
-    def pipelines(self, page: int, size: int) -> Dict[str, Any]:
-        raise NotImplementedError
-
-    def pipeline(self, name: str) -> Dict[str, Any]:
-        raise NotImplementedError
-
-    def executions(self, pipeline: str, query: Query) -> Dict[str, Any]:
-        raise NotImplementedError
-
-    def artifacts(self, pipeline: str, query: Query) -> Dict[str, Any]:
-        raise NotImplementedError
-
-    def execution(self, execution_id: int) -> Dict[str, Any]:
-        raise NotImplementedError
-
-    def artifact(self, artifact_id: int) -> Dict[str, Any]:
-        raise NotImplementedError
-
-    def lineage(self, pipeline: str, query: Query) -> Dict[str, Any]:
-        raise NotImplementedError
-
-    def compare(self, pipeline: str, query: Query) -> Dict[str, Any]:
-        raise NotImplementedError
-
-    def search(self, query: Query) -> Dict[str, Any]:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Let go of connections."""
+    def pipelines(self, page: int, size: int) -> Dict[str, Any]: ...
+    def pipeline(self, name: str) -> Dict[str, Any]: ...
+    def executions(self, pipeline: str, query: Query) -> Dict[str, Any]: ...
+    def artifacts(self, pipeline: str, query: Query) -> Dict[str, Any]: ...
+    def execution(self, execution_id: int) -> Dict[str, Any]: ...
+    def artifact(self, artifact_id: int) -> Dict[str, Any]: ...
+    def lineage(self, pipeline: str, query: Query) -> Dict[str, Any]: ...
+    def compare(self, pipeline: str, query: Query) -> Dict[str, Any]: ...
+    def search(self, query: Query) -> Dict[str, Any]: ...
+    def close(self) -> None: ...
 
 
-class LocalSource(Source):
+class LocalSource:
     """Reads in this process: of an mlmd file (``cmf mcp --mlmd``), or of the store of the ``cmf server`` that
     serves ``/mcp``."""
 
@@ -106,16 +89,23 @@ class LocalSource(Source):
         self.reads.db.close()
 
 
-class RemoteSource(Source):
+class RemoteSource:
     """Reads of a ``cmf server``, over HTTP: the routes of its read API, with its bearer token."""
 
     def __init__(self, url: str, token: Optional[str] = None, timeout: float = 30.0) -> None:
+        from cmf_core.server.client import MetadataClient  # httpx: only this source needs it
+
         self.client = MetadataClient(url, token, retries=2, timeout=timeout)
         self.where = f"the cmf server at {self.client.url}"
 
     def _get(self, path: str, query: Query = ()) -> Dict[str, Any]:
+        from cmf_core.server.client import ServerAuthError, ServerError
+
         try:
             return self.client.read(path, query)
+        except ServerAuthError as exc:
+            raise CmfError(f"{self.where} refused the token (HTTP {exc.status}: {exc.detail or 'no reason'}); give "
+                           "cmf mcp --token-file FILE, or set CMF_SERVER_TOKEN") from None
         except ServerError as exc:
             if exc.status == 404:
                 raise NotFound(exc.detail) from None
@@ -155,7 +145,13 @@ class RemoteSource(Source):
 
 
 def _segment(name: str) -> str:
-    """A pipeline name as one segment of a path: every character that could end or change it encoded."""
+    """A pipeline name as one segment of a path: every character that could end or change it encoded.  A name
+    that no server holds (one with ``/``, ``..``, a control character: the server refuses such names at push) is
+    not sent, as the server would decode its ``%2F`` before routing and answer a bare 404."""
+    try:
+        check_name(name, "pipeline name")
+    except UnsafeName:
+        raise NotFound(f"there is no pipeline named {name!r}") from None
     return quote(name, safe="")
 
 

@@ -159,14 +159,17 @@ class Tools:
         """The one ``kind`` ("execution" or "artifact") record that ``text`` names: an id, ``kind:ID``, or what
         the search finds exactly once (or finds once exactly); a tool error listing the candidates otherwise."""
         text = text.strip()
-        number = text[len(kind) + 1:] if text.startswith(kind + ":") else text
-        if number.isdigit():
-            return {"id": int(number)}
+        if text.startswith(kind + ":") and text[len(kind) + 1:].isdigit():
+            return {"id": int(text[len(kind) + 1:])}
+        if text.isdigit() and not is_hash(text):
+            return {"id": int(text)}
         found = await self._read(self.source.search, pairs(q=text, limit=CANDIDATES * 2))
         hits = [m for m in found["items"] if m["kind"] == kind]
         exact = [m for m in hits if m["exact"]]
         if len(hits) == 1 or len(exact) == 1:
             return (exact or hits)[0]
+        if not hits and text.isdigit():  # 6 digits or more, and no md5 or uuid begins so: an id after all
+            return {"id": int(text)}
         if not hits:
             how = "uuid" if kind == "execution" else "md5, path or file name"
             raise ToolError(f"no {kind} has the id or {how} {text!r}; search finds records by any part of "
@@ -295,7 +298,7 @@ class Tools:
         direction) or the whole pipeline (large stages drawn as clusters).  At most max_nodes nodes, the nearest
         to the focus first."""
         out = await self._read(self._lineage, pipeline, focus, hops, direction, max_nodes)
-        what = f"around {out['focus_label']}" if focus else "of the whole pipeline"
+        what = f"around {out['focus_label']}" if out["focus_label"] else "of the whole pipeline"
         out.pop("focus_label")
         return answer(out, f"lineage of {pipeline!r} {what}: {_plural(out['shown'], 'node')}"
                            f"{' of ' + format(out['nodes_in_view'], ',') if out['cut'] else ''}, "
@@ -304,6 +307,7 @@ class Tools:
     def _lineage(self, pipeline: str, focus: Optional[str], hops: int, direction: str,
                  max_nodes: int) -> Dict[str, Any]:
         query = pairs(hops=hops, direction=direction)
+        focus = (focus or "").strip() or None
         if focus:
             kind, _, number = focus.strip().partition(":")
             named = kind in ("artifact", "execution") and number.isdigit()
@@ -327,11 +331,12 @@ class Tools:
         notes = []
         if len(nodes) > max_nodes:
             notes.append(f"{len(nodes) - max_nodes:,} of {len(nodes):,} nodes were left out, the farthest from "
-                         f"the focus first: ask with fewer hops, one direction, or max_nodes up to {MAX_NODES}")
+                         f"the focus (or the last layers) first: ask with fewer hops, one direction, or max_nodes "
+                         f"up to {MAX_NODES}")
         if data["aggregated"]:
             notes.append("clusters (kind cluster) stand for many executions or artifacts of a stage; focus on "
                          "one node to see its neighbours alone")
-        label = next((n["label"] for n in nodes if n["key"] == data["focus"]), data["focus"])
+        label = next((n["label"] for n in nodes if n["key"] == (data["focus"] or data["cluster"])), focus)
         return {"pipeline": pipeline, "focus": data["focus"], "focus_label": label, "hops": data["hops"],
                 "direction": data["direction"], "nodes_in_view": len(nodes), "shown": len(kept),
                 "cut": len(nodes) > max_nodes, "nodes": out_nodes,

@@ -194,7 +194,8 @@ class MetadataClient:
         reason = _reason(response)
         if code in (401, 403):
             raise ServerAuthError(f"{what}: the metadata server at {self.url} refused the token (HTTP {code}: "
-                                  f"{reason}); set {TOKEN_ENV} or [cmf] server-token in {config.SECRETS_FILE}", code)
+                                  f"{reason}); set {TOKEN_ENV} or [cmf] server-token in {config.SECRETS_FILE}", code,
+                                  reason)
         if code == 409:
             raise ServerError(f"{what}: the metadata server holds other values (HTTP 409: {reason}); push again "
                               f"with --force to replace the server's values", code)

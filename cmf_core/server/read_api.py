@@ -13,7 +13,7 @@ from cmf_core.server.compare import Compare
 from cmf_core.server.lineage import Lineage, LineageQuery
 from cmf_core.server.reads import BadRequest, Reads
 
-__all__ = ["ReadApi", "number"]
+__all__ = ["ReadApi"]
 
 
 class ReadApi:
@@ -28,15 +28,15 @@ class ReadApi:
         """``/api/pipelines/{name}/executions``: stage q filter sort order page size; cols (step columns)."""
         return self.reads.executions(name, stage=q.get("stage") or None, q=q.get("q") or None,
                                      filter=q.get("filter") or None, sort=q.get("sort") or "id",
-                                     order=q.get("order") or "asc", page=number(q.get("page"), 1),
-                                     size=number(q.get("size"), 25), steps=_asks_steps(q))
+                                     order=q.get("order") or "asc", page=_number(q.get("page"), 1),
+                                     size=_number(q.get("size"), 25), steps=_asks_steps(q))
 
     def artifacts(self, name: str, q: Mapping[str, str]) -> Dict[str, Any]:
         """``/api/pipelines/{name}/artifacts``: type stage q filter sort order page size."""
         return self.reads.artifacts(name, type=q.get("type") or None, stage=q.get("stage") or None,
                                     q=q.get("q") or None, filter=q.get("filter") or None, sort=q.get("sort") or "id",
-                                    order=q.get("order") or "asc", page=number(q.get("page"), 1),
-                                    size=number(q.get("size"), 25))
+                                    order=q.get("order") or "asc", page=_number(q.get("page"), 1),
+                                    size=_number(q.get("size"), 25))
 
     def lineage(self, name: str, query: LineageQuery) -> Dict[str, Any]:
         """``/api/pipelines/{name}/lineage`` (its query parsed by :meth:`LineageQuery.parse`): the view; with a
@@ -63,7 +63,7 @@ class ReadApi:
     def search(self, q: Mapping[str, str]) -> Dict[str, Any]:
         """``/api/search``: pipelines, stages, artifacts (by name, path or md5) and executions (by uuid) that
         ``q`` names, across every pipeline; ``limit`` matches at most."""
-        return self.reads.find(q.get("q") or "", number(q.get("limit"), 20))
+        return self.reads.find(q.get("q") or "", _number(q.get("limit"), 20))
 
 
 def _asks_steps(query: Mapping[str, str]) -> bool:
@@ -73,7 +73,7 @@ def _asks_steps(query: Mapping[str, str]) -> bool:
     return any(c.strip().startswith("step.") for value in values for c in value.split(","))
 
 
-def number(value: Optional[str], default: int) -> int:
+def _number(value: Optional[str], default: int) -> int:
     """A whole-number query parameter; ``default`` when it is missing or empty."""
     if value in (None, ""):
         return default

@@ -310,21 +310,5 @@ def _no_nul(request: Request) -> None:
         raise BadRequest("the address has a NUL character")
 
 
-def _asks_steps(query: Mapping[str, str]) -> bool:
-    """Whether the executions page shows a step-metric column (``cols=step.training.loss.min``): only then are
-    the runs' step-metric files read."""
-    values = query.getlist("cols") if hasattr(query, "getlist") else [query.get("cols") or ""]
-    return any(c.strip().startswith("step.") for value in values for c in value.split(","))
-
-
-def _int(value: Optional[str], default: int) -> int:
-    if value in (None, ""):
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise BadRequest(f"{value!r} is not a number") from None
-
-
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
