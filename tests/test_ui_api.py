@@ -617,6 +617,15 @@ def test_model_card(target):
 # -- lineage ---------------------------------------------------------------------------------------------------
 
 
+def test_artifacts_without_columns_answer_the_same_page(target):
+    """``columns=0`` (``cmf mcp``: no table to lay out) leaves out the column lists, and nothing else."""
+    for params in ({}, {"type": "Model", "sort": "name", "order": "desc"}, {"filter": "custom.accuracy > 0.5"}):
+        full = target.api(f"/pipelines/{P}/artifacts", **params)
+        lean = target.api(f"/pipelines/{P}/artifacts", columns="0", **params)
+        assert lean["columns"] is None and full["columns"]["custom"]
+        assert {**lean, "columns": full["columns"]} == full
+
+
 def test_search_across_pipelines(target):
     """``/api/search`` (what ``cmf mcp``'s search and its names of records use): a stage, a file name, a uuid or md5
     prefix, an id; exact matches first; the pipelines of each match."""

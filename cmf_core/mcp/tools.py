@@ -252,7 +252,8 @@ class Tools:
             page: Page = 1, size: Size = 20,
     ) -> Annotated[CallToolResult, schemas.ArtifactList]:
         """The artifacts a pipeline's executions read or wrote, a page at a time, by type and text."""
-        data = await self._read(self.source.artifacts, pipeline, pairs(type=type, q=search, page=page, size=size))
+        data = await self._read(self.source.artifacts, pipeline,
+                                pairs(type=type, q=search, page=page, size=size, columns=0))
         items = [{**_artifact_ref(a), "created": _time(a["created"]), "custom_properties": a["custom_properties"]}
                  for a in data["items"]]
         out = {"pipeline": pipeline, "type": type, "search": search, "total": data["total"], "page": page,

@@ -32,11 +32,12 @@ class ReadApi:
                                      size=_number(q.get("size"), 25), steps=_asks_steps(q))
 
     def artifacts(self, name: str, q: Mapping[str, str]) -> Dict[str, Any]:
-        """``/api/pipelines/{name}/artifacts``: type stage q filter sort order page size."""
+        """``/api/pipelines/{name}/artifacts``: type stage q filter sort order page size; ``columns=0`` leaves out
+        the table's columns (which custom properties there are), for a reader that shows no table."""
         return self.reads.artifacts(name, type=q.get("type") or None, stage=q.get("stage") or None,
                                     q=q.get("q") or None, filter=q.get("filter") or None, sort=q.get("sort") or "id",
                                     order=q.get("order") or "asc", page=_number(q.get("page"), 1),
-                                    size=_number(q.get("size"), 25))
+                                    size=_number(q.get("size"), 25), columns=q.get("columns") != "0")
 
     def lineage(self, name: str, query: LineageQuery) -> Dict[str, Any]:
         """``/api/pipelines/{name}/lineage`` (its query parsed by :meth:`LineageQuery.parse`): the view; with a
