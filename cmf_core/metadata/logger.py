@@ -458,7 +458,7 @@ class Cmf:
     def log_metric(self, metrics_name: str, custom_properties: Optional[Dict[str, Any]] = None) -> None:
         """Keep one step of fine-grained metrics in memory; :meth:`commit_metrics` writes them."""
         steps = self.metrics.setdefault(metrics_name, {})
-        steps[max(steps, default=0) + 1] = dict(custom_properties or {})
+        steps[len(steps) + 1] = dict(custom_properties or {})  # steps are numbered 1, 2, ... as they come
 
     def _execution_dir(self, kind: str) -> str:
         first_uuid = self.execution.properties["Execution_uuid"].string_value.split(",")[0]
