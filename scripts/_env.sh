@@ -70,6 +70,10 @@ ensure_system_packages() {
     compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
     [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
     command -v mkfs.xfs >/dev/null 2>&1 || missing+=(xfsprogs)
+    command -v cmake >/dev/null 2>&1 || missing+=(cmake)  # the C/Fortran API (cmf_core/native)
+    command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+    command -v gfortran >/dev/null 2>&1 || missing+=(gfortran)
+    command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
     [ ${#missing[@]} -eq 0 ] && return 0
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
         echo "the tests need: ${missing[*]} (Debian packages); install them, or run as root with apt-get" >&2

@@ -604,8 +604,10 @@ def _table(rows: Mapping[Any, Mapping[str, Any]], index: str) -> pd.DataFrame:
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.names = [index]
     for column in frame.columns:
-        if frame[column].dtype == object and len({type(v) for v in frame[column] if v is not None}) > 1:
-            frame[column] = frame[column].map(lambda v: None if v is None else str(v))
+        if frame[column].dtype == object:  # a step without this key is NaN here: missing, not a float
+            frame[column] = frame[column].map(lambda v: None if isinstance(v, float) and v != v else v)
+            if len({type(v) for v in frame[column] if v is not None}) > 1:
+                frame[column] = frame[column].map(lambda v: None if v is None else str(v))
     return frame
 
 
