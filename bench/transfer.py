@@ -1,15 +1,24 @@
 """Artifact push/pull next to `dvc push`/`dvc pull` and the raw copy floor, on the same workspace.
 
-Shapes (as the transfer issue defines them):
+Shapes (as the transfer issues define them):
   big   one 200 MB file
   many  200 files of 64 KB, each its own artifact
   dir   one directory artifact of 2000 files of 4 KB
-For each shape and round, the three contenders run one after the other on the
+  tiny  one directory artifact of 10,000 files of 1 KB
+For each shape and round, the contenders run one after the other on the
 same data (order rotated per round); the table gives medians and ratios.
-Also: a no-op re-push of `dir` (everything already on the remote).
+Also: a no-op re-push of the shape (everything already on the remote).
+With sshremote, ``cmf-sftp`` is cmf with ``CMF_SSH_BATCH=0`` (every object over SFTP, one by
+one: the path before batches), and the round trips each cmf run waited for
+(``transport.round_trips`` of its result) are reported per 1,000 objects.
 
     .venv/bin/python bench/transfer.py [--backend local|minioS3|amazonS3|sshremote|osdfremote]
-                                       [--rounds 3] [--shapes big,many,dir] [--workdir DIR]
+                                       [--rounds 3] [--shapes big,many,dir,tiny] [--workdir DIR]
+                                       [--latency MS]
+
+``--latency MS`` runs the whole benchmark again inside a network namespace of its own
+(``unshare --net``, root) whose loopback delays every packet by MS/2 ms (``tc qdisc ... netem``):
+MS ms more on every round trip, servers and clients alike.
 
 Results go to bench/results/transfer_<backend>.json: the medians, and under "rounds" every
 round's time.  The floor, per backend (one object after the other, into/from the same
@@ -31,10 +40,12 @@ The servers are started by the benchmark and stopped by PID when it ends.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
 import posixpath
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -43,7 +54,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, Iterator, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -66,6 +77,12 @@ def make_shape(ws: Path, shape: str) -> List[str]:
         for i in range(200):
             (ws / "many" / f"f{i:03d}.bin").write_bytes(os.urandom(64 << 10))
         return [f"many/f{i:03d}.bin" for i in range(200)]
+    if shape == "tiny":
+        for i in range(10000):
+            sub = ws / "tiny" / f"d{i % 100:02d}"
+            sub.mkdir(parents=True, exist_ok=True)
+            (sub / f"x{i:05d}.bin").write_bytes(os.urandom(1 << 10))
+        return ["tiny"]
     for i in range(2000):
         sub = ws / "tree" / f"d{i % 40:02d}"
         sub.mkdir(parents=True, exist_ok=True)
@@ -118,6 +135,8 @@ class Target:
     """What every target has unless it says otherwise."""
 
     dvc_env: Dict[str, str] = {}
+    #: more cmf contenders: name -> environment under which cmf runs
+    variants: Dict[str, Dict[str, str]] = {}
 
     def settle(self, store: Path) -> None:
         """Untimed, after the pushes of a round: anything the server does once per new object."""
@@ -227,6 +246,7 @@ class SSHTarget(Target):
     """sshremote against a real sshd on loopback (key login); the floor is one paramiko SFTP session."""
 
     name = "sshremote"
+    variants = {"cmf-sftp": {"CMF_SSH_BATCH": "0"}}
 
     def __init__(self, root: Path) -> None:
         import paramiko
@@ -371,21 +391,27 @@ def bench_shape(target, root: Path, shape: str, rounds: int) -> Dict[str, Dict[s
             target.floor_get(str(obj.relative_to(cache)), dst, store)
 
     dvc_env = {**os.environ, **target.dvc_env}
-    pushers = {
-        "cmf": lambda: api.artifact_push(shape, progress=False),
-        "dvc": lambda: subprocess.run([DVC, "push", "-q"], check=True, env=dvc_env),
-        "floor": floor_push,
-    }
-    pullers = {
-        "cmf": lambda: api.artifact_pull(shape, progress=False),
-        "dvc": lambda: subprocess.run([DVC, "pull", "-q"], check=True, env=dvc_env),
-        "floor": floor_pull,
-    }
+    trips: Dict[str, Dict[str, List[int]]] = {"push": {}, "pull": {}}
+
+    def cmf(op: str, name: str, env: Dict[str, str]) -> Callable[[], object]:
+        def run() -> object:
+            with patched_env(env):
+                result = (api.artifact_push if op == "push" else api.artifact_pull)(shape, progress=False)
+            if "round_trips" in result.transport:
+                trips[op].setdefault(name, []).append(int(result.transport["round_trips"]))
+            return result
+        return run
+
+    cmfs = {"cmf": {}, **target.variants}
+    pushers = {**{name: cmf("push", name, env) for name, env in cmfs.items()},
+               "dvc": lambda: subprocess.run([DVC, "push", "-q"], check=True, env=dvc_env), "floor": floor_push}
+    pullers = {**{name: cmf("pull", name, env) for name, env in cmfs.items()},
+               "dvc": lambda: subprocess.run([DVC, "pull", "-q"], check=True, env=dvc_env), "floor": floor_pull}
     times: Dict[str, Dict[str, List[float]]] = {"push": {k: [] for k in pushers},
                                                   "pull": {k: [] for k in pullers}}
     names = list(pushers)
     for r in range(rounds):
-        order = names[r % 3:] + names[: r % 3]
+        order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
             reset_store()
             times["push"][name].append(timed(pushers[name]))
@@ -400,8 +426,26 @@ def bench_shape(target, root: Path, shape: str, rounds: int) -> Dict[str, Dict[s
     os.chdir(root)
     result = {op: {name: statistics.median(values) for name, values in by.items()} for op, by in times.items()}
     result["noop_push"] = {"cmf": noop}
+    result["objects"] = len(objects)
+    result["round_trips_per_1000"] = {op: {name: statistics.median(values) * 1000 / len(objects)
+                                           for name, values in by.items()} for op, by in trips.items()}
     result["rounds"] = times  # every round's time, in the JSON only: the medians hide how the rounds differ
     return result
+
+
+@contextlib.contextmanager
+def patched_env(env: Dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``env`` set, for the length of the block."""
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def main() -> None:
@@ -413,7 +457,11 @@ def main() -> None:
                              "see bench/README.md for why it matters on ext4 without a journal")
     parser.add_argument("--backend", default="local",
                         choices=["local", "minioS3", "amazonS3", "sshremote", "osdfremote"])
+    parser.add_argument("--latency", type=float, default=0.0, metavar="MS",
+                        help="add MS ms to every round trip: rerun inside a network namespace with netem on lo")
     args = parser.parse_args()
+    if args.latency and os.environ.get(LATENCY_ENV) is None:
+        return in_namespace(args.latency)
     for key, value in {"DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "b@x",
                        "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "b@x"}.items():
         os.environ.setdefault(key, value)
@@ -427,17 +475,40 @@ def main() -> None:
                 results[shape] = bench_shape(target, Path(tmp), shape, args.rounds)
         finally:
             target.close()
-    print(f"{args.backend} backend, median of {args.rounds} rounds (seconds; ratio = cmf time / other time)")
-    print(f"{'shape':6} {'op':5} {'cmf':>8} {'dvc':>8} {'floor':>8} {'cmf/dvc':>8} {'cmf/floor':>9}")
+    latency = float(os.environ.get(LATENCY_ENV) or 0)
+    print(f"{args.backend} backend{f', {latency:g} ms added to each round trip' if latency else ''}, median of "
+          f"{args.rounds} rounds (seconds; dvc/cmf = how many times faster cmf is than dvc)")
     for shape, res in results.items():
+        contenders = [name for name in res["push"] if name not in ("dvc", "floor")]
+        print(f"{'shape':6} {'op':5} " + " ".join(f"{name:>9}" for name in [*contenders, "dvc", "floor"])
+              + " " + " ".join(f"{'dvc/' + name:>13}" for name in contenders)
+              + "   round trips / 1000 objects")
         for op in ("push", "pull"):
             t = res[op]
-            print(f"{shape:6} {op:5} {t['cmf']:8.3f} {t['dvc']:8.3f} {t['floor']:8.3f} "
-                  f"{t['cmf'] / t['dvc']:8.2f} {t['cmf'] / t['floor']:9.2f}")
-        print(f"{shape:6} no-op re-push: {res['noop_push']['cmf']:.3f} s")
+            trips = res["round_trips_per_1000"][op]
+            print(f"{shape:6} {op:5} " + " ".join(f"{t[name]:9.3f}" for name in [*contenders, "dvc", "floor"])
+                  + " " + " ".join(f"{t['dvc'] / t[name]:13.2f}" for name in contenders)
+                  + "   " + ", ".join(f"{name} {value:,.0f}" for name, value in trips.items()))
+        print(f"{shape:6} {res['objects']} objects; no-op re-push: {res['noop_push']['cmf']:.3f} s")
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    (out / f"transfer_{args.backend}.json").write_text(json.dumps(results, indent=2))
+    suffix = f"_latency{latency:g}ms" if latency else ""
+    (out / f"transfer_{args.backend}{suffix}.json").write_text(json.dumps(results, indent=2))
+
+
+LATENCY_ENV = "CMF_BENCH_LATENCY_MS"
+
+
+def in_namespace(latency_ms: float) -> None:
+    """Run this benchmark again (same arguments) in a new network namespace whose loopback delays each packet
+    by half of ``latency_ms``: a round trip crosses it twice."""
+    if os.geteuid() != 0:
+        raise SystemExit("--latency needs root (unshare --net, tc qdisc)")
+    half = latency_ms / 2
+    inner = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
+    script = f"ip link set lo up && tc qdisc add dev lo root netem delay {half:g}ms && exec {inner}"
+    env = {**os.environ, LATENCY_ENV: f"{latency_ms:g}"}
+    raise SystemExit(subprocess.run(["unshare", "--net", "--", "sh", "-c", script], env=env).returncode)
 
 
 if __name__ == "__main__":

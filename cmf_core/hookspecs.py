@@ -13,7 +13,8 @@ A backend does three things and nothing else:
 1. declares the options of ``cmf init <type>``  (:func:`cmf_backend_spec`);
 2. turns those options into a stored :class:`Remote`  (:func:`cmf_backend_configure`);
 3. opens that remote as an :class:`ObjectStore` that moves ONE object at a time
-   (:func:`cmf_backend_open`).
+   (:func:`cmf_backend_open`), and, where its server allows, many small ones in one
+   request (:attr:`ObjectStore.batch`).
 
 The core owns everything else, written once for every backend: which objects
 to move, parallelism, skip-existing, md5 verification, temp-file-then-rename
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Dict, List, Optional, Sequence, Set, Tuple
+from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import pluggy
 
@@ -162,6 +163,32 @@ class ObjectStore:
 
     def close(self) -> None:
         """Release connections and sessions. Called once, after the last transfer."""
+
+    # -- optional: batches, where one request can carry many objects -----------------------------------
+
+    #: How many objects one :meth:`get_many` / :meth:`put_many` call may carry; 0 (the default): the store moves
+    #: one object per request and the engine never calls them.
+    batch: int = 0
+
+    def get_many(self, keys: Sequence[str]) -> Iterator[Tuple[str, Iterator[bytes]]]:
+        """Stream several objects in one request: yield ``(key, its bytes in chunks)``, in any order, each
+        object's chunks read to the end before the next is asked for.  A key not held, or one the stream broke
+        off before, is left out: the engine then asks :meth:`get` for it, which says what is wrong.  The engine
+        checks every object's md5, as for :meth:`get`.  Raise :class:`cmf_core.errors.BatchUnavailable` when
+        batches cannot be had here at all."""
+        raise NotImplementedError
+
+    def put_many(self, items: Sequence[Tuple[bytes, str]]) -> None:
+        """Store several small objects, ``(their bytes, key)``, the bytes already checked against the keys, in
+        one request.  Each takes its key whole (never a partial object at a key); on any failure raise, and the
+        engine puts the batch's objects one by one with :meth:`put`.  Raise
+        :class:`cmf_core.errors.BatchUnavailable` when batches cannot be had here at all."""
+        raise NotImplementedError
+
+    def report(self) -> Dict[str, object]:
+        """What a ``--json`` result says of how the objects travelled, e.g. ``{"route": "exec (tar)",
+        "round_trips": 12}`` (round trips the client waited for, in this process); ``{}`` by default."""
+        return {}
 
 
 @hookspec(firstresult=True)

@@ -16,6 +16,11 @@ everything else happens here, once for every backend:
   the md5 matches, and placed in the workspace as ``cache.type`` says
   (:mod:`cmf_core.links`; with ``copy`` it is written to the cache and the
   workspace at once).  The DVC cache ends up complete, so ``dvc status`` is clean;
+* **batches** -- a store whose server can carry many objects in one request
+  (:attr:`~cmf_core.hookspecs.ObjectStore.batch`: SSH streams them through one
+  command) gets them in groups, one group per thread: a pull's objects, a push's
+  small files.  Each object is still verified and placed alone; what a batch did
+  not deliver is moved one by one, where a failure is named;
 * transient errors are retried with exponential backoff; every failure is
   named in the :class:`TransferResult`; an interrupted run leaves only whole
   objects behind, so rerunning it moves just what is missing.
@@ -39,7 +44,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 from cmf_core import fanout, layout, links, locks
 from cmf_core.config import CacheSettings
-from cmf_core.errors import BackendError, CmfError, CorruptSource, ObjectNotFound, TransientError
+from cmf_core.errors import BackendError, BatchUnavailable, CmfError, CorruptSource, ObjectNotFound, TransientError
 from cmf_core.hookspecs import ObjectStore
 from cmf_core.metadata import store as records
 
@@ -50,6 +55,8 @@ MAX_MANIFEST = 256 << 20  # a .dir manifest larger than this is refused
 PARTIAL = ".cmf-partial"
 CACHE_MODE = 0o444  # DVC cache files are read-only
 NO_FILE_TYPES = {"Metrics"}
+BATCH_OBJECT = 1 << 20  # a push batches files of at most this size (a pull batches all: their sizes are unknown)
+BATCH_BYTES = 64 << 20  # the known bytes of one batch at most
 
 
 @dataclass
@@ -84,6 +91,8 @@ class TransferResult:
     planned: List[str] = field(default_factory=list)
     processes: int = 1  # processes that shared the work (see cmf_core.fanout)
     notes: List[str] = field(default_factory=list)  # e.g. a cache.type the file system refused
+    batched: int = 0  # objects that travelled in batches (the rest one per request)
+    transport: Dict[str, object] = field(default_factory=dict)  # the store's report: its route, round trips
 
     @property
     def ok(self) -> bool:
@@ -459,7 +468,9 @@ class Engine:
                     failed.add(obj.md5)
             result.bytes = sum(o.size for o in todo_files + todo_manifests)
         else:
-            failed = {o.md5 for o in self._run("push", todo_files, self._put, result)}
+            batched, single = self._split_push(todo_files)
+            single += self._batched("push", batched, self._put_batch, result)
+            failed = {o.md5 for o in self._run("push", single, self._put, result)}
         # a directory is published only once all its members are on the remote
         ready = []
         for manifest in todo_manifests:
@@ -472,6 +483,7 @@ class Engine:
                 ready.append(manifest)
         if not result.dry_run:
             self._run("push", ready, self._put, result)
+            result.transport = self.store.report() if hasattr(self.store, "report") else {}
 
     def _put(self, obj: Obj, progress: Progress) -> int:
         if obj.source is None:
@@ -488,6 +500,46 @@ class Engine:
             _retrying(upload, f"uploading {obj.artifact}")
         progress.add_bytes(obj.size)
         return obj.size
+
+    def _split_push(self, objects: List[Obj]) -> Tuple[List[Obj], List[Obj]]:
+        """(the files that go in batches, the rest): with a store that batches, the files of at most
+        :data:`BATCH_OBJECT` bytes that are there to read."""
+        if getattr(self.store, "batch", 0) <= 1:
+            return [], objects
+        batched, single = [], []
+        for obj in objects:
+            try:
+                self._find_source(obj)
+            except _Missing:
+                single.append(obj)  # it fails alone, by name
+                continue
+            (batched if obj.size <= BATCH_OBJECT else single).append(obj)
+        return batched, single
+
+    def _put_batch(self, group: List[Obj], progress: Progress) -> Tuple[List[Tuple[Obj, int]], List[Obj]]:
+        """Upload ``group`` in one request: (the objects stored and their bytes, the objects to put alone).  A
+        file whose bytes are not its md5 goes alone: healed from the workspace there, or refused by name."""
+        items: List[Tuple[bytes, Obj]] = []
+        alone: List[Obj] = []
+        for obj in group:
+            try:
+                data = obj.source.read_bytes()
+            except OSError:
+                alone.append(obj)
+                continue
+            if hashlib.md5(data).hexdigest() == obj.md5:
+                items.append((data, obj))
+            else:
+                alone.append(obj)
+        try:
+            self.store.put_many([(data, obj.key) for data, obj in items])
+        except BatchUnavailable:
+            raise
+        except (CmfError, OSError):  # the batch did not take: its objects go one by one
+            return [], alone + [obj for _, obj in items]
+        for data, _ in items:
+            progress.add_bytes(len(data))
+        return [(obj, len(data)) for data, obj in items], alone
 
     def _heal_cache(self, obj: Obj) -> bool:
         """Replace a corrupt DVC cache file with the workspace copy when that one has the right md5."""
@@ -595,8 +647,42 @@ class Engine:
         if not result.dry_run:
             if todo:
                 self.linker.probe(self.ws.cache, self.ws.base)
-            self._run("pull", todo, self._get, result)
+            batched, single = self._split_pull(todo)
+            single += self._batched("pull", batched, self._get_batch, result)
+            self._run("pull", single, self._get, result)
             result.notes.extend(self.linker.notes)
+            result.transport = self.store.report() if hasattr(self.store, "report") else {}
+
+    def _split_pull(self, objects: List[Obj]) -> Tuple[List[Obj], List[Obj]]:
+        """(the objects that go in batches, the rest): with a store that batches, those not in the cache."""
+        if getattr(self.store, "batch", 0) <= 1:
+            return [], objects
+        batched, single = [], []
+        for obj in objects:
+            (single if self.ws.cache_path(obj.md5).is_file() else batched).append(obj)
+        return batched, single
+
+    def _get_batch(self, group: List[Obj], progress: Progress) -> Tuple[List[Tuple[Obj, int]], List[Obj]]:
+        """Download ``group`` in one request: (the objects placed and their bytes, the objects to get alone:
+        those the stream did not deliver, or delivered with another md5, which fail there by name)."""
+        left = {obj.key: obj for obj in group}
+        moved = []
+        try:
+            with contextlib.closing(self.store.get_many(list(left))) as stream:
+                for key, chunks in stream:
+                    obj = left.pop(key, None)
+                    if obj is None:
+                        continue
+                    try:
+                        moved.append((obj, self._fetched(obj, lambda writer, c=chunks: _write_all(c, writer),
+                                                         progress)))
+                    except _Mismatch:
+                        left[key] = obj
+        except BatchUnavailable:
+            raise
+        except (CmfError, OSError):  # the stream broke off: what it did not deliver goes one by one
+            pass
+        return moved, list(left.values())
 
     def _ensure_cached(self, obj: Obj) -> None:
         """Files already in place still go into the DVC cache, so ``dvc status`` is clean."""
@@ -632,22 +718,25 @@ class Engine:
             return self._stream(obj, lambda writer: shutil.copyfileobj(src, writer, layout.CHUNK), [], progress)
 
     def _download(self, obj: Obj, cached: Path, progress: Progress) -> int:
-        """Download into the cache, verified; with ``copy`` into the workspace at once, else linked from there."""
+        """Download into the cache, verified, and place it (:meth:`_fetched`)."""
         def fetch(writer: HashingWriter) -> None:
             self.store.get(obj.key, writer)
 
-        copying = self.linker.kind == "copy"
-        targets = obj.targets if copying else []
-
         def attempt() -> int:
             try:
-                return self._stream(obj, fetch, [cached], progress, targets)
+                return self._fetched(obj, fetch, progress)
             except _Mismatch:  # a stream cut short or garbled on the way: fetched once more, then refused
-                return self._stream(obj, fetch, [cached], progress, targets)
+                return self._fetched(obj, fetch, progress)
 
-        moved = _retrying(attempt, f"downloading {obj.artifact}")
+        return _retrying(attempt, f"downloading {obj.artifact}")
+
+    def _fetched(self, obj: Obj, fill: Callable[[HashingWriter], None], progress: Progress) -> int:
+        """What ``fill`` writes, into the cache, verified; with ``copy`` into the workspace at once, else linked
+        from the cache."""
+        copying = self.linker.kind == "copy"
+        moved = self._stream(obj, fill, [self.ws.cache_path(obj.md5)], progress, obj.targets if copying else [])
         if not copying:
-            self._link(obj, cached)
+            self._link(obj, self.ws.cache_path(obj.md5))
         return moved
 
     def _stream(self, obj: Obj, fill: Callable[[HashingWriter], None], extra: List[Path], progress: Progress,
@@ -677,6 +766,72 @@ class Engine:
             raise
 
     # -- the pool -------------------------------------------------------------------------------
+
+    def _batched(self, label: str, objects: List[Obj],
+                 move: Callable[[List[Obj], Progress], Tuple[List[Tuple[Obj, int]], List[Obj]]],
+                 result: TransferResult) -> List[Obj]:
+        """Move ``objects`` in groups of the store's batch size, a group per thread (``jobs`` threads, at least
+        a group each); record what moved in ``result``; return the objects to move one by one: those a batch
+        did not move, and all that is left once the store says it has no batches here."""
+        if not objects:
+            return []
+        size = max(1, min(self.store.batch, -(-len(objects) // self.jobs)))
+        groups, group, known = [], [], 0
+        for obj in sorted(objects, key=lambda o: o.md5):  # a group spans few folders (files/md5/xx)
+            if group and (len(group) >= size or known + obj.size > BATCH_BYTES):
+                groups.append(group)
+                group, known = [], 0
+            group.append(obj)
+            known += obj.size
+        groups.append(group)
+        progress = Progress(label, len(objects), self.progress_enabled)
+        todo, lock, stop, unavailable = iter(groups), threading.Lock(), threading.Event(), threading.Event()
+        single: List[Obj] = []
+        errors: List[BaseException] = []
+
+        def worker() -> None:
+            while not stop.is_set():
+                with lock:
+                    group = next(todo, None)
+                if group is None:
+                    return
+                moved: List[Tuple[Obj, int]] = []
+                left = group
+                if not unavailable.is_set():
+                    try:
+                        moved, left = move(group, progress)
+                    except BatchUnavailable as exc:  # said once; this and every later group go one by one
+                        with lock:
+                            if not unavailable.is_set():
+                                result.notes.append(str(exc))
+                            unavailable.set()
+                    except BaseException as exc:  # noqa: B036 -- a bug: raised in the main thread
+                        errors.append(exc)
+                        stop.set()
+                with lock:
+                    for _, count in moved:
+                        result.bytes += count
+                        progress.done()
+                    result.moved += len(moved)
+                    result.batched += len(moved)
+                    single.extend(left)
+
+        threads = [threading.Thread(target=worker, name=f"cmf-{label}-batch-{i}", daemon=True)
+                   for i in range(min(self.jobs, len(groups)))]
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:  # on Ctrl-C nobody takes another group; each finishes the one it holds
+            stop.set()
+            for thread in threads:
+                if thread.is_alive():
+                    thread.join()
+            progress.close()
+        if errors:
+            raise errors[0]
+        return single + [obj for group in todo for obj in group]
 
     def _run(self, label: str, objects: List[Obj], work: Callable[[Obj, Progress], int],
              result: TransferResult) -> List[Obj]:
@@ -779,6 +934,11 @@ class Engine:
                     thread.join()
         finally:
             self.store.close()
+
+
+def _write_all(chunks: Iterable[bytes], writer: HashingWriter) -> None:
+    for chunk in chunks:
+        writer.write(chunk)
 
 
 class _Mismatch(Exception):

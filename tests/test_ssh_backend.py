@@ -44,6 +44,13 @@ def sshd() -> Iterator[SSHServer]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def sftp_only_sshd() -> Iterator[SSHServer]:
+    """An sshd whose logins run nothing but SFTP (``ForceCommand internal-sftp``)."""
+    with SSHServer(sftp_only=True) as server:
+        yield server
+
+
 @pytest.fixture
 def own_sshd() -> Iterator[SSHServer]:
     """A server of the test's own, for tests that change its host key or stop it."""
@@ -312,8 +319,12 @@ def test_missing_object_is_object_not_found(ws, tmp_path, sshd, known_hosts):
 # -- how objects move ---------------------------------------------------------------------------------
 
 
-def test_exists_lists_each_folder_once_and_never_stats_keys(ws, tmp_path, sshd, known_hosts, monkeypatch):
-    init(ws, tmp_path, key_options(sshd, known_hosts=str(known_hosts)))
+@pytest.mark.parametrize("sftp_only", [False, True], ids=["exec", "sftp-only"])
+def test_exists_lists_each_folder_once_and_never_stats_keys(ws, tmp_path, sshd, sftp_only_sshd, sftp_only,
+                                                            monkeypatch):
+    """Where commands run, one ``find`` of the folders; on an SFTP-only login, one ``listdir`` per folder."""
+    server = sftp_only_sshd if sftp_only else sshd
+    init(ws, tmp_path, key_options(server, known_hosts=str(server.trust(tmp_path / "known_hosts"))))
     store = store_of(ws)
     keys = [layout.key(hashlib.md5(str(i).encode()).hexdigest()) for i in range(400)]
     try:
@@ -332,7 +343,9 @@ def test_exists_lists_each_folder_once_and_never_stats_keys(ws, tmp_path, sshd, 
             monkeypatch.setattr(paramiko.SFTPClient, name, counted)
         assert store.exists(keys) == set(keys[:5])
         folders = {key.rsplit("/", 1)[0] for key in keys}
-        assert calls == {"listdir": len(folders), "stat": 0, "lstat": 0}
+        assert calls == {"listdir": len(folders) if sftp_only else 0, "stat": 0, "lstat": 0}
+        assert store.report()["route"] == ("sftp (the server runs no commands for this account: an SFTP-only login)"
+                                           if sftp_only else "exec (tar)")
     finally:
         store.close()
 

@@ -14,28 +14,39 @@
 * **Atomic, verified puts**: ``.<name>.<uuid>.tmp`` beside the target, renamed over it only
   when the bytes sent have the md5 the key names.  An upload that was killed leaves its temp
   file behind; the next push that lists the folder removes it once it is :data:`ABANDONED`.
+* **Batches** (:attr:`batch` objects a request): where the account may run commands, a pull
+  streams many objects through one ``tar -cf -`` on an exec channel, a push sends many in one
+  ``tar -xf -`` into a temp folder, then renames each into place (one ``mv`` per folder), and a
+  push's listing is one ``find``: a few round trips a batch instead of four or more an object.
+  An SFTP-only account (``ForceCommand internal-sftp``) runs no command: a probe finds that once,
+  says so in the result's notes, and everything goes over SFTP.  :meth:`report` counts the round
+  trips waited for.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
 import hashlib
+import io
+import os
 import posixpath
 import queue
 import re
+import shlex
 import socket
 import stat
+import tarfile
 import threading
 import time
 import uuid
 from pathlib import Path
-from typing import BinaryIO, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import paramiko
 from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
 
 from cmf_core import layout
-from cmf_core.errors import BackendError, CmfError, CorruptSource, ObjectNotFound, TransientError
+from cmf_core.errors import BackendError, BatchUnavailable, CmfError, CorruptSource, ObjectNotFound, TransientError
 from cmf_core.hookspecs import ObjectStore
 
 from .hostkeys import RefusePolicy, UnknownHostKey, changed_host_key_message, known_hosts_name, unknown_host_message
@@ -47,10 +58,28 @@ DEFAULT_REQUEST = 32768   # SFTP read/write size every server must accept
 MAX_REQUEST = 255 << 10   # largest read/write request used when the server's limits allow it
 ABANDONED = 3600.0        # seconds since its last write after which a temp file is a killed upload's
 TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")  # what put() uploads to: .<name>.<uuid4 hex>.tmp
+BATCH = 256               # objects one tar stream carries
+BATCH_ENV = "CMF_SSH_BATCH"  # 0: no batches, every object over SFTP (for comparison, or a host whose shell misbehaves)
+BATCH_PREFIX = ".cmf-batch-"  # the folder a batch upload unpacks into, in the root, before its renames
+BATCH_DIR_VAR = '"$t"'    # the shell variable that names it
+PROBE = "printf cmf-exec; command -v tar >/dev/null 2>&1 && printf ' tar'"  # answers "cmf-exec tar" in a shell
+
+
+class _Counted(paramiko.SFTPClient):
+    """An SFTP session that counts the requests it waits for (open, stat, a read, close...), for
+    :meth:`SFTPStore.report`; pipelined writes and prefetched reads are not waited for one by one."""
+
+    count = staticmethod(lambda n: None)
+
+    def _request(self, t, *args):  # paramiko's one door for requests that wait for their answer
+        self.count(1)
+        return super()._request(t, *args)
 
 
 class SFTPStore(ObjectStore):
     """Objects at ``<root>/<key>`` on an SSH host. Thread-safe; see the module docstring."""
+
+    batch = BATCH
 
     def __init__(self, host: str, port: int, user: str, root: str, known_hosts: Path, *,
                  password: Optional[str] = None, key_file: Optional[str] = None,
@@ -65,6 +94,11 @@ class SFTPStore(ObjectStore):
         self._lock = threading.Lock()
         self._fatal: Optional[BackendError] = None  # auth or host key refused: do not try again
         self._request = DEFAULT_REQUEST
+        self._exec: Optional[str] = None  # "" once commands are known to run, else why they do not
+        if os.environ.get(BATCH_ENV, "1") == "0":  # the one-by-one SFTP path, asked for
+            self.batch, self._exec = 0, f"{BATCH_ENV}=0"
+        self._probing = threading.Lock()
+        self._round_trips = 0
 
     # -- connections -------------------------------------------------------------------------------
 
@@ -81,7 +115,8 @@ class SFTPStore(ObjectStore):
                            key_filename=self.key_file or None, passphrase=self.passphrase or None,
                            allow_agent=not self.password, look_for_keys=authless, timeout=TIMEOUT,
                            banner_timeout=TIMEOUT, auth_timeout=TIMEOUT)
-            sftp = client.open_sftp()
+            sftp = _Counted.from_transport(client.get_transport())
+            sftp.count = self._count
             sftp.get_channel().settimeout(IO_TIMEOUT)
         except BaseException as exc:
             transport = client.get_transport()
@@ -128,7 +163,14 @@ class SFTPStore(ObjectStore):
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[paramiko.SFTPClient]:
-        """Borrow an SFTP session; cmf errors keep it, a broken connection or anything else drops it."""
+        """Borrow an SFTP session (see :meth:`_connection`)."""
+        with self._connection() as (_, sftp):
+            yield sftp
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Tuple[paramiko.SSHClient, paramiko.SFTPClient]]:
+        """Borrow a connection and its SFTP session; cmf errors keep it, a broken connection or anything else
+        drops it."""
         self._slots.acquire()
         try:
             client, sftp = self._take()
@@ -137,7 +179,7 @@ class SFTPStore(ObjectStore):
             raise
         keep = False
         try:
-            yield sftp
+            yield client, sftp
             keep = True
         except BackendError as exc:
             keep = not isinstance(exc, TransientError)
@@ -179,6 +221,113 @@ class SFTPStore(ObjectStore):
                 raise TransientError(f"connection to {self.host}:{self.port} lost at {path}: {exc}") from None
             raise BackendError(f"{self.where}:{path}: {exc.strerror or exc}") from None
 
+    def _count(self, n: int) -> None:
+        with self._lock:
+            self._round_trips += n
+
+    def report(self) -> Dict[str, object]:
+        """How objects travelled: ``route`` (``exec (tar)`` or ``sftp``, and why), ``round_trips`` waited for."""
+        route = "sftp" if self._exec is None else "exec (tar)" if self._exec == "" else f"sftp ({self._exec})"
+        return {"route": route, "round_trips": self._round_trips}
+
+    # -- commands on an exec channel (batches) ------------------------------------------------------
+
+    def _command(self, client: paramiko.SSHClient, command: str) -> paramiko.Channel:
+        """``command`` started on a new channel of ``client``'s connection (two round trips: the channel, the
+        exec request), its output not read yet."""
+        channel = client.get_transport().open_session(timeout=TIMEOUT)
+        channel.settimeout(IO_TIMEOUT)
+        channel.exec_command(command)
+        self._count(2)
+        return channel
+
+    def _exec_ok(self, client: paramiko.SSHClient) -> None:
+        """Nothing when this account may run commands (a shell with tar); else :class:`BatchUnavailable`,
+        saying why.  Probed once per store: an SFTP-only account (``ForceCommand internal-sftp``) runs the SFTP
+        server for any command, which reads no command and answers nothing."""
+        with self._probing:
+            if self._exec is None:
+                try:
+                    channel = self._command(client, PROBE)
+                    channel.shutdown_write()  # an SFTP server in the shell's place reads the end and stops
+                    answer = channel.makefile("rb").read(64)
+                    self._count(1)
+                    channel.close()
+                except (paramiko.SSHException, OSError, EOFError) as exc:
+                    answer = f"{exc or type(exc).__name__}".encode()
+                if answer == b"cmf-exec tar":
+                    self._exec = ""
+                elif answer.startswith(b"cmf-exec"):
+                    self._exec = "the host has no tar"
+                else:
+                    self._exec = "the server runs no commands for this account: an SFTP-only login"
+            if self._exec:
+                raise BatchUnavailable(f"{self.where}: {self._exec}; objects travel one by one over SFTP")
+
+    def _quoted(self, keys: Sequence[str]) -> str:
+        return " ".join(shlex.quote(key) for key in keys)
+
+    def get_many(self, keys: Sequence[str]) -> Iterator[Tuple[str, Iterator[bytes]]]:
+        """The objects of ``keys`` through one ``tar -cf -`` of them, read as one stream (a missing key is left
+        out: tar says so on its stderr and goes on)."""
+        with self._connection() as (client, _):
+            self._exec_ok(client)
+            with self._errors(self.root):
+                channel = self._command(client, f"cd {shlex.quote(self.root)} && exec tar -cf - -- "
+                                                f"{self._quoted(keys)}")
+            try:
+                with self._errors(self.root), tarfile.open(fileobj=channel.makefile("rb", layout.CHUNK),
+                                                           mode="r|") as tar:
+                    self._count(1)
+                    for member in tar:
+                        reader = tar.extractfile(member) if member.isfile() else None
+                        if reader is not None:
+                            yield member.name, iter(lambda: reader.read(layout.CHUNK), b"")
+            except tarfile.TarError as exc:  # the stream broke off or is not tar: what it lacks goes one by one
+                raise TransientError(f"the tar stream from {self.where} broke off: {exc}") from None
+            finally:
+                channel.close()
+
+    def put_many(self, items: Sequence[Tuple[bytes, str]]) -> None:
+        """One ``tar -xf -`` of the objects into a fresh folder beside them, then each renamed into place (one
+        ``mv`` per folder); the folder goes whatever happens (and :meth:`exists` sweeps one a killed shell left).
+        A failed batch is put again one by one; each object takes its key whole, by a rename."""
+        folders: Dict[str, List[str]] = {}
+        for _, key in items:
+            folders.setdefault(posixpath.dirname(key), []).append(key)
+
+        def move(folder: str, keys: List[str]) -> str:
+            return f"mv -f -- {' '.join(BATCH_DIR_VAR + '/' + shlex.quote(k) for k in keys)} {shlex.quote(folder)}/"
+
+        root = shlex.quote(self.root)
+        script = (f"set -e; mkdir -p {root}; cd {root}; t={BATCH_PREFIX}{uuid.uuid4().hex}; "
+                  f"trap 'rm -rf \"$t\"' EXIT; trap 'exit 1' HUP INT TERM PIPE; mkdir \"$t\"; "
+                  f"tar -xf - -C \"$t\"; mkdir -p -- {self._quoted(list(folders))}; "
+                  + "; ".join(move(folder, keys) for folder, keys in folders.items()))
+        with self._connection() as (client, _):
+            self._exec_ok(client)
+            with self._errors(self.root):
+                channel = self._command(client, script)
+                try:
+                    stream = channel.makefile("wb", layout.CHUNK)
+                    with tarfile.open(fileobj=stream, mode="w|") as tar:
+                        for data, key in items:
+                            info = tarfile.TarInfo(key)
+                            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+                            tar.addfile(info, io.BytesIO(data))
+                    stream.flush()
+                    channel.shutdown_write()
+                    status = channel.recv_exit_status()
+                    self._count(1)
+                    if status != 0:
+                        error = channel.makefile_stderr("rb").read(2000).decode("utf-8", "replace").strip()
+                        raise TransientError(f"a batch upload to {self.where}:{self.root} failed (exit {status}): "
+                                             f"{error or 'no message'}")
+                finally:
+                    channel.close()
+        with self._lock:
+            self._dirs.update(posixpath.join(self.root, folder) for folder in folders)
+
     # -- paths ------------------------------------------------------------------------------------
 
     def _path(self, key: str) -> str:
@@ -212,11 +361,18 @@ class SFTPStore(ObjectStore):
     # -- the ObjectStore methods -------------------------------------------------------------------
 
     def exists(self, keys: Sequence[str]) -> Set[str]:
-        """One ``listdir`` per folder of the keys (``files/md5/xx``), never a stat per key; what killed
-        uploads left in those folders goes (:meth:`_sweep`)."""
+        """One ``find`` of the keys' folders where commands run (:meth:`_found`), else one ``listdir`` per folder
+        (``files/md5/xx``); never a stat per key.  What killed uploads left in those folders goes
+        (:meth:`_sweep`)."""
         if not keys:
             return set()
-        with self._session() as sftp:
+        with self._connection() as (client, sftp):
+            try:
+                self._exec_ok(client)
+            except BatchUnavailable:
+                pass
+            else:
+                return self._found(client, sftp, keys)
             def list_folder(folder: str) -> List[str]:
                 path = self._path(folder)
                 with self._errors(path):
@@ -230,6 +386,34 @@ class SFTPStore(ObjectStore):
                 return names
 
             return layout.listed(keys, list_folder)
+
+    def _found(self, client: paramiko.SSHClient, sftp: paramiko.SFTPClient, keys: Sequence[str]) -> Set[str]:
+        """The keys held, by one ``find`` of their folders on an exec channel; batch folders that a killed shell
+        left in the root for :data:`ABANDONED` seconds go, and temp files in the folders as :meth:`_sweep` says."""
+        folders = sorted({posixpath.dirname(key) for key in keys})
+        command = (f"cd {shlex.quote(self.root)} 2>/dev/null || exit 0; find . -maxdepth 1 -name "
+                   f"'{BATCH_PREFIX}*' -mmin +{int(ABANDONED // 60)} -exec rm -rf {{}} + 2>/dev/null; "
+                   f"find {self._quoted(folders)} -mindepth 1 -maxdepth 1 2>/dev/null; exit 0")
+        with self._errors(self.root):
+            channel = self._command(client, command)
+            try:
+                channel.shutdown_write()
+                listed = channel.makefile("rb").read().decode("utf-8", "surrogateescape").splitlines()
+                self._count(1)
+            finally:
+                channel.close()
+        temp: Dict[str, List[str]] = {}
+        for path in listed:
+            folder, _, name = path.rpartition("/")
+            if TEMP_NAME.fullmatch(name):
+                temp.setdefault(folder, []).append(name)
+        for folder, names in temp.items():
+            with self._errors(folder):
+                self._sweep(sftp, self._path(folder), names)
+        held = set(listed)
+        with self._lock:
+            self._dirs.update(self._path(path.rpartition("/")[0]) for path in held)
+        return {key for key in keys if key in held}
 
     @staticmethod
     def _sweep(sftp: paramiko.SFTPClient, folder: str, names: Sequence[str]) -> None:

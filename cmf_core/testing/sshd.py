@@ -64,8 +64,9 @@ class SSHServer(Server):
     * :meth:`swap_host_key` -- a new host key, restarting on the same port if running.
     """
 
-    def __init__(self, user: str = USER, password: str = PASSWORD) -> None:
-        self.user, self.password = user, password
+    def __init__(self, user: str = USER, password: str = PASSWORD, sftp_only: bool = False) -> None:
+        """``sftp_only``: logins run nothing but SFTP (``ForceCommand internal-sftp``), as on an SFTP-only account."""
+        self.user, self.password, self.sftp_only = user, password, sftp_only
         self.base = Path(tempfile.mkdtemp(prefix="cmf-sshd-"))
         port = free_port()
         try:
@@ -106,6 +107,7 @@ class SSHServer(Server):
             "UseDNS no",
             "LogLevel VERBOSE",
             "Subsystem sftp internal-sftp",
+            *(["ForceCommand internal-sftp"] if self.sftp_only else []),
         ]) + "\n")
         return config
 
