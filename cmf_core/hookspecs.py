@@ -187,7 +187,8 @@ class ObjectStore:
 
     def report(self) -> Dict[str, object]:
         """What a ``--json`` result says of how the objects travelled, e.g. ``{"route": "exec (tar)",
-        "round_trips": 12}`` (round trips the client waited for, in this process); ``{}`` by default."""
+        "round_trips": 12}`` (round trips the client waited for, in this process); ``{}`` by default.  A ``note``
+        in it is said once, among the result's notes."""
         return {}
 
 

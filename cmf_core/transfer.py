@@ -483,7 +483,7 @@ class Engine:
                 ready.append(manifest)
         if not result.dry_run:
             self._run("push", ready, self._put, result)
-            result.transport = self.store.report() if hasattr(self.store, "report") else {}
+            self._report(result)
 
     def _put(self, obj: Obj, progress: Progress) -> int:
         if obj.source is None:
@@ -500,6 +500,14 @@ class Engine:
             _retrying(upload, f"uploading {obj.artifact}")
         progress.add_bytes(obj.size)
         return obj.size
+
+    def _report(self, result: TransferResult) -> None:
+        """The store's report (route, round trips) into ``result``; a note it carries, said once."""
+        report = dict(self.store.report()) if hasattr(self.store, "report") else {}
+        note = report.pop("note", None)
+        if note:
+            result.notes.append(str(note))
+        result.transport = report
 
     def _split_push(self, objects: List[Obj]) -> Tuple[List[Obj], List[Obj]]:
         """(the files that go in batches, the rest): with a store that batches, the files of at most
@@ -651,7 +659,7 @@ class Engine:
             single += self._batched("pull", batched, self._get_batch, result)
             self._run("pull", single, self._get, result)
             result.notes.extend(self.linker.notes)
-            result.transport = self.store.report() if hasattr(self.store, "report") else {}
+            self._report(result)
 
     def _split_pull(self, objects: List[Obj]) -> Tuple[List[Obj], List[Obj]]:
         """(the objects that go in batches, the rest): with a store that batches, those not in the cache."""

@@ -319,11 +319,14 @@ def test_missing_object_is_object_not_found(ws, tmp_path, sshd, known_hosts):
 # -- how objects move ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sftp_only", [False, True], ids=["exec", "sftp-only"])
-def test_exists_lists_each_folder_once_and_never_stats_keys(ws, tmp_path, sshd, sftp_only_sshd, sftp_only,
+@pytest.mark.parametrize("route", ["exec", "sftp-only", "no-batches"])
+def test_exists_lists_each_folder_once_and_never_stats_keys(ws, tmp_path, sshd, sftp_only_sshd, route,
                                                             monkeypatch):
-    """Where commands run, one ``find`` of the folders; on an SFTP-only login, one ``listdir`` per folder."""
-    server = sftp_only_sshd if sftp_only else sshd
+    """Where commands run, one ``find`` of the folders; on an SFTP-only login, the folders' listings with their
+    requests pipelined; with batches off (``CMF_SSH_BATCH=0``), one ``listdir`` per folder."""
+    server = sftp_only_sshd if route == "sftp-only" else sshd
+    if route == "no-batches":
+        monkeypatch.setenv("CMF_SSH_BATCH", "0")
     init(ws, tmp_path, key_options(server, known_hosts=str(server.trust(tmp_path / "known_hosts"))))
     store = store_of(ws)
     keys = [layout.key(hashlib.md5(str(i).encode()).hexdigest()) for i in range(400)]
@@ -341,11 +344,16 @@ def test_exists_lists_each_folder_once_and_never_stats_keys(ws, tmp_path, sshd, 
                 return _original(self, *args)
 
             monkeypatch.setattr(paramiko.SFTPClient, name, counted)
+        before = store.report()["round_trips"]
         assert store.exists(keys) == set(keys[:5])
         folders = {key.rsplit("/", 1)[0] for key in keys}
-        assert calls == {"listdir": len(folders) if sftp_only else 0, "stat": 0, "lstat": 0}
-        assert store.report()["route"] == ("sftp (the server runs no commands for this account: an SFTP-only login)"
-                                           if sftp_only else "exec (tar)")
+        assert calls == {"listdir": len(folders) if route == "no-batches" else 0, "stat": 0, "lstat": 0}
+        report = store.report()
+        assert report["route"] == {"exec": "exec (tar)", "no-batches": "sftp (CMF_SSH_BATCH=0)",
+                                   "sftp-only": "sftp (the server runs no commands for this account: an SFTP-only "
+                                                "login)"}[route]
+        waited = report["round_trips"] - before
+        assert waited >= len(folders) if route == "no-batches" else waited <= 10, waited
     finally:
         store.close()
 

@@ -19,8 +19,9 @@
   ``tar -xf -`` into a temp folder, then renames each into place (one ``mv`` per folder), and a
   push's listing is one ``find``: a few round trips a batch instead of four or more an object.
   An SFTP-only account (``ForceCommand internal-sftp``) runs no command: a probe finds that once,
-  says so in the result's notes, and everything goes over SFTP.  :meth:`report` counts the round
-  trips waited for.
+  the result's notes say so, and a batch goes over SFTP with its requests pipelined (each step of
+  all its objects at once: opens, reads, closes, renames).  :meth:`report` counts the round trips
+  waited for.
 """
 from __future__ import annotations
 
@@ -43,10 +44,14 @@ from pathlib import Path
 from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import paramiko
-from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
+from paramiko.sftp import (CMD_CLOSE, CMD_DATA, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_HANDLE, CMD_MKDIR, CMD_NAME,
+                           CMD_OPEN, CMD_OPENDIR, CMD_READ, CMD_READDIR, CMD_REMOVE, CMD_STATUS, CMD_WRITE, SFTP_EOF,
+                           SFTP_FLAG_CREATE, SFTP_FLAG_READ, SFTP_FLAG_TRUNC, SFTP_FLAG_WRITE, SFTP_OK,
+                           SFTP_PERMISSION_DENIED, int64)
+from paramiko.sftp_attr import SFTPAttributes
 
 from cmf_core import layout
-from cmf_core.errors import BackendError, BatchUnavailable, CmfError, CorruptSource, ObjectNotFound, TransientError
+from cmf_core.errors import BackendError, CmfError, CorruptSource, ObjectNotFound, TransientError
 from cmf_core.hookspecs import ObjectStore
 
 from .hostkeys import RefusePolicy, UnknownHostKey, changed_host_key_message, known_hosts_name, unknown_host_message
@@ -58,7 +63,8 @@ DEFAULT_REQUEST = 32768   # SFTP read/write size every server must accept
 MAX_REQUEST = 255 << 10   # largest read/write request used when the server's limits allow it
 ABANDONED = 3600.0        # seconds since its last write after which a temp file is a killed upload's
 TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")  # what put() uploads to: .<name>.<uuid4 hex>.tmp
-BATCH = 256               # objects one tar stream carries
+BATCH = 256               # objects one tar stream (or one window of pipelined SFTP requests) carries
+PIPELINED_READ = 1 << 20  # an object that proves larger is left to get() (prefetched) by a pipelined read
 BATCH_ENV = "CMF_SSH_BATCH"  # 0: no batches, every object over SFTP (for comparison, or a host whose shell misbehaves)
 BATCH_PREFIX = ".cmf-batch-"  # the folder a batch upload unpacks into, in the root, before its renames
 BATCH_DIR_VAR = '"$t"'    # the shell variable that names it
@@ -74,6 +80,45 @@ class _Counted(paramiko.SFTPClient):
     def _request(self, t, *args):  # paramiko's one door for requests that wait for their answer
         self.count(1)
         return super()._request(t, *args)
+
+
+class _Pipeline:
+    """Requests sent together on one SFTP channel and their answers read as they come: a step (open, read,
+    close...) of many objects costs one round trip.  paramiko hands the answer to a request to the
+    ``_async_response`` of the object that sent it; its own prefetch works so (it has no public API for this)."""
+
+    def __init__(self, sftp: paramiko.SFTPClient, count) -> None:
+        self.sftp, self.count = sftp, count
+        self.answers: Dict[int, Tuple[int, paramiko.Message]] = {}
+
+    def _async_response(self, t: int, msg: paramiko.Message, num: int) -> None:
+        self.answers[num] = (t, msg)
+
+    def send(self, requests: Dict) -> Dict:
+        """Send every request (``name: (command, *arguments)``), then wait for all of them: ``name: (answer's
+        type, message)``."""
+        numbers = {self.sftp._async_request(self, t, *args): name for name, (t, *args) in requests.items()}
+        if numbers:
+            self.count(1)
+        while any(n not in self.answers for n in numbers):
+            self.sftp._read_response()
+        return {name: self.answers.pop(n) for n, name in numbers.items()}
+
+
+class _Listings(dict):
+    """Folder listings: a folder that was not there is FileNotFoundError, as ``listdir`` says."""
+
+    def __missing__(self, folder: str) -> List[str]:
+        raise FileNotFoundError(folder)
+
+
+def _checked(answers: Dict) -> None:
+    """OSError for the first answer that is a failure status."""
+    for t, msg in answers.values():
+        if t == CMD_STATUS:
+            code, text = msg.get_int(), msg.get_text()
+            if code != SFTP_OK:
+                raise OSError(errno.EACCES if code == SFTP_PERMISSION_DENIED else errno.EIO, text)
 
 
 class SFTPStore(ObjectStore):
@@ -226,9 +271,14 @@ class SFTPStore(ObjectStore):
             self._round_trips += n
 
     def report(self) -> Dict[str, object]:
-        """How objects travelled: ``route`` (``exec (tar)`` or ``sftp``, and why), ``round_trips`` waited for."""
-        route = "sftp" if self._exec is None else "exec (tar)" if self._exec == "" else f"sftp ({self._exec})"
-        return {"route": route, "round_trips": self._round_trips}
+        """How objects travelled: ``route`` (``exec (tar)``, or ``sftp`` and why), ``round_trips`` waited for,
+        and a ``note`` when commands could not run here."""
+        if not self._exec:
+            return {"route": "sftp" if self._exec is None else "exec (tar)", "round_trips": self._round_trips}
+        if not self.batch:  # switched off by the user, who knows: each object on its own, as before batches
+            return {"route": f"sftp ({self._exec})", "round_trips": self._round_trips}
+        return {"route": f"sftp ({self._exec})", "round_trips": self._round_trips,
+                "note": f"{self.where}: {self._exec}; objects travel over SFTP, their requests pipelined"}
 
     # -- commands on an exec channel (batches) ------------------------------------------------------
 
@@ -241,10 +291,10 @@ class SFTPStore(ObjectStore):
         self._count(2)
         return channel
 
-    def _exec_ok(self, client: paramiko.SSHClient) -> None:
-        """Nothing when this account may run commands (a shell with tar); else :class:`BatchUnavailable`,
-        saying why.  Probed once per store: an SFTP-only account (``ForceCommand internal-sftp``) runs the SFTP
-        server for any command, which reads no command and answers nothing."""
+    def _commands(self, client: paramiko.SSHClient) -> bool:
+        """Whether this account may run commands (a shell with tar), probed once per store.  An SFTP-only login
+        (``ForceCommand internal-sftp``) runs the SFTP server for any command, which reads no command and
+        answers nothing."""
         with self._probing:
             if self._exec is None:
                 try:
@@ -261,17 +311,83 @@ class SFTPStore(ObjectStore):
                     self._exec = "the host has no tar"
                 else:
                     self._exec = "the server runs no commands for this account: an SFTP-only login"
-            if self._exec:
-                raise BatchUnavailable(f"{self.where}: {self._exec}; objects travel one by one over SFTP")
+            return not self._exec
+
+    def _pipelined_get(self, sftp: paramiko.SFTPClient, keys: Sequence[str]) -> Iterator[Tuple[str, Iterator[bytes]]]:
+        """The objects of ``keys`` over SFTP, each step for all of them at once: open them all, read a request's
+        worth of each until its end, close them all: a few round trips for the batch.  Objects over
+        :data:`PIPELINED_READ` bytes, and those that cannot be opened or read, are left out: :meth:`get` moves
+        them (with prefetch) or names what is wrong."""
+        pipe = _Pipeline(sftp, self._count)
+        opened = pipe.send({k: (CMD_OPEN, self._path(k), SFTP_FLAG_READ, SFTPAttributes()) for k in keys})
+        handles = {k: msg.get_binary() for k, (t, msg) in opened.items() if t == CMD_HANDLE}
+        chunks: Dict[str, List[bytes]] = {k: [] for k in handles}
+        sizes = dict.fromkeys(handles, 0)
+        try:
+            reading = set(handles)
+            while reading:
+                for k, (t, msg) in pipe.send({k: (CMD_READ, handles[k], int64(sizes[k]), self._request)
+                                               for k in reading}).items():
+                    if t == CMD_DATA:
+                        chunks[k].append(msg.get_string())
+                        sizes[k] += len(chunks[k][-1])
+                        if sizes[k] <= PIPELINED_READ:
+                            continue
+                    elif t == CMD_STATUS and msg.get_int() == SFTP_EOF:
+                        reading.discard(k)
+                        continue
+                    reading.discard(k)  # too large, or an error: left to get()
+                    del chunks[k]
+        finally:
+            pipe.send({k: (CMD_CLOSE, handle) for k, handle in handles.items()})
+        for k, parts in chunks.items():
+            yield k, iter(parts)
+
+    def _pipelined_put(self, sftp: paramiko.SFTPClient, items: Sequence[Tuple[bytes, str]]) -> None:
+        """The objects over SFTP, each step for all of them at once: make the folders, open a temp file beside
+        each target, write them all, close them all, rename them all into place; the temp files go on failure."""
+        pipe = _Pipeline(sftp, self._count)
+        targets = {key: self._path(key) for _, key in items}
+        folders = sorted({posixpath.dirname(t) for t in targets.values()} - self._dirs)
+        if folders:
+            self._ensure_dir(sftp, posixpath.dirname(folders[0]))  # files/md5: the folders' common parent
+            pipe.send({f: (CMD_MKDIR, f, SFTPAttributes()) for f in folders})  # one there already says so: fine
+        temps = {key: f"{posixpath.dirname(t)}/.{posixpath.basename(t)}.{uuid.uuid4().hex}.tmp"
+                 for key, t in targets.items()}
+        opened = pipe.send({k: (CMD_OPEN, tmp, SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC,
+                                SFTPAttributes()) for k, tmp in temps.items()})
+        handles = {k: msg.get_binary() for k, (t, msg) in opened.items() if t == CMD_HANDLE}
+        try:
+            refused = [k for k in temps if k not in handles]
+            if refused:
+                raise OSError(errno.EACCES, f"cannot create {temps[refused[0]]}")
+            size = self._request
+            _checked(pipe.send({(k, at): (CMD_WRITE, handles[k], int64(at), data[at:at + size])
+                                for data, k in items for at in range(0, len(data), size)}))
+            closing, handles = handles, {}
+            _checked(pipe.send({k: (CMD_CLOSE, handle) for k, handle in closing.items()}))
+            _checked(pipe.send({k: (CMD_EXTENDED, "posix-rename@openssh.com", temps[k], targets[k])
+                                for k in temps}))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                pipe.send({k: (CMD_CLOSE, handle) for k, handle in handles.items()})
+                pipe.send({k: (CMD_REMOVE, tmp) for k, tmp in temps.items()})
+            raise
+        with self._lock:
+            self._dirs.update(folders)
 
     def _quoted(self, keys: Sequence[str]) -> str:
         return " ".join(shlex.quote(key) for key in keys)
 
     def get_many(self, keys: Sequence[str]) -> Iterator[Tuple[str, Iterator[bytes]]]:
         """The objects of ``keys`` through one ``tar -cf -`` of them, read as one stream (a missing key is left
-        out: tar says so on its stderr and goes on)."""
-        with self._connection() as (client, _):
-            self._exec_ok(client)
+        out: tar says so on its stderr and goes on); where no command runs, through pipelined SFTP requests
+        (:meth:`_pipelined_get`)."""
+        with self._connection() as (client, sftp):
+            if not self._commands(client):
+                with self._errors(self.root):
+                    yield from self._pipelined_get(sftp, keys)
+                return
             with self._errors(self.root):
                 channel = self._command(client, f"cd {shlex.quote(self.root)} && exec tar -cf - -- "
                                                 f"{self._quoted(keys)}")
@@ -291,7 +407,8 @@ class SFTPStore(ObjectStore):
     def put_many(self, items: Sequence[Tuple[bytes, str]]) -> None:
         """One ``tar -xf -`` of the objects into a fresh folder beside them, then each renamed into place (one
         ``mv`` per folder); the folder goes whatever happens (and :meth:`exists` sweeps one a killed shell left).
-        A failed batch is put again one by one; each object takes its key whole, by a rename."""
+        A failed batch is put again one by one; each object takes its key whole, by a rename.  Where no command
+        runs, through pipelined SFTP requests (:meth:`_pipelined_put`)."""
         folders: Dict[str, List[str]] = {}
         for _, key in items:
             folders.setdefault(posixpath.dirname(key), []).append(key)
@@ -304,8 +421,11 @@ class SFTPStore(ObjectStore):
                   f"trap 'rm -rf \"$t\"' EXIT; trap 'exit 1' HUP INT TERM PIPE; mkdir \"$t\"; "
                   f"tar -xf - -C \"$t\"; mkdir -p -- {self._quoted(list(folders))}; "
                   + "; ".join(move(folder, keys) for folder, keys in folders.items()))
-        with self._connection() as (client, _):
-            self._exec_ok(client)
+        with self._connection() as (client, sftp):
+            if not self._commands(client):
+                with self._errors(self.root):
+                    self._pipelined_put(sftp, items)
+                return
             with self._errors(self.root):
                 channel = self._command(client, script)
                 try:
@@ -361,23 +481,21 @@ class SFTPStore(ObjectStore):
     # -- the ObjectStore methods -------------------------------------------------------------------
 
     def exists(self, keys: Sequence[str]) -> Set[str]:
-        """One ``find`` of the keys' folders where commands run (:meth:`_found`), else one ``listdir`` per folder
-        (``files/md5/xx``); never a stat per key.  What killed uploads left in those folders goes
-        (:meth:`_sweep`)."""
+        """One ``find`` of the keys' folders where commands run (:meth:`_found`), else their listings
+        (``files/md5/xx``), pipelined (:meth:`_listed`) unless batches are off; never a stat per key.  What killed
+        uploads left in those folders goes (:meth:`_sweep`)."""
         if not keys:
             return set()
         with self._connection() as (client, sftp):
-            try:
-                self._exec_ok(client)
-            except BatchUnavailable:
-                pass
-            else:
+            if self._commands(client):
                 return self._found(client, sftp, keys)
+            listings = self._listed(sftp, sorted({key.rpartition("/")[0] for key in keys})) if self.batch else {}
+
             def list_folder(folder: str) -> List[str]:
                 path = self._path(folder)
                 with self._errors(path):
                     try:
-                        names = sftp.listdir(path)
+                        names = listings[folder] if self.batch else sftp.listdir(path)
                     except FileNotFoundError:
                         return []
                     self._sweep(sftp, path, names)
@@ -386,6 +504,29 @@ class SFTPStore(ObjectStore):
                 return names
 
             return layout.listed(keys, list_folder)
+
+    def _listed(self, sftp: paramiko.SFTPClient, folders: Sequence[str]) -> Dict[str, List[str]]:
+        """The names in each folder, listed over SFTP with the requests of all folders pipelined (open them
+        all, read them all until their ends, close them all); FileNotFoundError for a folder that is not there."""
+        pipe = _Pipeline(sftp, self._count)
+        with self._errors(self.root):
+            opened = pipe.send({f: (CMD_OPENDIR, self._path(f)) for f in folders})
+            handles = {f: msg.get_binary() for f, (t, msg) in opened.items() if t == CMD_HANDLE}
+            names: Dict[str, List[str]] = {f: [] for f in handles}
+            try:
+                reading = set(handles)
+                while reading:
+                    for f, (t, msg) in pipe.send({f: (CMD_READDIR, handles[f]) for f in reading}).items():
+                        if t != CMD_NAME:  # its end (or a failure: the names read so far)
+                            reading.discard(f)
+                            continue
+                        for _ in range(msg.get_int()):
+                            name, longname = msg.get_text(), msg.get_text()
+                            SFTPAttributes._from_msg(msg, name, longname)  # read past the attributes
+                            names[f].append(name)
+            finally:
+                pipe.send({f: (CMD_CLOSE, handle) for f, handle in handles.items()})
+        return _Listings(names)
 
     def _found(self, client: paramiko.SSHClient, sftp: paramiko.SFTPClient, keys: Sequence[str]) -> Set[str]:
         """The keys held, by one ``find`` of their folders on an exec channel; batch folders that a killed shell
