@@ -7,8 +7,9 @@ run and workspace, a Python process does the same with ``Cmf.log_metric`` and ``
 the same formatting).  Each side is a fresh process per round, the two interleaved; medians of ``--rounds``.
 
   log_metric   calls per second and microseconds a call (C: buffered in this process; Python: a dict per step)
-  commit       seconds of commit_metrics + finalize (C: the frame to the helper, parsed there, then the same
-               Python work: the parquet file, its DVC entry, the Step_Metrics artifact)
+  commit       seconds of commit_metrics (C: the frame to the helper, parsed there, then the same Python work:
+               the parquet file, its DVC entry, the Step_Metrics artifact)
+  finalize     seconds of finalize (C: also the helper process's exit)
   init         seconds of cmf_init (C: starting the helper, which imports cmf) and of Python's imports and Cmf()
 
     .venv/bin/python bench/native.py [--steps 1000 10000 100000] [--rounds 3]
@@ -47,10 +48,11 @@ for i in range(int(sys.argv[2])):
                                 "accuracy": float("%.6f" % (1.0 - 1.0 / (i + 2))), "step": i})
 logged = time.perf_counter()
 cmf.commit_metrics("training")
-cmf.finalize()
 committed = time.perf_counter()
+cmf.finalize()
+finalized = time.perf_counter()
 print(json.dumps({"init_s": initialised - started, "log_metric_s": logged - initialised,
-                  "commit_and_finalize_s": committed - logged}))
+                  "commit_s": committed - logged, "finalize_s": finalized - committed}))
 """
 
 
@@ -89,14 +91,15 @@ def main() -> None:
                 sides["python"].append(run([sys.executable, "-c", PYTHON_SIDE, str(root / "mlmd"), str(steps)], root))
             row = {"steps": steps}
             for side, rounds in sides.items():
-                for key in ("init_s", "log_metric_s", "commit_and_finalize_s"):
+                for key in ("init_s", "log_metric_s", "commit_s", "finalize_s"):
                     row[f"{side}_{key}"] = statistics.median(r[key] for r in rounds)
             results.append(row)
             print(f"{steps:>7} steps  log_metric: C {steps / row['c_log_metric_s']:>12,.0f} calls/s "
                   f"({row['c_log_metric_s'] / steps * 1e6:.2f} us), Python {steps / row['python_log_metric_s']:>10,.0f} "
-                  f"calls/s ({row['python_log_metric_s'] / steps * 1e6:.2f} us), {row['python_log_metric_s'] / row['c_log_metric_s']:.1f}x;"
-                  f"  commit+finalize: C {row['c_commit_and_finalize_s']:.3f} s, Python "
-                  f"{row['python_commit_and_finalize_s']:.3f} s;  init: C {row['c_init_s']:.2f} s, Python "
+                  f"calls/s ({row['python_log_metric_s'] / steps * 1e6:.2f} us), "
+                  f"{row['python_log_metric_s'] / row['c_log_metric_s']:.1f}x;  commit: C {row['c_commit_s']:.3f} s, "
+                  f"Python {row['python_commit_s']:.3f} s;  finalize: C {row['c_finalize_s']:.3f} s (the helper's "
+                  f"exit too), Python {row['python_finalize_s']:.3f} s;  init: C {row['c_init_s']:.2f} s, Python "
                   f"{row['python_init_s']:.2f} s", flush=True)
     out = BENCH / "results"
     out.mkdir(exist_ok=True)

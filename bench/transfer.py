@@ -14,11 +14,12 @@ one: the path before batches), and the round trips each cmf run waited for
 
     .venv/bin/python bench/transfer.py [--backend local|minioS3|amazonS3|sshremote|osdfremote]
                                        [--rounds 3] [--shapes big,many,dir,tiny] [--workdir DIR]
-                                       [--latency MS]
+                                       [--latency MS] [--no-floor]
 
-``--latency MS`` runs the whole benchmark again inside a network namespace of its own
-(``unshare --net``, root) whose loopback delays every packet by MS/2 ms (``tc qdisc ... netem``):
-MS ms more on every round trip, servers and clients alike.
+``--latency MS`` (sshremote) puts a relay between every client and sshd that holds each piece of
+data for MS/2 ms in each direction (:class:`DelayRelay`): MS ms more on every round trip, for cmf,
+dvc and the floor alike.  (This machine's kernel has no netem: ``tc qdisc add dev lo root netem``
+answers "Specified qdisc kind is unknown", CONFIG_NET_SCH_NETEM is not set.)
 
 Results go to bench/results/transfer_<backend>.json: the medians, and under "rounds" every
 round's time.  The floor, per backend (one object after the other, into/from the same
@@ -45,12 +46,12 @@ import itertools
 import json
 import os
 import posixpath
-import shlex
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -248,20 +249,27 @@ class SSHTarget(Target):
     name = "sshremote"
     variants = {"cmf-sftp": {"CMF_SSH_BATCH": "0"}}
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, latency_ms: float = 0.0) -> None:
         import paramiko
 
         from cmf_core.testing.sshd import SSHServer
 
-        self.server, self.client = SSHServer(), paramiko.SSHClient()
+        self.server, self.client, self.relay = SSHServer(), paramiko.SSHClient(), None
         try:
             self.server.start()
-            self.known_hosts = self.server.trust(self.server.base / "known_hosts")
+            self.port = self.server.port
+            if latency_ms:
+                self.relay = DelayRelay(self.server.port, latency_ms / 2000)
+                self.port = self.relay.port
+            entry = f"[127.0.0.1]:{self.port} {self.server.host_public_key}\n"
+            self.known_hosts = self.server.base / "known_hosts"
+            self.known_hosts.write_text(entry)
             # dvc-ssh (sshfs -> asyncssh, known_hosts=None) checks no host key; trust the server where it would look
-            self.server.trust(root / "home" / ".ssh" / "known_hosts")
+            (root / "home" / ".ssh").mkdir(parents=True)
+            (root / "home" / ".ssh" / "known_hosts").write_text(entry)
             self.dvc_env = {"HOME": str(root / "home"), "SSH_AUTH_SOCK": ""}
             self.client.load_host_keys(str(self.known_hosts))
-            self.client.connect("127.0.0.1", self.server.port, self.server.user, allow_agent=False,
+            self.client.connect("127.0.0.1", self.port, self.server.user, allow_agent=False,
                                 key_filename=str(self.server.client_key), look_for_keys=False)
             self.sftp = self.client.open_sftp()
         except BaseException:
@@ -271,7 +279,7 @@ class SSHTarget(Target):
 
     def options(self, shape: str) -> Tuple[Dict[str, str], Path]:
         store = self.server.remote_dir(f"bench-{shape}")
-        return {"path": f"ssh://127.0.0.1:{self.server.port}{store}", "user": self.server.user,
+        return {"path": f"ssh://127.0.0.1:{self.port}{store}", "user": self.server.user,
                 "key_file": str(self.server.client_key), "known_hosts": str(self.known_hosts)}, Path(store)
 
     def floor_put(self, src: Path, key: str, store: Path) -> None:
@@ -295,7 +303,97 @@ class SSHTarget(Target):
 
     def close(self) -> None:
         self.client.close()  # also closes the SFTP channel
+        if self.relay is not None:
+            self.relay.close()
         self.server.cleanup()  # stops sshd by PID, removes its keys and remote data
+
+
+class DelayRelay:
+    """A TCP relay on a free loopback port to ``127.0.0.1:upstream`` that hands each piece of data on ``delay``
+    seconds after it arrived, in each direction, in order: a network whose round trips take 2 × ``delay`` longer
+    (bandwidth is not limited).  An asyncio loop in a thread of its own."""
+
+    def __init__(self, upstream: int, delay: float) -> None:
+        import asyncio
+
+        self.upstream, self.delay = upstream, delay
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(started,), name="delay-relay", daemon=True)
+        self.thread.start()
+        started.wait()
+
+    def _run(self, started: threading.Event) -> None:
+        import asyncio
+
+        async def serve() -> None:
+            self.server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+            self.port = self.server.sockets[0].getsockname()[1]
+            started.set()
+
+        self.loop.run_until_complete(serve())
+        self.loop.run_forever()
+
+    async def _connection(self, reader, writer) -> None:
+        import asyncio
+
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+        except OSError:
+            writer.close()
+            return
+        try:
+            await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+        except asyncio.CancelledError:  # the relay is closing: the connection goes with it
+            for each in (writer, up_writer):
+                each.close()
+
+    async def _pump(self, reader, writer) -> None:
+        """Read as it comes; write each piece ``delay`` after its arrival (a queue keeps the order)."""
+        import asyncio
+
+        queue: "asyncio.Queue" = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, data = await queue.get()
+                wait = due - self.loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if data is None:
+                    break
+                writer.write(data)
+                await writer.drain()
+            with contextlib.suppress(OSError):
+                writer.close()
+
+        sender = self.loop.create_task(deliver())
+        try:
+            while True:
+                data = await reader.read(1 << 16)
+                await queue.put((self.loop.time() + self.delay, data or None))
+                if not data:
+                    break
+        except OSError:
+            await queue.put((self.loop.time(), None))
+        with contextlib.suppress(OSError, ConnectionError):
+            await sender
+
+    def close(self) -> None:
+        """Stop listening, drop the connections, end the loop's thread."""
+        import asyncio
+
+        async def shutdown() -> None:
+            self.server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
 
 
 class OSDFTarget(Target):
@@ -354,7 +452,7 @@ class OSDFTarget(Target):
         self.xrootd.cleanup()  # stops xrootd by PID and removes its data
 
 
-def bench_shape(target, root: Path, shape: str, rounds: int) -> Dict[str, Dict[str, float]]:
+def bench_shape(target, root: Path, shape: str, rounds: int, floor: bool = True) -> Dict[str, Dict[str, float]]:
     ws = root / shape
     ws.mkdir()
     options, store = target.options(shape)
@@ -407,6 +505,8 @@ def bench_shape(target, root: Path, shape: str, rounds: int) -> Dict[str, Dict[s
                "dvc": lambda: subprocess.run([DVC, "push", "-q"], check=True, env=dvc_env), "floor": floor_push}
     pullers = {**{name: cmf("pull", name, env) for name, env in cmfs.items()},
                "dvc": lambda: subprocess.run([DVC, "pull", "-q"], check=True, env=dvc_env), "floor": floor_pull}
+    if not floor:  # one object after another: under added latency, minutes of a floor nobody needs
+        del pushers["floor"], pullers["floor"]
     times: Dict[str, Dict[str, List[float]]] = {"push": {k: [] for k in pushers},
                                                   "pull": {k: [] for k in pullers}}
     names = list(pushers)
@@ -457,36 +557,41 @@ def main() -> None:
                              "see bench/README.md for why it matters on ext4 without a journal")
     parser.add_argument("--backend", default="local",
                         choices=["local", "minioS3", "amazonS3", "sshremote", "osdfremote"])
+    parser.add_argument("--no-floor", action="store_true", help="leave out the floor (one object after another)")
     parser.add_argument("--latency", type=float, default=0.0, metavar="MS",
                         help="add MS ms to every round trip: rerun inside a network namespace with netem on lo")
     args = parser.parse_args()
-    if args.latency and os.environ.get(LATENCY_ENV) is None:
-        return in_namespace(args.latency)
+    if args.latency and args.backend != "sshremote":
+        parser.error("--latency is for --backend sshremote")
     for key, value in {"DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "b@x",
                        "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "b@x"}.items():
         os.environ.setdefault(key, value)
     results = {}
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         targets = {"local": LocalTarget, "sshremote": SSHTarget, "osdfremote": OSDFTarget}
-        target = targets[args.backend](Path(tmp)) if args.backend in targets else S3Target(Path(tmp), args.backend)
+        if args.backend == "sshremote":
+            target = SSHTarget(Path(tmp), args.latency)
+        else:
+            target = targets[args.backend](Path(tmp)) if args.backend in targets else S3Target(Path(tmp), args.backend)
         warm_memory(Path(tmp))
         try:
             for shape in args.shapes.split(","):
-                results[shape] = bench_shape(target, Path(tmp), shape, args.rounds)
+                results[shape] = bench_shape(target, Path(tmp), shape, args.rounds, not args.no_floor)
         finally:
             target.close()
-    latency = float(os.environ.get(LATENCY_ENV) or 0)
+    latency = args.latency
     print(f"{args.backend} backend{f', {latency:g} ms added to each round trip' if latency else ''}, median of "
           f"{args.rounds} rounds (seconds; dvc/cmf = how many times faster cmf is than dvc)")
     for shape, res in results.items():
         contenders = [name for name in res["push"] if name not in ("dvc", "floor")]
-        print(f"{'shape':6} {'op':5} " + " ".join(f"{name:>9}" for name in [*contenders, "dvc", "floor"])
+        others = [name for name in ("dvc", "floor") if name in res["push"]]
+        print(f"{'shape':6} {'op':5} " + " ".join(f"{name:>9}" for name in [*contenders, *others])
               + " " + " ".join(f"{'dvc/' + name:>13}" for name in contenders)
               + "   round trips / 1000 objects")
         for op in ("push", "pull"):
             t = res[op]
             trips = res["round_trips_per_1000"][op]
-            print(f"{shape:6} {op:5} " + " ".join(f"{t[name]:9.3f}" for name in [*contenders, "dvc", "floor"])
+            print(f"{shape:6} {op:5} " + " ".join(f"{t[name]:9.3f}" for name in [*contenders, *others])
                   + " " + " ".join(f"{t['dvc'] / t[name]:13.2f}" for name in contenders)
                   + "   " + ", ".join(f"{name} {value:,.0f}" for name, value in trips.items()))
         print(f"{shape:6} {res['objects']} objects; no-op re-push: {res['noop_push']['cmf']:.3f} s")
@@ -495,20 +600,6 @@ def main() -> None:
     suffix = f"_latency{latency:g}ms" if latency else ""
     (out / f"transfer_{args.backend}{suffix}.json").write_text(json.dumps(results, indent=2))
 
-
-LATENCY_ENV = "CMF_BENCH_LATENCY_MS"
-
-
-def in_namespace(latency_ms: float) -> None:
-    """Run this benchmark again (same arguments) in a new network namespace whose loopback delays each packet
-    by half of ``latency_ms``: a round trip crosses it twice."""
-    if os.geteuid() != 0:
-        raise SystemExit("--latency needs root (unshare --net, tc qdisc)")
-    half = latency_ms / 2
-    inner = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
-    script = f"ip link set lo up && tc qdisc add dev lo root netem delay {half:g}ms && exec {inner}"
-    env = {**os.environ, LATENCY_ENV: f"{latency_ms:g}"}
-    raise SystemExit(subprocess.run(["unshare", "--net", "--", "sh", "-c", script], env=env).returncode)
 
 
 if __name__ == "__main__":

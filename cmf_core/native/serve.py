@@ -15,21 +15,23 @@ stderr and never into a frame.
 from __future__ import annotations
 
 import os
-import re
 import struct
 from typing import Any, BinaryIO, Dict, List, Optional, Tuple, Union
 
 __all__ = ["value", "steps", "main"]
 
-_INTEGER = re.compile(r"[+-]?\d+")
-_FLOAT = re.compile(r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|infinity|nan)", re.IGNORECASE)
-
-
 def _number(text: str) -> Optional[Union[int, float]]:
-    text = text.strip()
-    if _INTEGER.fullmatch(text):
+    """An int or float written as Python reads one (``nan``, ``inf`` and exponents too), not ``1_000``."""
+    if "_" in text:
+        return None
+    try:
         return int(text)
-    return float(text) if _FLOAT.fullmatch(text) else None
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def value(text: str) -> Any:
