@@ -70,7 +70,7 @@ from cmf_core.server.client import MetadataClient  # noqa: E402
 from cmf_core.testing.metadata_server import MetadataServer  # noqa: E402
 
 from metadata_server import PIPELINE, generate  # noqa: E402  (bench/metadata_server.py: the pipeline)
-from ui import code_version, percentile  # noqa: E402  (bench/ui.py)
+from ui import code_version, footer, percentile  # noqa: E402  (bench/ui.py)
 
 LIST_TARGET_MS, LINEAGE_TARGET_MS, START_TARGET_S = 100.0, 300.0, 0.5
 CMF = str(Path(sys.executable).with_name("cmf"))  # the console script, as an assistant starts it
@@ -487,15 +487,7 @@ def main() -> None:
         finally:
             server.stop()
 
-    load_after = os.getloadavg()
-    code_after = code_version()
-    if code_after.partition(" ")[2] != code_before.partition(" ")[2]:
-        print(f"\nWARNING: cmf_core changed during the run, from {code_before} to {code_after}")
-    print(f"\nload average (1, 5, 15 min) before {load_before[0]:.1f} {load_before[1]:.1f} {load_before[2]:.1f}, "
-          f"after {load_after[0]:.1f} {load_after[1]:.1f} {load_after[2]:.1f} ({os.cpu_count()} CPUs)")
-    print("missed targets:" if missed else "every target met")
-    for line in missed:
-        print("  " + line)
+    load_after, code_after = footer(load_before, code_before, missed)
     results = BENCH / "results"
     results.mkdir(exist_ok=True)
     (results / "mcp.json").write_text(json.dumps({

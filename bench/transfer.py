@@ -55,7 +55,8 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Tuple
+from unittest import mock
+from typing import Callable, Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -493,7 +494,7 @@ def bench_shape(target, root: Path, shape: str, rounds: int, floor: bool = True)
 
     def cmf(op: str, name: str, env: Dict[str, str]) -> Callable[[], object]:
         def run() -> object:
-            with patched_env(env):
+            with mock.patch.dict(os.environ, env):
                 result = (api.artifact_push if op == "push" else api.artifact_pull)(shape, progress=False)
             if "round_trips" in result.transport:
                 trips[op].setdefault(name, []).append(int(result.transport["round_trips"]))
@@ -531,21 +532,6 @@ def bench_shape(target, root: Path, shape: str, rounds: int, floor: bool = True)
                                            for name, values in by.items()} for op, by in trips.items()}
     result["rounds"] = times  # every round's time, in the JSON only: the medians hide how the rounds differ
     return result
-
-
-@contextlib.contextmanager
-def patched_env(env: Dict[str, str]) -> Iterator[None]:
-    """``os.environ`` with ``env`` set, for the length of the block."""
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def main() -> None:

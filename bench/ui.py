@@ -96,6 +96,22 @@ def code_version() -> str:
     return f"{git('rev-parse', '--short', 'HEAD')} (cmf_core tree {tree}{dirty})"
 
 
+def footer(load_before: Tuple[float, float, float], code_before: str,
+           missed: List[str]) -> Tuple[Tuple[float, float, float], str]:
+    """Print what a run's numbers stand on (the load average before and after, a warning if the code changed under
+    the run) and the targets missed; return (load average after, code version after)."""
+    load_after = os.getloadavg()
+    code_after = code_version()
+    if code_after.partition(" ")[2] != code_before.partition(" ")[2]:
+        print(f"\nWARNING: cmf_core changed during the run, from {code_before} to {code_after}")
+    print(f"\nload average (1, 5, 15 min) before {load_before[0]:.1f} {load_before[1]:.1f} {load_before[2]:.1f}, "
+          f"after {load_after[0]:.1f} {load_after[1]:.1f} {load_after[2]:.1f} ({os.cpu_count()} CPUs)")
+    print("missed targets:" if missed else "every target met")
+    for line in missed:
+        print("  " + line)
+    return load_after, code_after
+
+
 def generate_named(name: str, executions: int, artifacts: int) -> Dict:
     """``generate`` for a pipeline called ``name`` (its stages and artifact paths carry the name)."""
     saved = metadata_server.PIPELINE
@@ -613,15 +629,7 @@ def main() -> None:
             if pg:
                 pg.stop()
 
-    load_after = os.getloadavg()
-    code_after = code_version()
-    if code_after.partition(" ")[2] != code_before.partition(" ")[2]:
-        print(f"\nWARNING: cmf_core changed during the run, from {code_before} to {code_after}")
-    print(f"\nload average (1, 5, 15 min) before {load_before[0]:.1f} {load_before[1]:.1f} {load_before[2]:.1f}, "
-          f"after {load_after[0]:.1f} {load_after[1]:.1f} {load_after[2]:.1f} ({os.cpu_count()} CPUs)")
-    print("missed targets:" if missed else "every target met")
-    for line in missed:
-        print("  " + line)
+    load_after, code_after = footer(load_before, code_before, missed)
     results = BENCH / "results"
     results.mkdir(exist_ok=True)
     name = "ui-postgres.json" if args.postgres else "ui.json"

@@ -34,8 +34,8 @@ from cmf_core.testing.servers import free_port
 from cmflib.cmf import Cmf
 from cmflib.cmfquery import CmfQuery
 from tests.conftest import CMF, Result, one_error_line, write
-from tests.test_server import init
-from tests.test_ui_api import EVAL_ACCURACY, P, RUNS, STEPS, XSS, in_workspace, log_main, loss, md5
+from tests.test_ui_api import (EVAL_ACCURACY, P, RUNS, STEPS, XSS, in_workspace, log_main, loss, md5,
+                                module_workspace)
 
 TOKEN = "mcp-token-for-tests"
 FAN, FAN_RUNS = "fan", 30
@@ -96,11 +96,8 @@ def logged_uuids(mlmd: Path) -> Dict[str, str]:
 
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory) -> Logged:
-    base = tmp_path_factory.mktemp("mcp")
-    root = base / "ws"
-    root.mkdir()
+    root = module_workspace(tmp_path_factory, "mcp")
     with in_workspace(root):
-        init(root, base / "store", "http://127.0.0.1:9", base / "origin.git")
         log_main(root)
         log_odd(root)
         log_fan(root)

@@ -25,8 +25,7 @@ from cmf_core.native.serve import steps, value
 from cmf_core.testing.servers import Server, free_port
 from cmflib.cmf import Cmf
 from cmflib.cmfquery import CmfQuery
-from tests.test_server import init
-from tests.test_ui_api import Target, in_workspace
+from tests.test_ui_api import Target, in_workspace, module_workspace
 
 # The statuses of log_metric.h: part of the ABI (Fortran callers compare numbers).
 OK, NOT_INITIALIZED, ARGUMENT, REFUSED, HELPER = 0, 1, 2, 3, 4
@@ -282,12 +281,7 @@ def build(tmp_path_factory) -> Build:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     """A cmf workspace (``cmf init local``) the programs log into; tests log under pipelines of their own."""
-    base = tmp_path_factory.mktemp("native-ws")
-    root = base / "ws"
-    root.mkdir()
-    with in_workspace(root):
-        init(root, base / "store", "http://127.0.0.1:9", base / "origin.git")
-    return root
+    return module_workspace(tmp_path_factory, "native-ws")
 
 
 # -- reading back --------------------------------------------------------------------------------------------------

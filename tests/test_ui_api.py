@@ -69,6 +69,17 @@ def in_workspace(root: Path) -> Iterator[None]:
         yield
 
 
+def module_workspace(tmp_path_factory, name: str) -> Path:
+    """A fresh ``cmf init local`` workspace for a module's fixtures, ``<tmp>/ws``, with its store and git remote
+    beside it (a server URL that nothing answers)."""
+    base = tmp_path_factory.mktemp(name)
+    root = base / "ws"
+    root.mkdir()
+    with in_workspace(root):
+        init(root, base / "store", "http://127.0.0.1:9", base / "origin.git")
+    return root
+
+
 def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
@@ -142,15 +153,13 @@ def log_workspace_only(root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Workspace:
-    base = tmp_path_factory.mktemp("ui-api")
-    root = base / "ws"
-    root.mkdir()
+    root = module_workspace(tmp_path_factory, "ui-api")
+    base = root.parent
     outside = write(base / "outside.txt", f"{SECRET}\n")
     board = base / "tb"
     write(board / "events.out.tfevents.1", "tb-one")
     write(board / "sub" / "events.out.tfevents.2", "tb-two")
     with in_workspace(root):
-        init(root, base / "store", "http://127.0.0.1:9", base / "origin.git")
         log_main(root)
         log_hostile(root, outside)
         log_wide(root)
