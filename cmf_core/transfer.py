@@ -502,11 +502,11 @@ class Engine:
         return obj.size
 
     def _report(self, result: TransferResult) -> None:
-        """The store's report (route, round trips) into ``result``; a note it carries, said once."""
+        """The store's report (route, round trips) into ``result``; a note it carries is said once (:func:`_say`)."""
         report = dict(self.store.report()) if hasattr(self.store, "report") else {}
         note = report.pop("note", None)
         if note:
-            result.notes.append(str(note))
+            _say(result, str(note))
         result.transport = report
 
     def _split_push(self, objects: List[Obj]) -> Tuple[List[Obj], List[Obj]]:
@@ -811,7 +811,7 @@ class Engine:
                     except BatchUnavailable as exc:  # said once; this and every later group go one by one
                         with lock:
                             if not unavailable.is_set():
-                                result.notes.append(str(exc))
+                                _say(result, str(exc))
                             unavailable.set()
                     except BaseException as exc:  # noqa: B036 -- a bug: raised in the main thread
                         errors.append(exc)
@@ -942,6 +942,12 @@ class Engine:
                     thread.join()
         finally:
             self.store.close()
+
+
+def _say(result: TransferResult, note: str) -> None:
+    """A note on how the transfer went: on stderr now (as the linker's), and among the result's notes."""
+    result.notes.append(note)
+    print(f"cmf: note: {note}", file=sys.stderr, flush=True)
 
 
 def _write_all(chunks: Iterable[bytes], writer: HashingWriter) -> None:

@@ -152,8 +152,6 @@ def _report(result, as_json: bool) -> None:
     if not as_json:
         for artifact, reason in result.not_files:
             click.echo(f"  not moved: {artifact} ({reason})")
-        for note in result.notes:
-            click.echo(f"cmf: note: {note}", err=True)
     _report_failures(result.failed)
     if not result.ok:
         raise click.exceptions.Exit(1)

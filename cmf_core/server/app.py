@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib.util
 import json
 import logging
 import os
@@ -495,46 +496,73 @@ class McpEndpoint:
 
     The route sits inside the app's middleware: bearer auth, the Host check, the Origin check (for every method
     on ``/mcp``, see :class:`SameOrigin`) and the size limit are those of ``/api``; the SDK's own Host/Origin check
-    is not switched on a second time with lists of its own.  The SDK's session manager runs once, so each run of
-    the app (its lifespan) makes its own."""
+    is not switched on a second time with lists of its own.
+
+    The SDK takes a second to import, which a server pays at its first ``/mcp`` request, not at its start (test
+    suites and ``--workers`` start many).  Its session manager then runs in a task of the app's run (its lifespan),
+    which ends it; the manager runs once, so each run of the app makes its own."""
 
     def __init__(self, reads: Reads, max_body_bytes: int) -> None:
-        from cmf_core.mcp.sources import LocalSource
-        from cmf_core.mcp.tools import create_server
-
-        self.server = create_server(LocalSource(reads, "this cmf server's store"))
-        self.max_body_bytes = max_body_bytes
+        self.reads, self.max_body_bytes = reads, max_body_bytes
         self.http: Any = None
+        self._group: Any = None
+        self._starting: Any = None
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
+        import anyio
+
+        self._starting = anyio.Lock()
+        async with anyio.create_task_group() as group:
+            self._group = group
+            try:
+                yield
+            finally:
+                self._group = None
+                group.cancel_scope.cancel()
+
+    async def _serve(self, *, task_status: Any) -> None:
+        """Import the SDK (in a worker thread), build the tools, run the session manager until the app stops."""
+        import anyio
+        from anyio.to_thread import run_sync
+
+        def create() -> Any:
+            from cmf_core.mcp.sources import LocalSource
+            from cmf_core.mcp.tools import create_server
+
+            return create_server(LocalSource(self.reads, "this cmf server's store"))
+
         from mcp.server.transport_security import TransportSecuritySettings
 
-        self.http = self.server.streamable_http_app(
+        server = await run_sync(create)
+        http = server.streamable_http_app(
             streamable_http_path=MCP_PATH, stateless_http=True, json_response=True,
             max_request_body_size=self.max_body_bytes,
             transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
         try:
-            async with self.server.session_manager.run():
-                yield
+            async with server.session_manager.run():
+                self.http = http
+                task_status.started()
+                await anyio.sleep_forever()
         finally:
             self.http = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.http is None:
-            return await _send_json(send, 503, "the MCP endpoint is not running")
+            if self._group is None:
+                return await _send_json(send, 503, "the MCP endpoint is not running")
+            async with self._starting:
+                if self.http is None:
+                    await self._group.start(self._serve)
         await self.http(scope, receive, send)
 
 
 def _mount_mcp(app: FastAPI, reads: Reads, max_body_bytes: int) -> Optional[McpEndpoint]:
     """Add ``/mcp`` (:class:`McpEndpoint`) to ``app``; None when the ``mcp`` extra is not installed."""
-    try:
-        endpoint = McpEndpoint(reads, max_body_bytes)
-    except ImportError as exc:
-        if (exc.name or "").split(".")[0] != "mcp":
-            raise
+    if importlib.util.find_spec("mcp") is None:
         log.info("no /mcp endpoint: the MCP SDK is not installed (pip install 'cmf-ml[mcp]')")
         return None
+    endpoint = McpEndpoint(reads, max_body_bytes)
     app.router.add_route(MCP_PATH, endpoint, include_in_schema=False)
     return endpoint
 
