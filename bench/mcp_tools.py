@@ -37,10 +37,8 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import io
 import json
 import os
-import pstats
 import statistics
 import subprocess
 import sys
@@ -70,7 +68,7 @@ from cmf_core.server.client import MetadataClient  # noqa: E402
 from cmf_core.testing.metadata_server import MetadataServer  # noqa: E402
 
 from metadata_server import PIPELINE, generate  # noqa: E402  (bench/metadata_server.py: the pipeline)
-from ui import code_version, footer, percentile  # noqa: E402  (bench/ui.py)
+from ui import code_version, footer, percentile, profile_lines  # noqa: E402  (bench/ui.py)
 
 LIST_TARGET_MS, LINEAGE_TARGET_MS, START_TARGET_S = 100.0, 300.0, 0.5
 CMF = str(Path(sys.executable).with_name("cmf"))  # the console script, as an assistant starts it
@@ -361,12 +359,7 @@ def profile_calls(mlmd: Path, todo: List[Call], limit: int = 16) -> Dict[str, st
             profiler.enable()
             profiled = await timed(call)
             profiler.disable()
-            text = io.StringIO()
-            report = pstats.Stats(profiler, stream=text)
-            report.sort_stats("cumulative").print_stats(CUMULATIVE, limit)
-            report.sort_stats("tottime").print_stats(limit)
-            lines = [line for line in text.getvalue().splitlines() if line.strip()
-                     and not line.lstrip().startswith(("Ordered by", "List reduced"))]
+            lines = profile_lines(profiler, CUMULATIVE, limit)
             statements.clear()
             Session.rows = timed_rows  # type: ignore[method-assign]
             try:

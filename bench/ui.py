@@ -96,6 +96,17 @@ def code_version() -> str:
     return f"{git('rev-parse', '--short', 'HEAD')} (cmf_core tree {tree}{dirty})"
 
 
+def profile_lines(profiler: cProfile.Profile, cumulative: str, limit: int) -> List[str]:
+    """A profile's top entries: by cumulative time (those matching ``cumulative``), then by own time; pstats'
+    headers left out."""
+    text = io.StringIO()
+    stats = pstats.Stats(profiler, stream=text)
+    stats.sort_stats("cumulative").print_stats(cumulative, limit)
+    stats.sort_stats("tottime").print_stats(limit)
+    return [line for line in text.getvalue().splitlines() if line.strip()
+            and not line.lstrip().startswith(("Ordered by", "List reduced"))]
+
+
 def footer(load_before: Tuple[float, float, float], code_before: str,
            missed: List[str]) -> Tuple[Tuple[float, float, float], str]:
     """Print what a run's numbers stand on (the load average before and after, a warning if the code changed under
@@ -482,12 +493,7 @@ def profile_routes(server: MetadataServer, pg: Optional[PostgresServer], work: P
                 profiler.enable()
                 profiled = await get(client, path)
                 profiler.disable()
-                text = io.StringIO()
-                stats = pstats.Stats(profiler, stream=text)
-                stats.sort_stats("cumulative").print_stats(CUMULATIVE, limit)
-                stats.sort_stats("tottime").print_stats(limit)
-                lines = [line for line in text.getvalue().splitlines() if line.strip()
-                         and not line.lstrip().startswith(("Ordered by", "List reduced"))]
+                lines = profile_lines(profiler, CUMULATIVE, limit)
                 out[path] = "\n".join([f"{plain * 1000:.0f} ms in process (best of 3), "
                                        f"{profiled * 1000:.0f} ms under cProfile", *lines])
         return out
