@@ -44,9 +44,3 @@ class CorruptSource(BackendError):
 
     def __init__(self, src: object, md5: str) -> None:
         super().__init__(f"{src} is corrupt: its md5 is not {md5}, the object it should be; not uploaded")
-
-
-class BatchUnavailable(BackendError):
-    """A store that moves objects in batches cannot here (the server runs no commands for this account): the
-    engine moves them one by one instead, and asks for no more batches."""
-

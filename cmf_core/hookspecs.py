@@ -174,15 +174,14 @@ class ObjectStore:
         """Stream several objects in one request: yield ``(key, its bytes in chunks)``, in any order, each
         object's chunks read to the end before the next is asked for.  A key not held, or one the stream broke
         off before, is left out: the engine then asks :meth:`get` for it, which says what is wrong.  The engine
-        checks every object's md5, as for :meth:`get`.  Raise :class:`cmf_core.errors.BatchUnavailable` when
-        batches cannot be had here at all."""
+        checks every object's md5, as for :meth:`get`.  A store that finds it cannot batch here (a server that
+        refuses the request) moves the objects some other way itself, and may say so in :meth:`report`."""
         raise NotImplementedError
 
     def put_many(self, items: Sequence[Tuple[bytes, str]]) -> None:
         """Store several small objects, ``(their bytes, key)``, the bytes already checked against the keys, in
         one request.  Each takes its key whole (never a partial object at a key); on any failure raise, and the
-        engine puts the batch's objects one by one with :meth:`put`.  Raise
-        :class:`cmf_core.errors.BatchUnavailable` when batches cannot be had here at all."""
+        engine puts the batch's objects one by one with :meth:`put`."""
         raise NotImplementedError
 
     def report(self) -> Dict[str, object]:

@@ -44,7 +44,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 from cmf_core import fanout, layout, links, locks
 from cmf_core.config import CacheSettings
-from cmf_core.errors import BackendError, BatchUnavailable, CmfError, CorruptSource, ObjectNotFound, TransientError
+from cmf_core.errors import BackendError, CmfError, CorruptSource, ObjectNotFound, TransientError
 from cmf_core.hookspecs import ObjectStore
 from cmf_core.metadata import store as records
 
@@ -541,8 +541,6 @@ class Engine:
                 alone.append(obj)
         try:
             self.store.put_many([(data, obj.key) for data, obj in items])
-        except BatchUnavailable:
-            raise
         except (CmfError, OSError):  # the batch did not take: its objects go one by one
             return [], alone + [obj for _, obj in items]
         for data, _ in items:
@@ -686,8 +684,6 @@ class Engine:
                                                          progress)))
                     except _Mismatch:
                         left[key] = obj
-        except BatchUnavailable:
-            raise
         except (CmfError, OSError):  # the stream broke off: what it did not deliver goes one by one
             pass
         return moved, list(left.values())
@@ -780,7 +776,7 @@ class Engine:
                  result: TransferResult) -> List[Obj]:
         """Move ``objects`` in groups of the store's batch size, a group per thread (``jobs`` threads, at least
         a group each); record what moved in ``result``; return the objects to move one by one: those a batch
-        did not move, and all that is left once the store says it has no batches here."""
+        did not move."""
         if not objects:
             return []
         size = max(1, min(self.store.batch, -(-len(objects) // self.jobs)))
@@ -793,7 +789,7 @@ class Engine:
             known += obj.size
         groups.append(group)
         progress = Progress(label, len(objects), self.progress_enabled)
-        todo, lock, stop, unavailable = iter(groups), threading.Lock(), threading.Event(), threading.Event()
+        todo, lock, stop = iter(groups), threading.Lock(), threading.Event()
         single: List[Obj] = []
         errors: List[BaseException] = []
 
@@ -805,17 +801,11 @@ class Engine:
                     return
                 moved: List[Tuple[Obj, int]] = []
                 left = group
-                if not unavailable.is_set():
-                    try:
-                        moved, left = move(group, progress)
-                    except BatchUnavailable as exc:  # said once; this and every later group go one by one
-                        with lock:
-                            if not unavailable.is_set():
-                                _say(result, str(exc))
-                            unavailable.set()
-                    except BaseException as exc:  # noqa: B036 -- a bug: raised in the main thread
-                        errors.append(exc)
-                        stop.set()
+                try:
+                    moved, left = move(group, progress)
+                except BaseException as exc:  # noqa: B036 -- a bug: raised in the main thread
+                    errors.append(exc)
+                    stop.set()
                 with lock:
                     for _, count in moved:
                         result.bytes += count
